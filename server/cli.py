@@ -1,0 +1,140 @@
+"""`python -m server`: serve, and administer root keys. The only code that reads flags and environment."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+
+from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
+from server.errors import DomainError
+from server.factory import ServerConfig, start_server
+from server.logs import configure_logging
+from server.store import SqliteStore
+
+__all__ = ["main"]
+
+log = logging.getLogger("keyscope")
+
+EXAMPLE_ROOT_KEY = ("api.*.create_api", "api.*.read_api", "api.*.update_api", "api.*.create_key",
+                    "api.*.read_key", "api.*.update_key", "api.*.delete_key", "api.*.verify_key",
+                    "rbac.*.create_permission", "rbac.*.create_role", "rbac.*.read_role", "rbac.*.update_role")
+
+
+def _parser() -> argparse.ArgumentParser:
+    env = os.environ
+    # Shared by every command, so that they can follow it: `python -m server serve --db x.db`.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", default=env.get("KEYSCOPE_DB", "keyscope.db"),
+                        help="SQLite database file, created if missing (env KEYSCOPE_DB; default %(default)s)")
+    common.add_argument("--log-level", default=env.get("KEYSCOPE_LOG_LEVEL", "info"),
+                        choices=["debug", "info", "warning", "error"],
+                        help="(env KEYSCOPE_LOG_LEVEL; default %(default)s)")
+    parser = argparse.ArgumentParser(
+        prog="python -m server",
+        description="Keyscope: permissions of APIs and API keys, over gRPC. "
+                    "Run `python -m server COMMAND --help` for a command's flags.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", parents=[common], help="run the gRPC server until SIGTERM or SIGINT")
+    serve.add_argument("--host", default=env.get("KEYSCOPE_HOST", "127.0.0.1"),
+                       help="address to listen on (env KEYSCOPE_HOST; default %(default)s)")
+    serve.add_argument("--port", type=int, default=int(env.get("KEYSCOPE_PORT", "50051")),
+                       help="port, 0 for any free one (env KEYSCOPE_PORT; default %(default)s)")
+    serve.add_argument("--grace", type=float, default=float(env.get("KEYSCOPE_GRACE_SECONDS", "10")),
+                       help="seconds calls in flight get to finish on shutdown (default %(default)s)")
+    serve.add_argument("--max-message-bytes", type=int, default=4 * 1024 * 1024,
+                       help="largest request or response accepted (default %(default)s)")
+
+    create = commands.add_parser("create-root-key", parents=[common],
+                                 help="create a root key and print its secret, once")
+    create.add_argument("--name", default="root key", help="a label for people")
+    create.add_argument("--permission", "-p", action="append", dest="permissions", default=[],
+                        metavar="PERMISSION",
+                        help="a permission such as api.*.update_key; repeat the flag for more")
+    create.add_argument("--all", action="store_true",
+                        help="grant every permission on every API: " + " ".join(EXAMPLE_ROOT_KEY))
+    create.add_argument("--expires-in-days", type=float, default=None, help="default: never expires")
+
+    commands.add_parser("list-root-keys", parents=[common], help="list root keys (ids, names, permissions; never secrets)")
+    disable = commands.add_parser("disable-root-key", parents=[common], help="make a root key stop working")
+    disable.add_argument("root_key_id")
+    delete = commands.add_parser("delete-root-key", parents=[common], help="delete a root key for good")
+    delete.add_argument("root_key_id")
+    return parser
+
+
+async def _serve(db: str, config: ServerConfig, grace: float) -> None:
+    store = await SqliteStore.open(db)
+    try:
+        running = await start_server(store, config)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        log.info("keyscope serving on %s:%d, database %s", config.host, running.port, os.path.abspath(db))
+        await stop.wait()
+        log.info("stopping: no new calls, up to %.1fs for calls in flight", grace)
+        await running.stop(grace)
+    finally:
+        await store.close()
+    log.info("stopped")
+
+
+async def _create_root_key(db: str, name: str, permissions: Sequence[str], expires_in_days: float | None) -> str:
+    secret = new_secret(ROOT_KEY_PREFIX)
+    expires_ms = None
+    if expires_in_days is not None:
+        expires_ms = int((datetime.now(timezone.utc).timestamp() + expires_in_days * 86400) * 1000)
+    store = await SqliteStore.open(db)
+    try:
+        record = await store.create_root_key(name, hash_secret(secret), permissions, expires_ms)
+    finally:
+        await store.close()
+    print(f"root key id: {record.id}", file=sys.stderr)
+    print(f"permissions: {' '.join(record.permissions)}", file=sys.stderr)
+    print("the secret below is shown only now; store it safely:", file=sys.stderr)
+    return secret
+
+
+async def _admin(db: str, command: str, root_key_id: str = "") -> None:
+    store = await SqliteStore.open(db)
+    try:
+        if command == "list-root-keys":
+            for key in await store.list_root_keys():
+                state = "enabled" if key.enabled else "disabled"
+                print(f"{key.id}\t{key.name}\t{state}\t{' '.join(key.permissions)}")
+        elif command == "disable-root-key":
+            await store.set_root_key_enabled(root_key_id, False)
+        elif command == "delete-root-key":
+            await store.delete_root_key(root_key_id)
+    finally:
+        await store.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    options = parser.parse_args(argv)
+    configure_logging(options.log_level)
+    try:
+        if options.command == "serve":
+            config = ServerConfig(host=options.host, port=options.port,
+                                  max_message_bytes=options.max_message_bytes)
+            asyncio.run(_serve(options.db, config, options.grace))
+        elif options.command == "create-root-key":
+            permissions = list(options.permissions) + (list(EXAMPLE_ROOT_KEY) if options.all else [])
+            if not permissions:
+                parser.error("create-root-key needs --permission (one or more) or --all")
+            print(asyncio.run(_create_root_key(options.db, options.name, permissions, options.expires_in_days)))
+        else:
+            asyncio.run(_admin(options.db, options.command, getattr(options, "root_key_id", "")))
+    except DomainError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,85 @@
+"""Domain errors: what can go wrong, in the service's own words.
+
+The store and the servicers raise these; `server.status` alone turns them into
+gRPC status codes and details. Messages are written for the caller and never
+carry a secret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "AlreadyExists",
+    "DomainError",
+    "FieldViolation",
+    "InvalidArgument",
+    "NotFound",
+    "PermissionDenied",
+    "StoreUnavailable",
+    "Unauthenticated",
+]
+
+
+class DomainError(Exception):
+    """Base of every error a caller is meant to see."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad field of a request, named as in the proto (`scopes[2].value`)."""
+
+    field: str
+    description: str
+
+
+class InvalidArgument(DomainError):
+    def __init__(self, violations: Sequence[FieldViolation]) -> None:
+        self.violations = tuple(violations)
+        first = self.violations[0]
+        more = f" (and {len(self.violations) - 1} more)" if len(self.violations) > 1 else ""
+        super().__init__(f"invalid {first.field}: {first.description}{more}")
+
+
+class Unauthenticated(DomainError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+
+
+class PermissionDenied(DomainError):
+    """The caller lacks `permission`; `subjects` lists what it was needed for."""
+
+    def __init__(self, permission: str, *, reason: str = "MISSING_PERMISSION",
+                 subjects: Sequence[str] = (), message: str | None = None) -> None:
+        self.permission = permission
+        self.reason = reason
+        self.subjects = tuple(subjects)
+        super().__init__(message or f"the root key lacks the permission {permission}")
+
+
+class NotFound(DomainError):
+    """`resource_type` names (ids or names) that do not exist, or that the caller may not see."""
+
+    def __init__(self, resource_type: str, names: Sequence[str]) -> None:
+        self.resource_type = resource_type
+        self.names = tuple(names)
+        super().__init__(f"{resource_type} not found: {', '.join(self.names)}")
+
+
+class AlreadyExists(DomainError):
+    def __init__(self, resource_type: str, name: str) -> None:
+        self.resource_type = resource_type
+        self.name = name
+        super().__init__(f"{resource_type} already exists: {name}")
+
+
+class StoreUnavailable(DomainError):
+    """The store cannot be reached or used right now; retrying later may work."""
+
+    def __init__(self, message: str = "the store is unavailable, try again later") -> None:
+        super().__init__(message)

@@ -1,0 +1,7 @@
+"""One servicer per keyscope.v1 service: validate, one store call, build the response."""
+
+from server.services.apis import ApiService
+from server.services.keys import KeyService
+from server.services.roles import RoleService
+
+__all__ = ["ApiService", "KeyService", "RoleService"]

@@ -1,0 +1,126 @@
+"""What the store holds and returns: plain immutable records, free of SQL and protobuf."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+__all__ = [
+    "ApiRecord",
+    "KeyChanges",
+    "KeyRecord",
+    "KeyVerification",
+    "NewKey",
+    "PermissionEntry",
+    "RoleRecord",
+    "RootKeyRecord",
+    "ScopesUpdate",
+    "Written",
+]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PermissionEntry:
+    """One entry of an API's catalog: Auth0's scope, Unkey's permission."""
+
+    id: str
+    name: str
+    description: str
+
+
+@dataclass(frozen=True)
+class ApiRecord:
+    id: str
+    name: str
+    scopes: tuple[PermissionEntry, ...]
+    created_ms: int
+    updated_ms: int
+
+
+@dataclass(frozen=True)
+class RoleRecord:
+    id: str
+    api_id: str
+    name: str
+    description: str
+    permissions: tuple[PermissionEntry, ...]
+    created_ms: int
+    updated_ms: int
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    id: str
+    api_id: str
+    name: str
+    start: str
+    enabled: bool
+    expires_ms: int | None
+    permissions: tuple[PermissionEntry, ...]
+    roles: tuple[RoleRecord, ...]
+    created_ms: int
+    updated_ms: int
+
+
+@dataclass(frozen=True)
+class KeyVerification:
+    """What VerifyKey needs of a key, read in one consistent snapshot."""
+
+    key_id: str
+    api_id: str
+    enabled: bool
+    expires_ms: int | None
+    permissions: tuple[str, ...]  # effective: direct and through roles, sorted, unique
+    roles: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RootKeyRecord:
+    id: str
+    name: str
+    permissions: tuple[str, ...]
+    enabled: bool
+    expires_ms: int | None
+    created_ms: int
+
+
+@dataclass(frozen=True)
+class NewKey:
+    api_id: str
+    name: str
+    secret_hash: bytes
+    start: str
+    enabled: bool
+    expires_ms: int | None
+    permissions: tuple[str, ...]
+    roles: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class KeyChanges:
+    """UpdateKey's changes; None leaves a field as it is."""
+
+    name: str | None = None
+    enabled: bool | None = None
+    expires_ms: int | None = None
+    clear_expiry: bool = False
+
+
+@dataclass(frozen=True)
+class Written(Generic[T]):
+    """The outcome of a write: the resource after it, and the store revision it produced."""
+
+    value: T
+    revision: int
+    created_permissions: tuple[PermissionEntry, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class ScopesUpdate:
+    api: ApiRecord
+    removed: tuple[str, ...]
+    keys_affected: int
+    roles_affected: int
+    revision: int

@@ -1,0 +1,89 @@
+"""The SQLite schema, as numbered migrations. `PRAGMA user_version` records the last one applied.
+
+Append a migration to change the schema; never edit one that has shipped.
+Times are milliseconds since the Unix epoch; secrets are stored only as
+SHA-256 digests.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS", "LATEST_VERSION"]
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: the core model.
+    (
+        """CREATE TABLE meta (
+            singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+            revision INTEGER NOT NULL
+        )""",
+        "INSERT INTO meta (singleton, revision) VALUES (1, 0)",
+        """CREATE TABLE root_keys (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            secret_hash BLOB NOT NULL UNIQUE,
+            enabled INTEGER NOT NULL DEFAULT 1,
+            expires_at INTEGER,
+            created_at INTEGER NOT NULL
+        )""",
+        """CREATE TABLE root_key_permissions (
+            root_key_id TEXT NOT NULL REFERENCES root_keys (id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            PRIMARY KEY (root_key_id, name)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE apis (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL
+        )""",
+        """CREATE TABLE permissions (
+            id TEXT PRIMARY KEY,
+            api_id TEXT NOT NULL REFERENCES apis (id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            description TEXT NOT NULL DEFAULT '',
+            created_at INTEGER NOT NULL,
+            UNIQUE (api_id, name)
+        )""",
+        """CREATE TABLE keys (
+            id TEXT PRIMARY KEY,
+            api_id TEXT NOT NULL REFERENCES apis (id) ON DELETE CASCADE,
+            secret_hash BLOB NOT NULL UNIQUE,
+            start TEXT NOT NULL,
+            name TEXT NOT NULL,
+            enabled INTEGER NOT NULL,
+            expires_at INTEGER,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL
+        )""",
+        "CREATE INDEX keys_by_api ON keys (api_id)",
+        """CREATE TABLE roles (
+            id TEXT PRIMARY KEY,
+            api_id TEXT NOT NULL REFERENCES apis (id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            description TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            UNIQUE (api_id, name)
+        )""",
+        """CREATE TABLE key_permissions (
+            key_id TEXT NOT NULL REFERENCES keys (id) ON DELETE CASCADE,
+            permission_id TEXT NOT NULL REFERENCES permissions (id) ON DELETE CASCADE,
+            PRIMARY KEY (key_id, permission_id)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX key_permissions_by_permission ON key_permissions (permission_id)",
+        """CREATE TABLE role_permissions (
+            role_id TEXT NOT NULL REFERENCES roles (id) ON DELETE CASCADE,
+            permission_id TEXT NOT NULL REFERENCES permissions (id) ON DELETE CASCADE,
+            PRIMARY KEY (role_id, permission_id)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX role_permissions_by_permission ON role_permissions (permission_id)",
+        """CREATE TABLE key_roles (
+            key_id TEXT NOT NULL REFERENCES keys (id) ON DELETE CASCADE,
+            role_id TEXT NOT NULL REFERENCES roles (id) ON DELETE CASCADE,
+            PRIMARY KEY (key_id, role_id)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX key_roles_by_role ON key_roles (role_id)",
+    ),
+)
+
+LATEST_VERSION = len(MIGRATIONS)

@@ -1,0 +1,61 @@
+"""Every test gets a real server on 127.0.0.1:0 over a fresh SQLite file, called through generated stubs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+
+import grpc
+import pytest
+import pytest_asyncio
+
+from server.cli import EXAMPLE_ROOT_KEY
+from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
+from server.factory import RunningServer, ServerConfig, start_server
+from server.store import SqliteStore
+from tests.client import Caller
+
+MakeCaller = Callable[[Sequence[str]], Awaitable[Caller]]
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "keyscope.db"
+
+
+@pytest_asyncio.fixture
+async def store(db_path: Path) -> AsyncIterator[SqliteStore]:
+    store = await SqliteStore.open(db_path)
+    yield store
+    await store.close()
+
+
+@pytest_asyncio.fixture
+async def server(store: SqliteStore) -> AsyncIterator[RunningServer]:
+    running = await start_server(store, ServerConfig(host="127.0.0.1", port=0))
+    yield running
+    await running.stop(None)
+
+
+@pytest_asyncio.fixture
+async def channel(server: RunningServer) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        yield channel
+
+
+@pytest.fixture
+def make_caller(store: SqliteStore, channel: grpc.aio.Channel) -> MakeCaller:
+    """`await make_caller(["api.*.verify_key"])`: a caller with a new root key holding those permissions."""
+
+    async def make(permissions: Sequence[str]) -> Caller:
+        secret = new_secret(ROOT_KEY_PREFIX)
+        record = await store.create_root_key("test", hash_secret(secret), permissions)
+        return Caller(channel, secret, record.id)
+
+    return make
+
+
+@pytest_asyncio.fixture
+async def admin(make_caller: MakeCaller) -> Caller:
+    """A caller holding every root-key permission on every API."""
+    return await make_caller(EXAMPLE_ROOT_KEY)

@@ -1,0 +1,43 @@
+"""Reading the google.rpc details of a failed call."""
+
+from __future__ import annotations
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+
+def _details(error: grpc.aio.AioRpcError) -> list:
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            status = status_pb2.Status.FromString(value)
+            assert status.code == error.code().value[0]
+            out = []
+            for detail in status.details:
+                for cls in (error_details_pb2.BadRequest, error_details_pb2.ErrorInfo,
+                            error_details_pb2.ResourceInfo, error_details_pb2.RequestInfo):
+                    if detail.Is(cls.DESCRIPTOR):
+                        message = cls()
+                        detail.Unpack(message)
+                        out.append(message)
+            return out
+    raise AssertionError(f"no rich status details in {error!r}")
+
+
+def field_violations(error: grpc.aio.AioRpcError) -> dict[str, str]:
+    """BadRequest field -> description."""
+    [bad] = [d for d in _details(error) if isinstance(d, error_details_pb2.BadRequest)]
+    return {v.field: v.description for v in bad.field_violations}
+
+
+def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
+    [info] = [d for d in _details(error) if isinstance(d, error_details_pb2.ErrorInfo)]
+    return info
+
+
+def resource_names(error: grpc.aio.AioRpcError) -> list[str]:
+    return [d.resource_name for d in _details(error) if isinstance(d, error_details_pb2.ResourceInfo)]
+
+
+def request_id(error: grpc.aio.AioRpcError) -> str:
+    [info] = [d for d in _details(error) if isinstance(d, error_details_pb2.RequestInfo)]
+    return info.request_id
