@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
 from server.errors import DomainError
@@ -62,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="grant every permission on every API: " + " ".join(EXAMPLE_ROOT_KEY))
     create.add_argument("--expires-in-days", type=float, default=None, help="default: never expires")
 
-    commands.add_parser("list-root-keys", parents=[common], help="list root keys (ids, names, permissions; never secrets)")
+    commands.add_parser("list-root-keys", parents=[common],
+                        help="list root keys (ids, names, permissions; never secrets)")
     disable = commands.add_parser("disable-root-key", parents=[common], help="make a root key stop working")
     disable.add_argument("root_key_id")
     delete = commands.add_parser("delete-root-key", parents=[common], help="delete a root key for good")
@@ -91,7 +92,7 @@ async def _create_root_key(db: str, name: str, permissions: Sequence[str], expir
     secret = new_secret(ROOT_KEY_PREFIX)
     expires_ms = None
     if expires_in_days is not None:
-        expires_ms = int((datetime.now(timezone.utc).timestamp() + expires_in_days * 86400) * 1000)
+        expires_ms = int((datetime.now(UTC).timestamp() + expires_in_days * 86400) * 1000)
     store = await SqliteStore.open(db)
     try:
         record = await store.create_root_key(name, hash_secret(secret), permissions, expires_ms)

@@ -100,7 +100,7 @@ class KeyscopeInterceptor(grpc.aio.ServerInterceptor):
                 raise
             except Exception as exc:  # noqa: BLE001 - this is the one place errors become statuses
                 if not isinstance(exc, DomainError):
-                    log.exception("unexpected error in %s", method)
+                    log.exception("unexpected error in %s (request id %s)", method, request_id)
                 status = to_status(exc, request_id)
                 code = status.code
                 await context.abort(status.code, status.details, status.trailing_metadata)

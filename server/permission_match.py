@@ -27,7 +27,7 @@ def grants(granted: str, required: str) -> bool:
     need = required.split(".")
     if len(have) != len(need):
         return False
-    return all(h == WILDCARD or h == n for h, n in zip(have, need))
+    return all(h == WILDCARD or h == n for h, n in zip(have, need, strict=True))
 
 
 def is_granted(held: Iterable[str], required: str) -> bool:

@@ -7,6 +7,7 @@ request changes nothing and the caller learns every bad field in one answer.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -56,13 +57,15 @@ class Validator:
         elif len(value) > MAX_ID or not ID_PATTERN.fullmatch(value):
             self.add(field, f"must match ^[a-zA-Z0-9_]+$ and be at most {MAX_ID} characters, like {prefix}_3f9c2a")
 
-    def text(self, field: str, value: str, *, max_length: int, required: bool = False) -> None:
-        """Free text shown to people: no control characters."""
+    def text(self, field: str, value: str, *, max_length: int, required: bool = False,
+             multiline: bool = False) -> None:
+        """Free text shown to people: no control characters (but tabs and newlines when multiline)."""
+        allowed = "\t\n" if multiline else ""
         if required and not value.strip():
             self.add(field, "is required")
         elif len(value) > max_length:
             self.add(field, f"must be at most {max_length} characters (got {len(value)})")
-        elif not all(ch.isprintable() or ch in "\t\n" for ch in value):
+        elif any(unicodedata.category(ch) == "Cc" and ch not in allowed for ch in value):
             self.add(field, "must not contain control characters")
 
     def permission_name(self, field: str, value: str) -> bool:
@@ -113,17 +116,20 @@ class Validator:
                              f"duplicates {field}[{first_index[spec.value]}].value {spec.value!r}")
                 else:
                     first_index[spec.value] = index
-            self.text(f"{field}[{index}].description", spec.description, max_length=MAX_DESCRIPTION)
+            self.text(f"{field}[{index}].description", spec.description, max_length=MAX_DESCRIPTION,
+                      multiline=True)
         return specs
 
     def prefix(self, field: str, value: str) -> None:
         if value and (len(value) > MAX_PREFIX or not PREFIX_PATTERN.fullmatch(value)):
             self.add(field, f"must match ^[a-zA-Z0-9_]+$ and be at most {MAX_PREFIX} characters")
 
-    def timestamp(self, field: str, seconds: int, nanos: int) -> None:
+    def timestamp(self, field: str, seconds: int, nanos: int) -> bool:
         """A google.protobuf.Timestamp within 1970-01-01 .. 9999-12-31."""
-        if not (0 <= seconds <= MAX_TIMESTAMP_SECONDS and 0 <= nanos < 1_000_000_000):
-            self.add(field, "must lie between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z")
+        if 0 <= seconds <= MAX_TIMESTAMP_SECONDS and 0 <= nanos < 1_000_000_000:
+            return True
+        self.add(field, "must lie between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z")
+        return False
 
     def secret(self, field: str, value: str) -> None:
         # Never echo the value: it is a secret.

@@ -35,10 +35,10 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
         check.prefix("prefix", request.prefix)
         expires_ms = None
         if request.HasField("expire_time"):
-            check.timestamp("expire_time", request.expire_time.seconds, request.expire_time.nanos)
-            expires_ms = timestamp_ms(request.expire_time)
-            if expires_ms <= _now_ms():
-                check.add("expire_time", "must lie in the future")
+            if check.timestamp("expire_time", request.expire_time.seconds, request.expire_time.nanos):
+                expires_ms = timestamp_ms(request.expire_time)
+                if expires_ms <= _now_ms():
+                    check.add("expire_time", "must lie in the future")
         permissions = check.permission_names("permissions", request.permissions)
         roles = check.role_names("roles", request.roles)
         check.done()

@@ -22,7 +22,7 @@ class RoleService(roles_pb2_grpc.RoleServiceServicer):
         check = Validator()
         check.id("api_id", request.api_id, "api")
         check.role_name("name", request.name)
-        check.text("description", request.description, max_length=MAX_DESCRIPTION)
+        check.text("description", request.description, max_length=MAX_DESCRIPTION, multiline=True)
         names = check.permission_names("permissions", request.permissions)
         check.done()
         written = await self._store.create_role(current_principal(), request.api_id, request.name,

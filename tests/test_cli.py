@@ -1,0 +1,182 @@
+"""`python -m server`: its commands, run as a person runs them, in a subprocess of the venv's interpreter."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from keyscope.v1 import apis_pb2, apis_pb2_grpc
+from server.cli import EXAMPLE_ROOT_KEY
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMANDS = ["serve", "create-root-key", "list-root-keys", "disable-root-key", "delete-root-key"]
+
+
+def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for name in ("KEYSCOPE_DB", "KEYSCOPE_PORT", "KEYSCOPE_HOST", "KEYSCOPE_LOG_LEVEL"):
+        env.pop(name, None)
+    return subprocess.run([sys.executable, "-m", "server", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def create_root_key(cwd: Path, db: Path, *permissions: str) -> str:
+    flags = [arg for p in permissions for arg in ("-p", p)]
+    result = run(cwd, "create-root-key", "--db", str(db), *flags)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def root_key_ids(cwd: Path, db: Path) -> list[str]:
+    result = run(cwd, "list-root-keys", "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    return [line.split("\t")[0] for line in result.stdout.splitlines()]
+
+
+def test_ok_help_lists_commands(tmp_path: Path) -> None:
+    result = run(tmp_path, "--help")
+    assert result.returncode == 0
+    listed = result.stdout.split("positional arguments:")[1].split("options:")[0].split()
+    assert [word for word in listed if word in COMMANDS] == COMMANDS
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_ok_each_command_has_help(tmp_path: Path, command: str) -> None:
+    result = run(tmp_path, command, "--help")
+    assert result.returncode == 0
+    assert "--db" in result.stdout
+
+
+def test_ok_create_root_key_prints_only_the_secret(tmp_path: Path) -> None:
+    db = tmp_path / "keyscope.db"
+    result = run(tmp_path, "create-root-key", "--db", str(db), "-p", "api.*.verify_key")
+    assert result.returncode == 0, result.stderr
+    # stdout is for scripts (`SECRET=$(python -m server create-root-key ...)`): exactly one line.
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1
+    secret = lines[0]
+    assert secret.startswith("ksroot_")
+    assert len(secret) > len("ksroot_") + 20
+    assert "root key id: root_" in result.stderr
+    assert secret not in result.stderr
+
+
+def test_ok_database_holds_only_the_secret_hash(tmp_path: Path) -> None:
+    db = tmp_path / "keyscope.db"
+    secret = create_root_key(tmp_path, db, "api.*.verify_key")
+    # The secret is in no file the store left behind (database, WAL, shared memory).
+    files = [p for p in tmp_path.iterdir() if p.name.startswith("keyscope.db")]
+    assert db in files
+    for path in files:
+        data = path.read_bytes()
+        assert secret.encode() not in data
+        assert secret.split("_", 1)[1].encode() not in data
+    connection = sqlite3.connect(db)
+    try:
+        rows = connection.execute("SELECT secret_hash FROM root_keys").fetchall()
+        tables = [r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            for row in connection.execute(f'SELECT * FROM "{table}"'):
+                assert all(secret not in str(value) for value in row)
+    finally:
+        connection.close()
+    assert rows == [(hashlib.sha256(secret.encode()).digest(),)]
+
+
+def test_ok_list_root_keys_shows_id_and_permissions_never_the_secret(tmp_path: Path) -> None:
+    db = tmp_path / "keyscope.db"
+    created = run(tmp_path, "create-root-key", "--db", str(db), "--name", "ci",
+                  "-p", "api.*.verify_key", "-p", "api.*.read_key")
+    secret = created.stdout.strip()
+    root_key_id = created.stderr.split("root key id: ")[1].split()[0]
+    result = run(tmp_path, "list-root-keys", "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"{root_key_id}\tci\tenabled\tapi.*.read_key api.*.verify_key"]
+    assert secret not in result.stdout + result.stderr
+    assert secret.split("_", 1)[1][:8] not in result.stdout
+
+
+def test_ok_create_root_key_all_grants_every_permission(tmp_path: Path) -> None:
+    db = tmp_path / "keyscope.db"
+    result = run(tmp_path, "create-root-key", "--db", str(db), "--all")
+    assert result.returncode == 0, result.stderr
+    [line] = run(tmp_path, "list-root-keys", "--db", str(db)).stdout.splitlines()
+    assert set(line.split("\t")[3].split()) == set(EXAMPLE_ROOT_KEY)
+
+
+def test_invalid_argument_create_root_key_without_permission(tmp_path: Path) -> None:
+    db = tmp_path / "keyscope.db"
+    result = run(tmp_path, "create-root-key", "--db", str(db))
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert "needs --permission" in result.stderr
+    assert not db.exists()  # refused before touching the database
+
+
+def test_ok_disable_and_delete_root_key(tmp_path: Path) -> None:
+    db = tmp_path / "keyscope.db"
+    create_root_key(tmp_path, db, "api.*.read_api")
+    create_root_key(tmp_path, db, "api.*.read_key")
+    first, second = root_key_ids(tmp_path, db)
+    assert run(tmp_path, "disable-root-key", "--db", str(db), first).returncode == 0
+    listing = run(tmp_path, "list-root-keys", "--db", str(db)).stdout.splitlines()
+    assert [line.split("\t")[2] for line in listing] == ["disabled", "enabled"]
+    assert run(tmp_path, "delete-root-key", "--db", str(db), first).returncode == 0
+    assert root_key_ids(tmp_path, db) == [second]
+
+
+@pytest.mark.parametrize("command", ["disable-root-key", "delete-root-key"])
+def test_not_found_unknown_root_key(tmp_path: Path, command: str) -> None:
+    db = tmp_path / "keyscope.db"
+    create_root_key(tmp_path, db, "api.*.read_api")
+    result = run(tmp_path, command, "--db", str(db), "root_doesnotexist")
+    assert result.returncode == 1
+    assert "error: root key not found: root_doesnotexist" in result.stderr
+    assert len(root_key_ids(tmp_path, db)) == 1
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_ok_serve_until_sigterm(tmp_path: Path) -> None:
+    db = tmp_path / "keyscope.db"
+    secret = create_root_key(tmp_path, db, "api.*.create_api")
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, "-m", "server", "serve", "--db", str(db), "--port", str(port)],
+                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=20)
+            health = health_pb2_grpc.HealthStub(channel)
+            answer = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING
+            # The key the CLI created works against the server it serves.
+            created = apis_pb2_grpc.ApiServiceStub(channel).CreateApi(
+                apis_pb2.CreateApiRequest(name="from the cli"), metadata=(("authorization", f"Bearer {secret}"),),
+                timeout=10)
+            assert created.api.id.startswith("api_")
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, stderr
+    assert f"keyscope serving on 127.0.0.1:{port}" in stderr
+    assert "stopping: no new calls" in stderr
+    assert stderr.rstrip().endswith("stopped")
+    assert secret not in stdout + stderr

@@ -1,0 +1,204 @@
+"""KeyService.DeleteKey: the key is gone for good, for every RPC; its API, catalog and roles stay."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from keyscope.v1 import apis_pb2, keys_pb2, roles_pb2
+from server.cli import EXAMPLE_ROOT_KEY
+from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
+from server.store import SqliteStore
+from tests.client import Caller
+from tests.conftest import MakeCaller
+from tests.rpc_errors import error_info, field_violations, resource_names
+from tests.store_snapshot import snapshot
+
+pytestmark = pytest.mark.asyncio
+
+Code = keys_pb2.VerifyKeyResponse.Code
+
+
+async def _delete(caller: Caller, key_id: str) -> keys_pb2.DeleteKeyResponse:
+    return await caller.keys.DeleteKey(keys_pb2.DeleteKeyRequest(key_id=key_id), metadata=caller.md)
+
+
+# -- ok ---------------------------------------------------------------------------------------------
+
+
+async def test_ok_key_is_gone(admin: Caller, store: SqliteStore) -> None:
+    api = await admin.make_api()
+    key, secret = await admin.make_key(api.id, ["a"])
+    before = await store.revision()
+
+    deleted = await _delete(admin, key.id)
+
+    assert deleted.revision == before + 1 == await store.revision()
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await admin.keys.GetKey(keys_pb2.GetKeyRequest(key_id=key.id), metadata=admin.md)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    assert await admin.verify(secret) == keys_pb2.VerifyKeyResponse(valid=False, code=Code.NOT_FOUND)
+
+
+async def test_ok_grants_go_but_catalog_roles_and_other_keys_stay(admin: Caller, db_path: Path) -> None:
+    api = await admin.make_api(["a"])
+    role = await admin.make_role(api.id, "reader", ["a"])
+    key, _ = await admin.make_key(api.id, ["a"], ["reader"])
+    _, other_secret = await admin.make_key(api.id, ["a"], ["reader"])
+
+    await _delete(admin, key.id)
+
+    tables = snapshot(db_path)
+    assert not any(key.id in row for name in ("keys", "key_permissions", "key_roles") for row in tables[name])
+    assert (await admin.apis.GetApi(apis_pb2.GetApiRequest(api_id=api.id), metadata=admin.md)).api == api
+    assert (await admin.roles.GetRole(roles_pb2.GetRoleRequest(role_id=role.id), metadata=admin.md)).role == role
+    answer = await admin.verify(other_secret, "a")
+    assert (answer.code, list(answer.roles)) == (Code.VALID, ["reader"])
+
+
+async def test_ok_caller_with_delete_key_only(admin: Caller, make_caller: MakeCaller) -> None:
+    api = await admin.make_api()
+    key, secret = await admin.make_key(api.id)
+    caller = await make_caller([f"api.{api.id}.delete_key"])
+
+    await _delete(caller, key.id)
+
+    assert (await admin.verify(secret)).code == Code.NOT_FOUND
+
+
+# -- invalid argument -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key_id", ["", "key-1", "key 1", "key_é", "key_" + "a" * 61])
+async def test_invalid_argument_key_id(admin: Caller, db_path: Path, key_id: str) -> None:
+    api = await admin.make_api()
+    await admin.make_key(api.id)
+    before = snapshot(db_path)
+
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await _delete(admin, key_id)
+
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert list(field_violations(e.value)) == ["key_id"]
+    assert snapshot(db_path) == before
+
+
+# -- unauthenticated ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metadata", [
+    (),
+    (("authorization", "Basic dXNlcjpwYXNz"),),
+    (("authorization", "Bearer"),),
+    (("authorization", "Bearer two tokens"),),
+    (("authorization", "Bearer ksroot_unknown0123456789"),),
+], ids=["missing", "basic", "no token", "two tokens", "unknown root key"])
+async def test_unauthenticated_metadata(admin: Caller, db_path: Path, metadata: tuple[tuple[str, str], ...]) -> None:
+    api = await admin.make_api()
+    key, _ = await admin.make_key(api.id)
+    before = snapshot(db_path)
+
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await admin.keys.DeleteKey(keys_pb2.DeleteKeyRequest(key_id=key.id), metadata=metadata)
+
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert snapshot(db_path) == before
+
+
+@pytest.mark.parametrize("how", ["disabled", "expired", "deleted"])
+async def test_unauthenticated_root_key_no_longer_usable(
+        admin: Caller, store: SqliteStore, channel: grpc.aio.Channel, make_caller: MakeCaller, db_path: Path,
+        how: str) -> None:
+    api = await admin.make_api()
+    key, _ = await admin.make_key(api.id)
+    caller = await _unusable_caller(how, store, channel, make_caller)
+    before = snapshot(db_path)
+
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await _delete(caller, key.id)
+
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert snapshot(db_path) == before
+
+
+async def _unusable_caller(how: str, store: SqliteStore, channel: grpc.aio.Channel,
+                           make_caller: MakeCaller) -> Caller:
+    """A caller whose root key holds every permission but is disabled, expired or deleted."""
+    if how == "expired":
+        secret = new_secret(ROOT_KEY_PREFIX)
+        record = await store.create_root_key("expired", hash_secret(secret), EXAMPLE_ROOT_KEY,
+                                             expires_ms=int(time.time() * 1000) - 60_000)
+        return Caller(channel, secret, record.id)
+    caller = await make_caller(EXAMPLE_ROOT_KEY)
+    if how == "disabled":
+        await store.set_root_key_enabled(caller.root_key_id, False)
+    else:
+        await store.delete_root_key(caller.root_key_id)
+    return caller
+
+
+# -- permission denied ---------------------------------------------------------------------------------
+
+
+async def test_permission_denied_without_delete_key(admin: Caller, make_caller: MakeCaller, db_path: Path) -> None:
+    api = await admin.make_api()
+    key, _ = await admin.make_key(api.id)
+    caller = await make_caller([f"api.{api.id}.read_key", f"api.{api.id}.update_key"])
+    before = snapshot(db_path)
+
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await _delete(caller, key.id)
+
+    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    info = error_info(e.value)
+    assert (info.reason, info.metadata["permission"]) == ("MISSING_PERMISSION", f"api.{api.id}.delete_key")
+    assert snapshot(db_path) == before
+
+
+# -- not found ---------------------------------------------------------------------------------------
+
+
+async def test_not_found_unknown_key(admin: Caller, db_path: Path) -> None:
+    before = snapshot(db_path)
+
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await _delete(admin, "key_does_not_exist")
+
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    assert resource_names(e.value) == ["key_does_not_exist"]
+    assert snapshot(db_path) == before
+
+
+async def test_not_found_deleting_twice(admin: Caller, db_path: Path) -> None:
+    api = await admin.make_api()
+    key, _ = await admin.make_key(api.id)
+    await _delete(admin, key.id)
+    before = snapshot(db_path)
+
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await _delete(admin, key.id)
+
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    assert resource_names(e.value) == [key.id]
+    assert snapshot(db_path) == before
+
+
+async def test_not_found_key_of_another_api(admin: Caller, make_caller: MakeCaller, db_path: Path) -> None:
+    own, other = await admin.make_api(), await admin.make_api()
+    key, secret = await admin.make_key(other.id)
+    caller = await make_caller([f"api.{own.id}.delete_key", f"api.{own.id}.read_key", f"api.{other.id}.verify_key"])
+    before = snapshot(db_path)
+
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await _delete(caller, key.id)
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await _delete(caller, "key_does_not_exist")
+
+    # As if the key did not exist, so key ids cannot be probed.
+    assert e.value.code() == unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    assert e.value.details() == unknown.value.details().replace("key_does_not_exist", key.id)
+    assert snapshot(db_path) == before
+    assert (await admin.verify(secret)).code == Code.VALID

@@ -1,0 +1,342 @@
+"""What every call shares: health, reflection, graceful stop, request ids, error mapping, and logs without secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import descriptor_pool, json_format, message_factory
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+from keyscope.v1 import apis_pb2, keys_pb2
+from server.factory import SERVICE_NAMES, RunningServer, ServerConfig, start_server
+from server.logs import RequestIdFilter
+from server.store import SqliteStore
+from tests.client import Caller
+from tests.conftest import MakeCaller
+from tests.rpc_errors import request_id
+
+pytestmark = pytest.mark.asyncio
+
+Serving = health_pb2.HealthCheckResponse
+Code = keys_pb2.VerifyKeyResponse.Code
+
+
+def x_request_id(metadata: Sequence[tuple[str, str | bytes]] | None) -> list[str | bytes]:
+    return [value for key, value in metadata or () if key == "x-request-id"]
+
+
+# -- health -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("service", ["", *SERVICE_NAMES])
+async def test_ok_health_serving_without_credentials(channel: grpc.aio.Channel, service: str) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    answer = await health.Check(health_pb2.HealthCheckRequest(service=service))
+    assert answer.status == Serving.SERVING
+
+
+async def test_ok_health_covers_every_keyscope_service() -> None:
+    assert set(SERVICE_NAMES) == {"keyscope.v1.ApiService", "keyscope.v1.KeyService", "keyscope.v1.RoleService"}
+
+
+async def test_not_found_health_of_unknown_service(channel: grpc.aio.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await health.Check(health_pb2.HealthCheckRequest(service="keyscope.v1.NoSuchService"))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_ok_graceful_stop(server: RunningServer, store: SqliteStore, channel: grpc.aio.Channel,
+                                admin: Caller, db_path: Path) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    watch = health.Watch(health_pb2.HealthCheckRequest(service="keyscope.v1.KeyService"))
+    assert (await watch.read()).status == Serving.SERVING
+
+    # Another writer holds SQLite's write lock, so the call below stays in flight (on the busy
+    # timeout) until we let it go: stop() begins while it is running.
+    other = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        in_flight = admin.apis.CreateApi(apis_pb2.CreateApiRequest(name="in flight"), metadata=admin.md)
+        # A round trip sent after it on the same connection: once answered, the server has taken the call.
+        # (Initial metadata is no such signal: it reaches the client together with the response.)
+        assert (await health.Check(health_pb2.HealthCheckRequest())).status == Serving.SERVING
+        stopping = asyncio.create_task(server.stop(30))
+
+        assert (await watch.read()).status == Serving.NOT_SERVING
+        watch.cancel()  # a watch is a call in flight too; let it end so the stop does not wait on it
+
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await admin.apis.CreateApi(apis_pb2.CreateApiRequest(name="too late"), metadata=admin.md)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert not in_flight.done()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+    response = await in_flight
+    assert response.api.name == "in flight"
+    await stopping
+    await store.close()
+    # The call that finished during the stop was committed: it is in the file.
+    check = sqlite3.connect(db_path)
+    try:
+        assert check.execute("SELECT name FROM apis").fetchall() == [("in flight",)]
+    finally:
+        check.close()
+
+
+async def test_ok_health_not_serving_once_stop_begins(server: RunningServer) -> None:
+    # After stop, no call reaches the server; its health servicer is asked directly.
+    await server.stop(None)
+    for service in ("", *SERVICE_NAMES):
+        answer = await server.health.Check(health_pb2.HealthCheckRequest(service=service), None)
+        assert answer.status == Serving.NOT_SERVING
+
+
+async def test_unavailable_new_call_after_stop(server: RunningServer, admin: Caller) -> None:
+    await admin.apis.CreateApi(apis_pb2.CreateApiRequest(name="before"), metadata=admin.md)
+    await server.stop(1)
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await admin.apis.CreateApi(apis_pb2.CreateApiRequest(name="after"), metadata=admin.md)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+# -- reflection (what grpcurl does) ---------------------------------------------------------------
+
+
+def _reflect_and_call(port: int, metadata: tuple[tuple[str, str], ...], method: str, body: str) -> tuple[
+        list[str], dict]:
+    """Discover the services by reflection, then call `method` with a JSON body, as grpcurl does."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        db = ProtoReflectionDescriptorDatabase(channel)
+        services = list(db.get_services())
+        pool = descriptor_pool.DescriptorPool(db)
+        service_name, method_name = method.strip("/").split("/")
+        service = pool.FindServiceByName(service_name)
+        descriptor = service.methods_by_name[method_name]
+        request_class = message_factory.GetMessageClass(pool.FindMessageTypeByName(descriptor.input_type.full_name))
+        response_class = message_factory.GetMessageClass(descriptor.output_type)
+        request = json_format.Parse(body, request_class())
+        call = channel.unary_unary(method, request_serializer=request_class.SerializeToString,
+                                   response_deserializer=response_class.FromString)
+        response = call(request, metadata=metadata, timeout=10)
+        return services, json_format.MessageToDict(response)
+
+
+async def test_ok_reflection_lists_services(server: RunningServer) -> None:
+    services, _ = await asyncio.to_thread(_reflect_and_call, server.port, (), "/grpc.health.v1.Health/Check", "{}")
+    assert {"keyscope.v1.ApiService", "keyscope.v1.KeyService", "keyscope.v1.RoleService",
+            "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= set(services)
+
+
+async def test_ok_reflection_call_set_permissions_seed_body(server: RunningServer, admin: Caller) -> None:
+    api = await admin.make_api(["documents.read", "documents.write"])
+    key, _ = await admin.make_key(api.id)
+    # The body of seed 004's curl example, with a real key id.
+    body = json.dumps({"keyId": key.id, "permissions": ["documents.read", "documents.write"]})
+
+    _, response = await asyncio.to_thread(_reflect_and_call, server.port, admin.md,
+                                          "/keyscope.v1.KeyService/SetPermissions", body)
+
+    ids = {s.value: s.id for s in api.scopes}
+    assert response["permissions"] == [
+        {"id": ids["documents.read"], "name": "documents.read"},
+        {"id": ids["documents.write"], "name": "documents.write"},
+    ]
+    assert all(p["id"].startswith("perm_") for p in response["permissions"])
+    assert int(response["revision"]) > 0
+
+
+async def test_ok_reflection_call_update_scopes_seed_body(server: RunningServer, admin: Caller) -> None:
+    api = await admin.make_api(["old:scope"])
+    # Seed 000's PATCH body, with its placeholders filled in.
+    body = json.dumps({"apiId": api.id, "scopes": [{"value": "read:users", "description": "Read users"}]})
+
+    _, response = await asyncio.to_thread(_reflect_and_call, server.port, admin.md,
+                                          "/keyscope.v1.ApiService/UpdateScopes", body)
+
+    [scope] = response["api"]["scopes"]
+    assert scope["value"] == "read:users"
+    assert scope["description"] == "Read users"
+    assert scope["id"].startswith("perm_")
+    assert response["removedScopes"] == ["old:scope"]
+
+
+async def test_unauthenticated_reflection_call_without_credentials(server: RunningServer, admin: Caller) -> None:
+    # Reflection needs no credentials; the methods it reveals still do.
+    api = await admin.make_api()
+    with pytest.raises(grpc.RpcError) as e:
+        await asyncio.to_thread(_reflect_and_call, server.port, (), "/keyscope.v1.ApiService/GetApi",
+                                json.dumps({"apiId": api.id}))
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+
+
+# -- x-request-id -----------------------------------------------------------------------------------
+
+
+async def test_ok_request_id_generated(admin: Caller) -> None:
+    call = admin.apis.CreateApi(apis_pb2.CreateApiRequest(name="x"), metadata=admin.md)
+    [first] = x_request_id(await call.initial_metadata())
+    await call
+    call = admin.apis.CreateApi(apis_pb2.CreateApiRequest(name="y"), metadata=admin.md)
+    [second] = x_request_id(await call.initial_metadata())
+    await call
+    assert isinstance(first, str) and first.startswith("req_")
+    assert first != second
+
+
+@pytest.mark.parametrize("sent", ["my-id-123", "A" * 128, "!~\"#{}[]", "0"])
+async def test_ok_request_id_is_the_callers_own(admin: Caller, sent: str) -> None:
+    call = admin.apis.CreateApi(apis_pb2.CreateApiRequest(name="x"), metadata=(*admin.md, ("x-request-id", sent)))
+    assert x_request_id(await call.initial_metadata()) == [sent]
+    await call
+
+
+@pytest.mark.parametrize("sent", ["A" * 129, "B" * 200, "my id", " leading", ""])
+async def test_ok_unsafe_request_id_is_replaced(admin: Caller, sent: str) -> None:
+    call = admin.apis.CreateApi(apis_pb2.CreateApiRequest(name="x"), metadata=(*admin.md, ("x-request-id", sent)))
+    [returned] = x_request_id(await call.initial_metadata())
+    await call
+    assert isinstance(returned, str) and returned.startswith("req_")
+    assert returned != sent
+
+
+async def test_ok_request_id_on_health_check(channel: grpc.aio.Channel) -> None:
+    call = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
+                                                     metadata=(("x-request-id", "probe-1"),))
+    assert x_request_id(await call.initial_metadata()) == ["probe-1"]
+    assert (await call).status == Serving.SERVING
+
+
+async def test_unauthenticated_error_carries_callers_request_id(channel: grpc.aio.Channel) -> None:
+    stub = Caller(channel, "ksroot_unknown", "-").apis
+    call = stub.GetApi(apis_pb2.GetApiRequest(api_id="api_1"),
+                       metadata=(("authorization", "Bearer ksroot_unknown"), ("x-request-id", "my-id-123")))
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await call
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert request_id(e.value) == "my-id-123"
+    assert x_request_id(await call.initial_metadata()) == ["my-id-123"]
+
+
+async def test_not_found_error_request_id_equals_header(admin: Caller) -> None:
+    call = admin.apis.GetApi(apis_pb2.GetApiRequest(api_id="api_doesnotexist"), metadata=admin.md)
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await call
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    [header] = x_request_id(await call.initial_metadata())
+    assert request_id(e.value) == header
+    assert isinstance(header, str) and header.startswith("req_")
+
+
+@pytest.mark.parametrize("sent", ["B" * 200, "my id"])
+async def test_invalid_argument_error_request_id_replaced_when_unsafe(admin: Caller, sent: str) -> None:
+    call = admin.apis.GetApi(apis_pb2.GetApiRequest(api_id=""), metadata=(*admin.md, ("x-request-id", sent)))
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await call
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    [header] = x_request_id(await call.initial_metadata())
+    assert request_id(e.value) == header != sent
+
+
+# -- store failures and unexpected errors ------------------------------------------------------------
+
+
+async def test_unavailable_when_store_closed(store: SqliteStore, admin: Caller) -> None:
+    api = await admin.make_api()
+    await store.close()
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await admin.apis.GetApi(apis_pb2.GetApiRequest(api_id=api.id), metadata=admin.md)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert request_id(e.value).startswith("req_")
+
+
+async def test_unavailable_when_table_is_gone(admin: Caller, db_path: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    api = await admin.make_api()
+    key, _ = await admin.make_key(api.id)
+    # Someone else damages the database under the running server.
+    other = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        other.execute("DROP TABLE keys")
+    finally:
+        other.close()
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await admin.keys.GetKey(keys_pb2.GetKeyRequest(key_id=key.id), metadata=admin.md)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "no such table" not in (e.value.details() or "")
+    assert "no such table: keys" in caplog.text  # operators see what happened
+
+
+class _BrokenStore:
+    """Stands in for the store, which this test is not about: the interceptor's handling of a surprise is."""
+
+    async def authenticate(self, secret_hash: bytes, now_ms: int) -> object:
+        raise RuntimeError("secret internals")
+
+
+async def test_internal_without_internals(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    running = await start_server(_BrokenStore(), ServerConfig(host="127.0.0.1", port=0))  # type: ignore[arg-type]
+    # Installed as configure_logging installs it, so records carry the request id.
+    caplog.handler.addFilter(RequestIdFilter())
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            call = Caller(channel, "ksroot_x", "-").apis.GetApi(
+                apis_pb2.GetApiRequest(api_id="api_1"),
+                metadata=(("authorization", "Bearer ksroot_x"), ("x-request-id", "trace-42")))
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await call
+    finally:
+        await running.stop(None)
+
+    assert e.value.code() == grpc.StatusCode.INTERNAL
+    assert e.value.details() == "internal error (request id trace-42)"
+    assert request_id(e.value) == "trace-42"
+    assert "secret internals" not in repr(e.value.trailing_metadata())
+    [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert record.getMessage() == "unexpected error in /keyscope.v1.ApiService/GetApi (request id trace-42)"
+    assert record.request_id == "trace-42"  # type: ignore[attr-defined]
+    assert record.exc_info is not None and str(record.exc_info[1]) == "secret internals"
+    # The access log line names the outcome, under the same request id.
+    [access] = [r for r in caplog.records if r.name == "keyscope.rpc" and r.levelno == logging.INFO]
+    assert "INTERNAL" in access.getMessage()
+    assert access.request_id == "trace-42"  # type: ignore[attr-defined]
+
+
+# -- secrets never in logs -----------------------------------------------------------------------------
+
+
+async def test_ok_secrets_never_logged(make_caller: MakeCaller, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    caller = await make_caller(["api.*.create_api", "api.*.create_key", "api.*.verify_key",
+                                "rbac.*.create_permission"])
+    api = await caller.make_api(["documents.read"])
+    key, secret = await caller.make_key(api.id, ["documents.read"], prefix="sk")
+    assert (await caller.verify(secret, "documents.read")).code == Code.VALID
+    assert (await caller.verify(secret, "documents.write")).code == Code.INSUFFICIENT_PERMISSIONS
+    wrong = secret[:-4] + "XXXX" if not secret.endswith("XXXX") else secret[:-4] + "YYYY"
+    assert (await caller.verify(wrong, "documents.read")).code == Code.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await caller.verify(secret, "documents.read AND")
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    impostor = caller.root_key[:-4] + ("XXXX" if not caller.root_key.endswith("XXXX") else "YYYY")
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await caller.apis.GetApi(apis_pb2.GetApiRequest(api_id=api.id),
+                                 metadata=(("authorization", f"Bearer {impostor}"),))
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+    assert caplog.records  # the flow was logged at all
+    logged = caplog.text + "".join(repr(r.args) for r in caplog.records)
+    for value in (caller.root_key, secret, wrong, impostor):
+        assert value not in logged
+        assert value.split("_", 1)[1] not in logged

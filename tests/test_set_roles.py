@@ -1,0 +1,316 @@
+"""KeyService.SetRoles: replace all roles of a key at once; unknown roles change nothing; direct permissions stay."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from keyscope.v1 import keys_pb2
+from server.cli import EXAMPLE_ROOT_KEY
+from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
+from server.store import SqliteStore
+from tests.client import Caller
+from tests.conftest import MakeCaller
+from tests.rpc_errors import error_info, field_violations, resource_names
+from tests.store_snapshot import snapshot
+
+pytestmark = pytest.mark.asyncio
+
+Code = keys_pb2.VerifyKeyResponse.Code
+
+
+async def _set_roles(caller: Caller, key_id: str, roles: list[str]) -> keys_pb2.SetRolesResponse:
+    return await caller.keys.SetRoles(keys_pb2.SetRolesRequest(key_id=key_id, roles=roles), metadata=caller.md)
+
+
+async def _get(caller: Caller, key_id: str) -> keys_pb2.Key:
+    return (await caller.keys.GetKey(keys_pb2.GetKeyRequest(key_id=key_id), metadata=caller.md)).key
+
+
+# -- ok ---------------------------------------------------------------------------------------------
+
+
+async def test_ok_assigns_roles(admin: Caller, store: SqliteStore) -> None:
+    api = await admin.make_api()
+    writer = await admin.make_role(api.id, "writer", ["documents.write"])
+    auditor = await admin.make_role(api.id, "auditor", ["audit.read"])
+    key, secret = await admin.make_key(api.id)
+    before = await store.revision()
+
+    response = await _set_roles(admin, key.id, ["writer", "auditor"])
+
+    assert list(response.roles) == [auditor, writer]  # ordered by name, each with its permissions
+    assert response.revision == before + 1 == await store.revision()
+    assert list((await _get(admin, key.id)).roles) == [auditor, writer]
+    answer = await admin.verify(secret, "documents.write AND audit.read")
+    assert (answer.code, list(answer.roles)) == (Code.VALID, ["auditor", "writer"])
+
+
+async def test_ok_replaces_every_role(admin: Caller) -> None:
+    api = await admin.make_api()
+    await admin.make_role(api.id, "reader", ["documents.read"])
+    writer = await admin.make_role(api.id, "writer", ["documents.write"])
+    key, secret = await admin.make_key(api.id, roles=["reader"])
+
+    response = await _set_roles(admin, key.id, ["writer"])
+
+    assert list(response.roles) == [writer]
+    assert list((await admin.verify(secret, "documents.read")).missing_permissions) == ["documents.read"]
+
+
+async def test_ok_empty_list_removes_every_role(admin: Caller) -> None:
+    api = await admin.make_api()
+    await admin.make_role(api.id, "reader", ["documents.read"])
+    await admin.make_role(api.id, "writer", ["documents.write"])
+    key, secret = await admin.make_key(api.id, roles=["reader", "writer"])
+
+    response = await _set_roles(admin, key.id, [])
+
+    assert list(response.roles) == []
+    assert list((await _get(admin, key.id)).roles) == []
+    assert list((await admin.verify(secret)).roles) == []
+
+
+async def test_ok_duplicates_count_once(admin: Caller) -> None:
+    api = await admin.make_api()
+    reader = await admin.make_role(api.id, "reader")
+
+    key, _ = await admin.make_key(api.id)
+    response = await _set_roles(admin, key.id, ["reader", "reader", "reader"])
+
+    assert list(response.roles) == [reader]
+
+
+async def test_ok_direct_permissions_untouched(admin: Caller) -> None:
+    api = await admin.make_api()
+    await admin.make_role(api.id, "reader", ["documents.read"])
+    key, secret = await admin.make_key(api.id, ["billing.read", "documents.read"])
+
+    await _set_roles(admin, key.id, ["reader"])
+    await _set_roles(admin, key.id, [])
+
+    assert list((await _get(admin, key.id)).permissions) == list(key.permissions)
+    assert list((await admin.verify(secret)).permissions) == ["billing.read", "documents.read"]
+
+
+@pytest.mark.parametrize("roles", [["reader", "writer"], ["writer", "reader", "writer"]])
+async def test_ok_same_roles_again_bump_nothing(
+        admin: Caller, store: SqliteStore, db_path: Path, roles: list[str]) -> None:
+    api = await admin.make_api()
+    await admin.make_role(api.id, "reader")
+    await admin.make_role(api.id, "writer")
+    key, _ = await admin.make_key(api.id, roles=["reader", "writer"])
+    revision = await store.revision()
+    before = snapshot(db_path)
+
+    response = await _set_roles(admin, key.id, roles)
+
+    assert response.revision == revision
+    assert [r.name for r in response.roles] == ["reader", "writer"]
+    assert snapshot(db_path) == before
+
+
+async def test_ok_empty_list_on_a_key_without_roles_bumps_nothing(
+        admin: Caller, store: SqliteStore, db_path: Path) -> None:
+    api = await admin.make_api()
+    key, _ = await admin.make_key(api.id)
+    before = snapshot(db_path)
+
+    response = await _set_roles(admin, key.id, [])
+
+    assert response.revision == await store.revision()
+    assert snapshot(db_path) == before
+
+
+async def test_ok_caller_with_update_key_only(admin: Caller, make_caller: MakeCaller) -> None:
+    api = await admin.make_api()
+    await admin.make_role(api.id, "reader")
+    key, _ = await admin.make_key(api.id)
+    caller = await make_caller([f"api.{api.id}.update_key"])
+
+    response = await _set_roles(caller, key.id, ["reader"])
+
+    assert [r.name for r in response.roles] == ["reader"]
+
+
+async def test_ok_role_names_up_to_64_characters(admin: Caller) -> None:
+    api = await admin.make_api()
+    await admin.make_role(api.id, "r" * 64)
+    key, _ = await admin.make_key(api.id)
+
+    response = await _set_roles(admin, key.id, ["r" * 64])
+
+    assert [r.name for r in response.roles] == ["r" * 64]
+
+
+# -- invalid argument -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("key_id", "roles", "field"), [
+    ("", [], "key_id"),
+    ("key-1", [], "key_id"),
+    ("key_" + "a" * 61, [], "key_id"),
+    (None, [""], "roles[0]"),
+    (None, ["reader", "not ok"], "roles[1]"),
+    (None, ["r" * 65], "roles[0]"),
+    (None, ["docs.*"], "roles[0]"),  # role names allow no wildcard
+    (None, ["rôle"], "roles[0]"),
+    (None, [f"r{i}" for i in range(1001)], "roles"),
+], ids=["empty key_id", "key_id with dash", "long key_id", "empty role", "role with space", "long role",
+        "wildcard role", "non-ascii role", "1001 roles"])
+async def test_invalid_argument(
+        admin: Caller, db_path: Path, key_id: str | None, roles: list[str], field: str) -> None:
+    api = await admin.make_api()
+    await admin.make_role(api.id, "reader")
+    key, _ = await admin.make_key(api.id)
+    before = snapshot(db_path)
+
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await _set_roles(admin, key.id if key_id is None else key_id, roles)
+
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in field_violations(e.value)
+    assert snapshot(db_path) == before
+
+
+# -- unauthenticated ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metadata", [
+    (),
+    (("authorization", "Basic dXNlcjpwYXNz"),),
+    (("authorization", "Bearer"),),
+    (("authorization", "Bearer two tokens"),),
+    (("authorization", "Bearer ksroot_unknown0123456789"),),
+], ids=["missing", "basic", "no token", "two tokens", "unknown root key"])
+async def test_unauthenticated_metadata(admin: Caller, db_path: Path, metadata: tuple[tuple[str, str], ...]) -> None:
+    api = await admin.make_api()
+    await admin.make_role(api.id, "reader")
+    key, _ = await admin.make_key(api.id)
+    before = snapshot(db_path)
+
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await admin.keys.SetRoles(keys_pb2.SetRolesRequest(key_id=key.id, roles=["reader"]), metadata=metadata)
+
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert snapshot(db_path) == before
+
+
+@pytest.mark.parametrize("how", ["disabled", "expired", "deleted"])
+async def test_unauthenticated_root_key_no_longer_usable(
+        admin: Caller, store: SqliteStore, channel: grpc.aio.Channel, make_caller: MakeCaller, db_path: Path,
+        how: str) -> None:
+    api = await admin.make_api()
+    await admin.make_role(api.id, "reader")
+    key, _ = await admin.make_key(api.id)
+    caller = await _unusable_caller(how, store, channel, make_caller)
+    before = snapshot(db_path)
+
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await _set_roles(caller, key.id, ["reader"])
+
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert snapshot(db_path) == before
+
+
+async def _unusable_caller(how: str, store: SqliteStore, channel: grpc.aio.Channel,
+                           make_caller: MakeCaller) -> Caller:
+    """A caller whose root key holds every permission but is disabled, expired or deleted."""
+    if how == "expired":
+        secret = new_secret(ROOT_KEY_PREFIX)
+        record = await store.create_root_key("expired", hash_secret(secret), EXAMPLE_ROOT_KEY,
+                                             expires_ms=int(time.time() * 1000) - 60_000)
+        return Caller(channel, secret, record.id)
+    caller = await make_caller(EXAMPLE_ROOT_KEY)
+    if how == "disabled":
+        await store.set_root_key_enabled(caller.root_key_id, False)
+    else:
+        await store.delete_root_key(caller.root_key_id)
+    return caller
+
+
+# -- permission denied ---------------------------------------------------------------------------------
+
+
+async def test_permission_denied_without_update_key(admin: Caller, make_caller: MakeCaller, db_path: Path) -> None:
+    api = await admin.make_api()
+    await admin.make_role(api.id, "reader")
+    key, _ = await admin.make_key(api.id)
+    # Rights over roles do not stand in for update_key.
+    caller = await make_caller([f"api.{api.id}.read_key", f"rbac.{api.id}.update_role", f"rbac.{api.id}.read_role"])
+    before = snapshot(db_path)
+
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await _set_roles(caller, key.id, ["reader"])
+
+    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    info = error_info(e.value)
+    assert (info.reason, info.metadata["permission"]) == ("MISSING_PERMISSION", f"api.{api.id}.update_key")
+    assert snapshot(db_path) == before
+
+
+# -- not found ---------------------------------------------------------------------------------------
+
+
+async def test_not_found_unknown_roles_change_nothing(admin: Caller, db_path: Path) -> None:
+    api = await admin.make_api()
+    await admin.make_role(api.id, "reader")
+    await admin.make_role(api.id, "writer")
+    key, _ = await admin.make_key(api.id, roles=["writer"])
+    before = snapshot(db_path)
+
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await _set_roles(admin, key.id, ["ghost", "reader", "phantom", "ghost"])
+
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    assert resource_names(e.value) == ["ghost", "phantom"]  # in request order, once each
+    assert snapshot(db_path) == before
+    assert [r.name for r in (await _get(admin, key.id)).roles] == ["writer"]
+
+
+async def test_not_found_role_of_another_api(admin: Caller, db_path: Path) -> None:
+    api, other = await admin.make_api(), await admin.make_api()
+    await admin.make_role(api.id, "writer")
+    await admin.make_role(other.id, "reader")
+    key, _ = await admin.make_key(api.id)
+    before = snapshot(db_path)
+
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await _set_roles(admin, key.id, ["writer", "reader"])
+
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    assert resource_names(e.value) == ["reader"]
+    assert snapshot(db_path) == before
+
+
+async def test_not_found_unknown_key(admin: Caller, db_path: Path) -> None:
+    before = snapshot(db_path)
+
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await _set_roles(admin, "key_does_not_exist", [])
+
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    assert resource_names(e.value) == ["key_does_not_exist"]
+    assert snapshot(db_path) == before
+
+
+async def test_not_found_key_of_another_api(admin: Caller, make_caller: MakeCaller, db_path: Path) -> None:
+    own, other = await admin.make_api(), await admin.make_api()
+    await admin.make_role(other.id, "reader")
+    key, _ = await admin.make_key(other.id)
+    caller = await make_caller([f"api.{own.id}.update_key", f"api.{own.id}.read_key", f"rbac.{other.id}.read_role"])
+    before = snapshot(db_path)
+
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await _set_roles(caller, key.id, ["reader"])
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await _set_roles(caller, "key_does_not_exist", ["reader"])
+
+    # As if the key did not exist, so key ids cannot be probed.
+    assert e.value.code() == unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    assert resource_names(e.value) == [key.id]
+    assert e.value.details() == unknown.value.details().replace("key_does_not_exist", key.id)
+    assert snapshot(db_path) == before

@@ -1,0 +1,310 @@
+"""KeyService.UpdateKey: name, enabled flag and expiry; unset fields stay; changes show in VerifyKey at once."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from keyscope.v1 import keys_pb2
+from server.cli import EXAMPLE_ROOT_KEY
+from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
+from server.store import SqliteStore
+from tests.client import Caller
+from tests.conftest import MakeCaller
+from tests.rpc_errors import error_info, field_violations, resource_names
+from tests.store_snapshot import snapshot
+
+pytestmark = pytest.mark.asyncio
+
+Code = keys_pb2.VerifyKeyResponse.Code
+
+
+def _in(seconds: int) -> Timestamp:
+    return Timestamp(seconds=int(time.time()) + seconds)
+
+
+async def _update(caller: Caller, key_id: str, **fields: object) -> keys_pb2.UpdateKeyResponse:
+    request = keys_pb2.UpdateKeyRequest(key_id=key_id, **fields)  # type: ignore[arg-type]
+    return await caller.keys.UpdateKey(request, metadata=caller.md)
+
+
+# -- ok ---------------------------------------------------------------------------------------------
+
+
+async def test_ok_name_only_leaves_the_rest(admin: Caller, store: SqliteStore) -> None:
+    api = await admin.make_api()
+    await admin.make_role(api.id, "reader", ["documents.read"])
+    expiry = _in(3600)
+    key, _ = await admin.make_key(api.id, ["a"], ["reader"], name="old", enabled=False, expire_time=expiry)
+    before = await store.revision()
+
+    updated = await _update(admin, key.id, name="new")
+
+    assert updated.key.name == "new"
+    assert (updated.key.enabled, updated.key.expire_time) == (False, expiry)
+    assert (list(updated.key.permissions), list(updated.key.roles)) == (list(key.permissions), list(key.roles))
+    assert (updated.key.start, updated.key.create_time) == (key.start, key.create_time)
+    assert updated.key.update_time.ToMilliseconds() >= key.update_time.ToMilliseconds()
+    assert updated.revision == before + 1 == await store.revision()
+
+
+@pytest.mark.parametrize("name", ["", "n" * 200, "ünïcödé\u00a0名前"])
+async def test_ok_name(admin: Caller, name: str) -> None:
+    api = await admin.make_api()
+    key, _ = await admin.make_key(api.id, name="old")
+
+    updated = await _update(admin, key.id, name=name)
+
+    # An explicitly set empty name is a change, not an unset field.
+    assert updated.key.name == name
+    assert (await admin.keys.GetKey(keys_pb2.GetKeyRequest(key_id=key.id), metadata=admin.md)).key.name == name
+
+
+async def test_ok_disable_and_enable(admin: Caller) -> None:
+    api = await admin.make_api()
+    key, secret = await admin.make_key(api.id, name="kept")
+
+    disabled = await _update(admin, key.id, enabled=False)
+    assert (disabled.key.enabled, disabled.key.name) == (False, "kept")
+    assert (await admin.verify(secret)).code == Code.DISABLED
+
+    enabled = await _update(admin, key.id, enabled=True)
+    assert enabled.key.enabled
+    assert (await admin.verify(secret)).code == Code.VALID
+
+
+async def test_ok_new_expiry(admin: Caller) -> None:
+    api = await admin.make_api()
+    key, secret = await admin.make_key(api.id, expire_time=_in(3600))
+    later = _in(7200)
+
+    updated = await _update(admin, key.id, expire_time=later)
+
+    assert updated.key.expire_time == later
+    answer = await admin.verify(secret)
+    assert (answer.code, answer.expire_time) == (Code.VALID, later)
+
+
+async def test_ok_expiry_in_the_past_expires_the_key_at_once(admin: Caller) -> None:
+    api = await admin.make_api()
+    key, secret = await admin.make_key(api.id)
+    past = _in(-60)
+
+    updated = await _update(admin, key.id, expire_time=past)
+
+    assert updated.key.expire_time == past
+    assert (await admin.verify(secret)).code == Code.EXPIRED
+
+
+async def test_ok_clear_expiry(admin: Caller) -> None:
+    api = await admin.make_api()
+    key, secret = await admin.make_key(api.id, expire_time=_in(3600), enabled=False)
+
+    updated = await _update(admin, key.id, clear_expire_time=True)
+
+    assert not updated.key.HasField("expire_time") and not updated.key.enabled
+    assert not (await admin.verify(secret)).HasField("expire_time")
+
+
+async def test_ok_every_field_at_once(admin: Caller) -> None:
+    api = await admin.make_api()
+    key, secret = await admin.make_key(api.id, name="old")
+    expiry = _in(600)
+
+    updated = await _update(admin, key.id, name="new", enabled=False, expire_time=expiry)
+
+    assert (updated.key.name, updated.key.enabled, updated.key.expire_time) == ("new", False, expiry)
+
+
+@pytest.mark.parametrize("fields", [
+    {"name": "same"},
+    {"enabled": True},
+    {"clear_expire_time": True},  # there is no expiry to clear
+])
+async def test_ok_no_change_bumps_nothing(
+        admin: Caller, store: SqliteStore, db_path: Path, fields: dict[str, object]) -> None:
+    api = await admin.make_api()
+    key, _ = await admin.make_key(api.id, name="same")
+    revision = await store.revision()
+    before = snapshot(db_path)
+
+    updated = await _update(admin, key.id, **fields)
+
+    assert updated.revision == revision
+    assert updated.key == key
+    assert snapshot(db_path) == before
+
+
+async def test_ok_same_expiry_bumps_nothing(admin: Caller, store: SqliteStore, db_path: Path) -> None:
+    api = await admin.make_api()
+    expiry = _in(3600)
+    key, _ = await admin.make_key(api.id, expire_time=expiry)
+    before = snapshot(db_path)
+
+    updated = await _update(admin, key.id, expire_time=expiry)
+
+    assert updated.revision == await store.revision()
+    assert snapshot(db_path) == before
+
+
+async def test_ok_caller_with_update_key_only(admin: Caller, make_caller: MakeCaller) -> None:
+    api = await admin.make_api()
+    key, _ = await admin.make_key(api.id)
+    caller = await make_caller([f"api.{api.id}.update_key"])
+
+    updated = await _update(caller, key.id, name="renamed")
+
+    assert updated.key.name == "renamed"
+
+
+# -- invalid argument -------------------------------------------------------------------------------
+
+
+def _case_id(case: tuple[dict[str, object], str]) -> str:
+    fields = case[0]
+    shown = ",".join(f"{name}={value!r}"[:30] for name, value in fields.items())
+    return shown or "nothing set"
+
+
+@pytest.mark.parametrize("case", [
+    ({}, "key_id"),  # nothing to update
+    ({"clear_expire_time": False}, "key_id"),
+    ({"name": "n" * 201}, "name"),
+    ({"name": "bell\x07"}, "name"),
+    ({"name": "nul\x00"}, "name"),
+    pytest.param(({"expire_time": Timestamp(seconds=1), "clear_expire_time": True}, "clear_expire_time"),
+                 id="expire_time and clear_expire_time"),
+    pytest.param(({"expire_time": Timestamp(seconds=-1)}, "expire_time"), id="expire_time before 1970"),
+    pytest.param(({"expire_time": Timestamp(seconds=253402300800)}, "expire_time"), id="expire_time after 9999"),
+    pytest.param(({"expire_time": Timestamp(seconds=2_000_000_000, nanos=-1)}, "expire_time"), id="nanos=-1"),
+    pytest.param(({"expire_time": Timestamp(seconds=2_000_000_000, nanos=10**9)}, "expire_time"), id="nanos=1e9"),
+], ids=_case_id)
+async def test_invalid_argument(admin: Caller, db_path: Path, case: tuple[dict[str, object], str]) -> None:
+    fields, field = case
+    api = await admin.make_api()
+    key, _ = await admin.make_key(api.id, name="kept")
+    before = snapshot(db_path)
+
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await _update(admin, key.id, **fields)
+
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in field_violations(e.value)
+    assert snapshot(db_path) == before
+
+
+@pytest.mark.parametrize("key_id", ["", "key-1", "key 1", "key_" + "a" * 61])
+async def test_invalid_argument_key_id(admin: Caller, key_id: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await _update(admin, key_id, name="x")
+
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert list(field_violations(e.value)) == ["key_id"]
+
+
+# -- unauthenticated ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metadata", [
+    (),
+    (("authorization", "Basic dXNlcjpwYXNz"),),
+    (("authorization", "Bearer"),),
+    (("authorization", "Bearer two tokens"),),
+    (("authorization", "Bearer ksroot_unknown0123456789"),),
+], ids=["missing", "basic", "no token", "two tokens", "unknown root key"])
+async def test_unauthenticated_metadata(admin: Caller, db_path: Path, metadata: tuple[tuple[str, str], ...]) -> None:
+    api = await admin.make_api()
+    key, _ = await admin.make_key(api.id)
+    before = snapshot(db_path)
+
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await admin.keys.UpdateKey(keys_pb2.UpdateKeyRequest(key_id=key.id, enabled=False), metadata=metadata)
+
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert snapshot(db_path) == before
+
+
+@pytest.mark.parametrize("how", ["disabled", "expired", "deleted"])
+async def test_unauthenticated_root_key_no_longer_usable(
+        admin: Caller, store: SqliteStore, channel: grpc.aio.Channel, make_caller: MakeCaller, db_path: Path,
+        how: str) -> None:
+    api = await admin.make_api()
+    key, _ = await admin.make_key(api.id)
+    caller = await _unusable_caller(how, store, channel, make_caller)
+    before = snapshot(db_path)
+
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await _update(caller, key.id, enabled=False)
+
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert snapshot(db_path) == before
+
+
+async def _unusable_caller(how: str, store: SqliteStore, channel: grpc.aio.Channel,
+                           make_caller: MakeCaller) -> Caller:
+    """A caller whose root key holds every permission but is disabled, expired or deleted."""
+    if how == "expired":
+        secret = new_secret(ROOT_KEY_PREFIX)
+        record = await store.create_root_key("expired", hash_secret(secret), EXAMPLE_ROOT_KEY,
+                                             expires_ms=int(time.time() * 1000) - 60_000)
+        return Caller(channel, secret, record.id)
+    caller = await make_caller(EXAMPLE_ROOT_KEY)
+    if how == "disabled":
+        await store.set_root_key_enabled(caller.root_key_id, False)
+    else:
+        await store.delete_root_key(caller.root_key_id)
+    return caller
+
+
+# -- permission denied ---------------------------------------------------------------------------------
+
+
+async def test_permission_denied_without_update_key(admin: Caller, make_caller: MakeCaller, db_path: Path) -> None:
+    api = await admin.make_api()
+    key, _ = await admin.make_key(api.id)
+    caller = await make_caller([f"api.{api.id}.read_key", f"api.{api.id}.delete_key", "api.*.create_key"])
+    before = snapshot(db_path)
+
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await _update(caller, key.id, enabled=False)
+
+    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    info = error_info(e.value)
+    assert (info.reason, info.metadata["permission"]) == ("MISSING_PERMISSION", f"api.{api.id}.update_key")
+    assert snapshot(db_path) == before
+
+
+# -- not found ---------------------------------------------------------------------------------------
+
+
+async def test_not_found_unknown_key(admin: Caller, db_path: Path) -> None:
+    before = snapshot(db_path)
+
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await _update(admin, "key_does_not_exist", name="x")
+
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    assert resource_names(e.value) == ["key_does_not_exist"]
+    assert snapshot(db_path) == before
+
+
+async def test_not_found_key_of_another_api(admin: Caller, make_caller: MakeCaller, db_path: Path) -> None:
+    own, other = await admin.make_api(), await admin.make_api()
+    key, _ = await admin.make_key(other.id)
+    caller = await make_caller([f"api.{own.id}.update_key", f"api.{own.id}.read_key", f"api.{other.id}.verify_key"])
+    before = snapshot(db_path)
+
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await _update(caller, key.id, enabled=False)
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await _update(caller, "key_does_not_exist", enabled=False)
+
+    # As if the key did not exist, so key ids cannot be probed.
+    assert e.value.code() == unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    assert resource_names(e.value) == [key.id]
+    assert e.value.details() == unknown.value.details().replace("key_does_not_exist", key.id)
+    assert snapshot(db_path) == before

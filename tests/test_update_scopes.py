@@ -1,0 +1,432 @@
+"""ApiService.UpdateScopes: Auth0's `PATCH /api/v2/resource-servers/{id}` with `scopes` (seed 000) over gRPC."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import json_format
+
+from keyscope.v1 import apis_pb2, keys_pb2, permissions_pb2, roles_pb2
+from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
+from server.store import SqliteStore
+from tests.client import Caller
+from tests.conftest import MakeCaller
+from tests.rpc_errors import error_info, field_violations, resource_names
+from tests.store_snapshot import snapshot
+
+pytestmark = pytest.mark.asyncio
+
+Code = keys_pb2.VerifyKeyResponse.Code
+ScopeArg = str | tuple[str, str]
+
+
+def scopes_of(entries: Sequence[ScopeArg]) -> list[permissions_pb2.Scope]:
+    return [permissions_pb2.Scope(value=e) if isinstance(e, str)
+            else permissions_pb2.Scope(value=e[0], description=e[1]) for e in entries]
+
+
+async def update_scopes(caller: Caller, api_id: str, entries: Sequence[ScopeArg],
+                        metadata: Sequence[tuple[str, str]] | None = None) -> apis_pb2.UpdateScopesResponse:
+    return await caller.apis.UpdateScopes(
+        apis_pb2.UpdateScopesRequest(api_id=api_id, scopes=scopes_of(entries)),
+        metadata=caller.md if metadata is None else metadata)
+
+
+async def get_api(caller: Caller, api_id: str) -> apis_pb2.Api:
+    return (await caller.apis.GetApi(apis_pb2.GetApiRequest(api_id=api_id), metadata=caller.md)).api
+
+
+async def get_key(caller: Caller, key_id: str) -> keys_pb2.Key:
+    return (await caller.keys.GetKey(keys_pb2.GetKeyRequest(key_id=key_id), metadata=caller.md)).key
+
+
+async def get_role(caller: Caller, role_id: str) -> roles_pb2.Role:
+    return (await caller.roles.GetRole(roles_pb2.GetRoleRequest(role_id=role_id), metadata=caller.md)).role
+
+
+def values(api: apis_pb2.Api) -> list[str]:
+    return [s.value for s in api.scopes]
+
+
+# -- ok ---------------------------------------------------------------------------------------
+
+
+async def test_ok_seed_json_body(admin: Caller) -> None:
+    api = await admin.make_api(["write:users"])
+    body = '{"apiId": "API_ID", "scopes": [{"value": "read:users", "description": "Read users"}]}'
+    request = json_format.Parse(body.replace("API_ID", api.id), apis_pb2.UpdateScopesRequest())
+
+    response = await admin.apis.UpdateScopes(request, metadata=admin.md)
+
+    assert [(s.value, s.description) for s in response.api.scopes] == [("read:users", "Read users")]
+    assert response.api.scopes[0].id.startswith("perm_")
+    assert list(response.removed_scopes) == ["write:users"]
+    assert response.api == await get_api(admin, api.id)
+
+
+async def test_ok_scopes_not_in_the_request_are_removed(admin: Caller) -> None:
+    api = await admin.make_api(["read:users", "write:users", "delete:users"])
+
+    # The seed's PATCH body: two scopes, each a value and a description.
+    response = await update_scopes(admin, api.id, [("read:users", "Read users"), ("create:users", "Create users")])
+
+    assert [(s.value, s.description) for s in response.api.scopes] == [
+        ("create:users", "Create users"), ("read:users", "Read users")]
+    assert sorted(response.removed_scopes) == ["delete:users", "write:users"]
+    assert values(await get_api(admin, api.id)) == ["create:users", "read:users"]
+
+
+async def test_ok_empty_list_removes_every_scope_and_every_grant(admin: Caller) -> None:
+    api = await admin.make_api(["read:users", "write:users"])
+    role = await admin.make_role(api.id, "editor", ["write:users"])
+    key, secret = await admin.make_key(api.id, ["read:users"], roles=["editor"])
+
+    response = await update_scopes(admin, api.id, [])
+
+    assert list(response.api.scopes) == []
+    assert sorted(response.removed_scopes) == ["read:users", "write:users"]
+    assert (response.keys_affected, response.roles_affected) == (1, 1)
+    assert list((await get_key(admin, key.id)).permissions) == []
+    assert list((await get_role(admin, role.id)).permissions) == []
+    assert list((await admin.verify(secret)).permissions) == []
+
+
+async def test_ok_kept_scope_keeps_its_id_and_takes_the_new_description(admin: Caller) -> None:
+    api = await admin.make_api([("read:users", "old words"), ("write:users", "Write users")])
+    ids = {s.value: s.id for s in api.scopes}
+    key, secret = await admin.make_key(api.id, ["read:users"])
+
+    response = await update_scopes(admin, api.id, [("read:users", "Read users"), ("write:users", "Write users")])
+
+    assert [(s.id, s.value, s.description) for s in response.api.scopes] == [
+        (ids["read:users"], "read:users", "Read users"), (ids["write:users"], "write:users", "Write users")]
+    assert (list(response.removed_scopes), response.keys_affected, response.roles_affected) == ([], 0, 0)
+    # The key's grant follows the entry: same id, new description.
+    [held] = (await get_key(admin, key.id)).permissions
+    assert (held.id, held.description) == (ids["read:users"], "Read users")
+    assert (await admin.verify(secret, "read:users")).code == Code.VALID
+
+
+async def test_ok_scope_ids_sent_in_the_request_are_ignored(admin: Caller) -> None:
+    api = await admin.make_api(["a", "b"])
+    ids = {s.value: s.id for s in api.scopes}
+    request = apis_pb2.UpdateScopesRequest(api_id=api.id, scopes=[
+        permissions_pb2.Scope(id=ids["b"], value="a"),  # another entry's id
+        permissions_pb2.Scope(id="perm_madeup", value="c"),
+    ])
+
+    response = await admin.apis.UpdateScopes(request, metadata=admin.md)
+
+    got = {s.value: s.id for s in response.api.scopes}
+    assert got["a"] == ids["a"]
+    assert got["c"] not in {"perm_madeup", ids["b"]}
+    assert list(response.removed_scopes) == ["b"]
+
+
+async def test_ok_scopes_are_ordered_by_value(admin: Caller) -> None:
+    api = await admin.make_api()
+    response = await update_scopes(admin, api.id, ["z", "a:b", "m.n", "A"])
+    assert values(response.api) == ["A", "a:b", "m.n", "z"]
+
+
+async def test_ok_removed_scope_leaves_every_key_and_role_of_the_api(admin: Caller) -> None:
+    api = await admin.make_api(["keep", "drop.one", "drop.two"])
+    both, _ = await admin.make_key(api.id, ["keep", "drop.one", "drop.two"])
+    one, _ = await admin.make_key(api.id, ["drop.two"])
+    untouched, _ = await admin.make_key(api.id, ["keep"])
+    role = await admin.make_role(api.id, "dropper", ["drop.one", "drop.two", "keep"])
+    await admin.make_role(api.id, "keeper", ["keep"])
+
+    response = await update_scopes(admin, api.id, ["keep"])
+
+    # A key or role that lost two scopes counts once; those that lost nothing do not count.
+    assert (response.keys_affected, response.roles_affected) == (2, 1)
+    assert sorted(response.removed_scopes) == ["drop.one", "drop.two"]
+    assert [p.name for p in (await get_key(admin, both.id)).permissions] == ["keep"]
+    assert [p.name for p in (await get_key(admin, one.id)).permissions] == []
+    assert [p.name for p in (await get_key(admin, untouched.id)).permissions] == ["keep"]
+    assert [p.name for p in (await get_role(admin, role.id)).permissions] == ["keep"]
+
+
+async def test_ok_removal_shows_in_the_next_verify(admin: Caller) -> None:
+    api = await admin.make_api(["documents.read", "documents.write", "documents.*", "admin"])
+    await admin.make_role(api.id, "reader", ["documents.read"])
+    _, direct_secret = await admin.make_key(api.id, ["documents.write", "admin"])
+    _, role_secret = await admin.make_key(api.id, roles=["reader"])
+    _, wildcard_secret = await admin.make_key(api.id, ["documents.*"])
+    assert (await admin.verify(direct_secret, "documents.write AND admin")).code == Code.VALID
+
+    await update_scopes(admin, api.id, ["admin"])
+
+    answer = await admin.verify(direct_secret, "documents.write AND admin")
+    assert (answer.code, list(answer.missing_permissions)) == (Code.INSUFFICIENT_PERMISSIONS, ["documents.write"])
+    assert (await admin.verify(role_secret, "documents.read")).code == Code.INSUFFICIENT_PERMISSIONS
+    assert (await admin.verify(role_secret)).roles == ["reader"]  # the role stays, emptied
+    assert (await admin.verify(wildcard_secret, "documents.read")).code == Code.INSUFFICIENT_PERMISSIONS
+
+
+async def test_ok_other_apis_are_untouched(admin: Caller) -> None:
+    api = await admin.make_api(["read:users", "write:users"])
+    other = await admin.make_api(["read:users", "write:users"])
+    await admin.make_role(other.id, "reader", ["read:users"])
+    key, secret = await admin.make_key(other.id, ["write:users"], roles=["reader"])
+    other_before = await get_api(admin, other.id)
+    key_before = await get_key(admin, key.id)
+
+    await update_scopes(admin, api.id, [])
+
+    assert await get_api(admin, other.id) == other_before
+    assert await get_key(admin, key.id) == key_before
+    assert (await admin.verify(secret, "read:users AND write:users")).code == Code.VALID
+
+
+async def test_ok_added_scopes_can_be_granted_without_create_permission(admin: Caller,
+                                                                         make_caller: MakeCaller) -> None:
+    api = await admin.make_api()
+    key, secret = await admin.make_key(api.id)
+    await update_scopes(admin, api.id, [("read:users", "Read users")])
+    caller = await make_caller([f"api.{api.id}.update_key"])
+
+    response = await caller.keys.SetPermissions(
+        keys_pb2.SetPermissionsRequest(key_id=key.id, permissions=["read:users"]), metadata=caller.md)
+
+    assert [(p.name, p.description) for p in response.permissions] == [("read:users", "Read users")]
+    assert (await admin.verify(secret, "read:users")).code == Code.VALID
+
+
+async def test_ok_a_removed_scope_added_again_is_a_new_entry(admin: Caller) -> None:
+    api = await admin.make_api(["read:users"])
+    old_id = api.scopes[0].id
+    key, secret = await admin.make_key(api.id, ["read:users"])
+
+    await update_scopes(admin, api.id, [])
+    response = await update_scopes(admin, api.id, ["read:users"])
+
+    assert response.api.scopes[0].id != old_id
+    assert (response.keys_affected, list(response.removed_scopes)) == (0, [])
+    assert (await admin.verify(secret, "read:users")).code == Code.INSUFFICIENT_PERMISSIONS
+
+
+@pytest.mark.parametrize("update_api", ["api.*.update_api", "api.{api}.update_api"])
+async def test_ok_caller_with_update_api(admin: Caller, make_caller: MakeCaller, update_api: str) -> None:
+    api = await admin.make_api(["read:users"])
+    caller = await make_caller([update_api.format(api=api.id)])
+    response = await update_scopes(caller, api.id, ["write:users"])
+    assert values(response.api) == ["write:users"]
+
+
+async def test_ok_revision_grows_by_exactly_one(admin: Caller, store: SqliteStore) -> None:
+    api = await admin.make_api(["a", "b", "c"])
+    for _ in range(3):
+        await admin.make_key(api.id, ["a", "b"])
+    await admin.make_role(api.id, "r", ["a"])
+    before = await store.revision()
+
+    # Removing, adding and redescribing, across keys and roles, is one change.
+    first = await update_scopes(admin, api.id, [("c", "new words"), "d"])
+    second = await update_scopes(admin, api.id, [("c", "newer words"), "d"])
+
+    assert (first.revision, second.revision) == (before + 1, before + 2)
+
+
+async def test_ok_unchanged_list_keeps_the_revision_and_changes_nothing(admin: Caller, store: SqliteStore,
+                                                                        db_path: Path) -> None:
+    api = await admin.make_api([("a", "A"), ("b", "B")])
+    await admin.make_key(api.id, ["a"])
+    before = snapshot(db_path)
+    revision = await store.revision()
+
+    response = await update_scopes(admin, api.id, [("b", "B"), ("a", "A")])
+
+    assert response.revision == revision
+    assert (list(response.removed_scopes), response.keys_affected, response.roles_affected) == ([], 0, 0)
+    assert response.api.update_time == api.update_time
+    assert snapshot(db_path) == before
+
+
+async def test_ok_boundaries(admin: Caller) -> None:
+    api = await admin.make_api()
+    longest, longest_description = "s" * 280, "d" * 500
+    odd_but_valid = "Read:Users_v2-beta.*"
+
+    response = await update_scopes(admin, api.id, [(longest, longest_description),
+                                                   (odd_but_valid, "tabs\tand\nnewlines are text")])
+    assert {s.value: s.description for s in response.api.scopes} == {
+        longest: longest_description, odd_but_valid: "tabs\tand\nnewlines are text"}
+
+    most = [f"scope.{i:04d}" for i in range(1000)]
+    response = await update_scopes(admin, api.id, most)
+    assert values(response.api) == most
+    assert sorted(response.removed_scopes) == sorted([longest, odd_but_valid])
+
+
+# -- invalid_argument ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("api_id", ["", "api-1", "api 1", "api.1", "k" * 65])
+async def test_invalid_argument_api_id(admin: Caller, db_path: Path, api_id: str) -> None:
+    before = snapshot(db_path)
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await update_scopes(admin, api_id, ["read:users"])
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert list(field_violations(e.value)) == ["api_id"]
+    assert snapshot(db_path) == before
+
+
+@pytest.mark.parametrize(("entries", "field"), [
+    ([""], "scopes[0].value"),
+    (["read users"], "scopes[0].value"),
+    (["read/users"], "scopes[0].value"),
+    (["ok", "r\u00e9ad:users"], "scopes[1].value"),
+    (["a", "b", "s" * 281], "scopes[2].value"),
+    (["read:users\n"], "scopes[0].value"),
+    (["a", "b", "a"], "scopes[2].value"),
+    ([("read:users", "d" * 501)], "scopes[0].description"),
+    ([("read:users", "bell\x07")], "scopes[0].description"),
+    (["ok", ("read:users", "nul\x00")], "scopes[1].description"),
+])
+async def test_invalid_argument_scopes(admin: Caller, db_path: Path, entries: list[ScopeArg], field: str) -> None:
+    api = await admin.make_api(["a", ("read:users", "Read users")])
+    await admin.make_key(api.id, ["a"])
+    before = snapshot(db_path)
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await update_scopes(admin, api.id, entries)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert list(field_violations(e.value)) == [field]
+    assert snapshot(db_path) == before
+
+
+async def test_invalid_argument_duplicate_names_the_first_occurrence(admin: Caller) -> None:
+    api = await admin.make_api()
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await update_scopes(admin, api.id, [("x", "one"), "y", ("x", "two")])
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "scopes[0].value" in field_violations(e.value)["scopes[2].value"]
+
+
+async def test_invalid_argument_more_than_1000_scopes(admin: Caller, db_path: Path) -> None:
+    api = await admin.make_api(["a"])
+    before = snapshot(db_path)
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await update_scopes(admin, api.id, [f"scope.{i}" for i in range(1001)])
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert list(field_violations(e.value)) == ["scopes"]
+    assert snapshot(db_path) == before
+
+
+async def test_invalid_argument_lists_every_bad_field_at_once(admin: Caller) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await update_scopes(admin, "api-nope", ["ok", "not ok", ("fine", "d" * 501), "ok"])
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert sorted(field_violations(e.value)) == [
+        "api_id", "scopes[1].value", "scopes[2].description", "scopes[3].value"]
+
+
+# -- unauthenticated --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metadata", [
+    (),
+    (("authorization", "Basic dXNlcjpwYXNz"),),
+    (("authorization", "Bearer"),),
+    (("authorization", "ksroot_unknownunknownunknownunknown12"),),
+    (("authorization", "Bearer ksroot_unknownunknownunknownunknown12"),),
+], ids=["missing", "basic", "empty-bearer", "no-scheme", "unknown"])
+async def test_unauthenticated_bad_credentials(admin: Caller, db_path: Path,
+                                               metadata: tuple[tuple[str, str], ...]) -> None:
+    api = await admin.make_api(["read:users"])
+    before = snapshot(db_path)
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await update_scopes(admin, api.id, [], metadata=metadata)
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert error_info(e.value).reason == "UNAUTHENTICATED"
+    assert snapshot(db_path) == before
+
+
+async def test_unauthenticated_disabled_root_key(admin: Caller, make_caller: MakeCaller,
+                                                 store: SqliteStore) -> None:
+    api = await admin.make_api(["read:users"])
+    caller = await make_caller(["api.*.update_api"])
+    await store.set_root_key_enabled(caller.root_key_id, False)
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await update_scopes(caller, api.id, [])
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert values(await get_api(admin, api.id)) == ["read:users"]
+
+
+async def test_unauthenticated_expired_root_key(admin: Caller, store: SqliteStore) -> None:
+    api = await admin.make_api(["read:users"])
+    secret = new_secret(ROOT_KEY_PREFIX)
+    record = await store.create_root_key("expired", hash_secret(secret), ["api.*.update_api"],
+                                         expires_ms=int(time.time() * 1000) - 60_000)
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await update_scopes(Caller(admin.channel, secret, record.id), api.id, [])
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert values(await get_api(admin, api.id)) == ["read:users"]
+
+
+async def test_unauthenticated_comes_before_validation(admin: Caller) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await update_scopes(admin, "bad id", ["bad value"], metadata=())
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+# -- permission_denied --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("permissions", [
+    ["api.{api}.read_api"],
+    ["api.*.read_api", "api.{other}.update_api", "api.{api}.update_key", "rbac.*.create_permission"],
+])
+async def test_permission_denied_read_api_without_update_api(admin: Caller, make_caller: MakeCaller,
+                                                             db_path: Path, permissions: list[str]) -> None:
+    api = await admin.make_api(["read:users"])
+    other = await admin.make_api()
+    caller = await make_caller([p.format(api=api.id, other=other.id) for p in permissions])
+    before = snapshot(db_path)
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await update_scopes(caller, api.id, [])
+    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    info = error_info(e.value)
+    assert (info.reason, info.metadata["permission"]) == ("MISSING_PERMISSION", f"api.{api.id}.update_api")
+    assert snapshot(db_path) == before
+
+
+# -- not_found ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("api_id", ["api_doesnotexist0000", "a" * 64])
+async def test_not_found_unknown_api(admin: Caller, db_path: Path, api_id: str) -> None:
+    before = snapshot(db_path)
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await update_scopes(admin, api_id, ["read:users"])
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    assert resource_names(e.value) == [api_id]
+    assert snapshot(db_path) == before
+
+
+@pytest.mark.parametrize("permissions", [
+    ["api.{other}.update_api", "api.{other}.read_api"],
+    ["api.{api}.update_key", "api.{api}.read_key", "rbac.{api}.update_role", "rbac.{api}.read_role"],
+    [],
+], ids=["other-api", "cannot-read-api", "nothing"])
+async def test_not_found_api_the_caller_may_not_see(admin: Caller, make_caller: MakeCaller, db_path: Path,
+                                                    permissions: list[str]) -> None:
+    api = await admin.make_api(["read:users"])
+    other = await admin.make_api()
+    caller = await make_caller([p.format(api=api.id, other=other.id) for p in permissions])
+    before = snapshot(db_path)
+    with pytest.raises(grpc.aio.AioRpcError) as hidden:
+        await update_scopes(caller, api.id, [])
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await update_scopes(caller, "api_doesnotexist0000", [])
+
+    # Indistinguishable from an API that does not exist, so ids cannot be probed.
+    assert hidden.value.code() == missing.value.code() == grpc.StatusCode.NOT_FOUND
+    assert hidden.value.details() == missing.value.details().replace("api_doesnotexist0000", api.id)
+    assert resource_names(hidden.value) == [api.id]
+    assert snapshot(db_path) == before

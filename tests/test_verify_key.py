@@ -1,0 +1,485 @@
+"""KeyService.VerifyKey: answers (with status OK), the permission query, the caller's scope, immediate consistency."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from keyscope.v1 import apis_pb2, keys_pb2, permissions_pb2, roles_pb2
+from server.cli import EXAMPLE_ROOT_KEY
+from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
+from server.store import SqliteStore
+from tests.client import Caller
+from tests.conftest import MakeCaller
+from tests.rpc_errors import field_violations
+from tests.store_snapshot import snapshot
+
+pytestmark = pytest.mark.asyncio
+
+Code = keys_pb2.VerifyKeyResponse.Code
+
+
+def _in(seconds: int) -> Timestamp:
+    return Timestamp(seconds=int(time.time()) + seconds)
+
+
+async def _expire(admin: Caller, key_id: str) -> None:
+    # CreateKey refuses past expiries; UpdateKey may set one, which expires the key at once.
+    await admin.keys.UpdateKey(keys_pb2.UpdateKeyRequest(key_id=key_id, expire_time=_in(-60)), metadata=admin.md)
+
+
+async def _disable(admin: Caller, key_id: str) -> None:
+    await admin.keys.UpdateKey(keys_pb2.UpdateKeyRequest(key_id=key_id, enabled=False), metadata=admin.md)
+
+
+# -- ok: the answer -----------------------------------------------------------------------------
+
+
+async def test_ok_valid_key_without_query(admin: Caller) -> None:
+    api = await admin.make_api()
+    key, secret = await admin.make_key(api.id, ["documents.write", "documents.read"])
+
+    answer = await admin.verify(secret)
+
+    assert answer.valid and answer.code == Code.VALID
+    assert (answer.key_id, answer.api_id) == (key.id, api.id)
+    assert list(answer.permissions) == ["documents.read", "documents.write"]
+    assert list(answer.roles) == [] and list(answer.missing_permissions) == []
+    assert not answer.HasField("expire_time")
+
+
+async def test_ok_effective_permissions_are_direct_and_roles_sorted_and_unique(admin: Caller) -> None:
+    api = await admin.make_api()
+    await admin.make_role(api.id, "writer", ["documents.write", "documents.read"])
+    await admin.make_role(api.id, "auditor", ["audit.read"])
+    _, secret = await admin.make_key(api.id, ["zeta", "documents.read"], ["writer", "auditor"])
+
+    answer = await admin.verify(secret)
+
+    assert answer.code == Code.VALID
+    assert list(answer.permissions) == ["audit.read", "documents.read", "documents.write", "zeta"]
+    assert list(answer.roles) == ["auditor", "writer"]
+
+
+async def test_ok_reports_expire_time(admin: Caller) -> None:
+    api = await admin.make_api()
+    expiry = _in(3600)
+    _, secret = await admin.make_key(api.id, expire_time=expiry)
+
+    answer = await admin.verify(secret)
+
+    assert answer.code == Code.VALID
+    assert answer.expire_time == expiry
+
+
+@pytest.mark.parametrize("query", ["", " ", " \t\n  "])
+async def test_ok_empty_query_is_no_query(admin: Caller, query: str) -> None:
+    api = await admin.make_api()
+    _, secret = await admin.make_key(api.id)
+
+    answer = await admin.verify(secret, query)
+
+    assert answer.valid and answer.code == Code.VALID
+
+
+# -- ok: the query ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("held", "query", "missing"), [
+    (["documents.read"], "documents.read", []),
+    (["documents.read"], "documents.write", ["documents.write"]),
+    (["a", "b"], "a AND b", []),
+    (["a"], "a AND b", ["b"]),
+    (["b"], "a OR b", []),
+    ([], "a OR b", ["a", "b"]),
+    (["a"], "a and b", ["b"]),  # operators in any case
+    (["b"], "a oR b", []),
+    # AND binds tighter than OR: these hold only as a OR (b AND c) and (a AND b) OR c.
+    (["a"], "a OR b AND c", []),
+    (["c"], "a AND b OR c", []),
+    (["b"], "a OR b AND c", ["a", "c"]),
+    (["a"], "a AND (b OR c)", ["b", "c"]),
+    (["a", "c"], "a AND (b OR c)", []),
+    ([], "zeta AND alpha AND mid", ["zeta", "alpha", "mid"]),  # query order, not sorted
+    ([], "x AND x OR y AND x", ["x", "y"]),  # once each
+    (["x"], "x AND y AND x", ["y"]),
+    (["a", "b"], "  ( a\tAND\nb )  ", []),
+    (["read:users", "x-y_z"], "read:users AND x-y_z", []),
+    (["documents.read"], "Documents.read", ["Documents.read"]),  # case-sensitive names
+    # Wildcards in the key's permissions: `*` is one whole segment.
+    (["documents.*"], "documents.read", []),
+    (["documents.*"], "documents.read.own", ["documents.read.own"]),
+    (["documents.*"], "documents", ["documents"]),
+    (["*.read"], "documents.read AND billing.read", []),
+    (["doc*"], "documents", ["documents"]),  # `*` inside a segment is a literal
+    # A wildcard in the query is met only by a grant that matches it segment-wise.
+    (["documents.*"], "documents.*", []),
+    (["documents.read"], "documents.*", ["documents.*"]),
+    (["*.*"], "documents.*", []),
+])
+async def test_ok_query(admin: Caller, held: list[str], query: str, missing: list[str]) -> None:
+    api = await admin.make_api()
+    _, secret = await admin.make_key(api.id, held)
+
+    answer = await admin.verify(secret, query)
+
+    if missing:
+        assert (answer.valid, answer.code) == (False, Code.INSUFFICIENT_PERMISSIONS)
+    else:
+        assert (answer.valid, answer.code) == (True, Code.VALID)
+    assert list(answer.missing_permissions) == missing
+
+
+async def test_ok_insufficient_permissions_still_describes_the_key(admin: Caller) -> None:
+    api = await admin.make_api()
+    await admin.make_role(api.id, "reader", ["documents.read"])
+    key, secret = await admin.make_key(api.id, ["billing.read"], ["reader"])
+
+    answer = await admin.verify(secret, "documents.read AND documents.write")
+
+    assert answer.code == Code.INSUFFICIENT_PERMISSIONS and not answer.valid
+    assert (answer.key_id, answer.api_id) == (key.id, api.id)
+    assert list(answer.permissions) == ["billing.read", "documents.read"]
+    assert list(answer.roles) == ["reader"]
+    assert list(answer.missing_permissions) == ["documents.write"]
+
+
+async def test_ok_wildcard_granted_through_a_role(admin: Caller) -> None:
+    api = await admin.make_api()
+    await admin.make_role(api.id, "editor", ["documents.*"])
+    _, secret = await admin.make_key(api.id, roles=["editor"])
+
+    answer = await admin.verify(secret, "documents.read AND documents.write")
+
+    assert answer.code == Code.VALID
+
+
+async def test_ok_parentheses_nested_32_deep(admin: Caller) -> None:
+    api = await admin.make_api()
+    _, secret = await admin.make_key(api.id, ["a"])
+
+    answer = await admin.verify(secret, "(" * 32 + "a" + ")" * 32)
+
+    assert answer.code == Code.VALID
+
+
+async def test_ok_query_of_1000_characters(admin: Caller) -> None:
+    api = await admin.make_api()
+    _, secret = await admin.make_key(api.id, ["p" * 95])
+    query = " OR ".join(["p" * 95] * 10).ljust(1000)
+    assert len(query) == 1000
+
+    answer = await admin.verify(secret, query)
+
+    assert answer.code == Code.VALID
+
+
+async def test_ok_key_of_512_characters_is_looked_up(admin: Caller) -> None:
+    answer = await admin.verify("k" * 512)
+
+    assert answer.code == Code.NOT_FOUND
+
+
+# -- ok: codes and their precedence ------------------------------------------------------------------
+
+
+async def test_ok_disabled(admin: Caller) -> None:
+    api = await admin.make_api()
+    key, secret = await admin.make_key(api.id, ["a"], enabled=False)
+
+    answer = await admin.verify(secret)
+
+    assert (answer.valid, answer.code) == (False, Code.DISABLED)
+    assert answer.key_id == key.id
+
+
+async def test_ok_expired(admin: Caller) -> None:
+    api = await admin.make_api()
+    key, secret = await admin.make_key(api.id, ["a"])
+    await _expire(admin, key.id)
+
+    answer = await admin.verify(secret)
+
+    assert (answer.valid, answer.code) == (False, Code.EXPIRED)
+    assert answer.key_id == key.id and answer.HasField("expire_time")
+
+
+async def test_ok_disabled_wins_over_expired_and_insufficient(admin: Caller) -> None:
+    api = await admin.make_api()
+    key, secret = await admin.make_key(api.id, enabled=False)
+    await _expire(admin, key.id)
+
+    answer = await admin.verify(secret, "missing.permission")
+
+    assert answer.code == Code.DISABLED
+    assert list(answer.missing_permissions) == []
+
+
+async def test_ok_expired_wins_over_insufficient(admin: Caller) -> None:
+    api = await admin.make_api()
+    key, secret = await admin.make_key(api.id)
+    await _expire(admin, key.id)
+
+    answer = await admin.verify(secret, "missing.permission")
+
+    assert answer.code == Code.EXPIRED
+    assert list(answer.missing_permissions) == []
+
+
+async def test_ok_verifying_changes_nothing(admin: Caller, db_path: Path) -> None:
+    api = await admin.make_api()
+    _, secret = await admin.make_key(api.id, ["a"])
+    before = snapshot(db_path)
+
+    await admin.verify(secret, "a OR b")
+    await admin.verify(secret, "b")
+
+    assert snapshot(db_path) == before
+
+
+# -- ok: every acknowledged change shows in the very next VerifyKey ------------------------------------
+
+
+async def test_ok_consistent_after_set_permissions(admin: Caller) -> None:
+    api = await admin.make_api()
+    key, secret = await admin.make_key(api.id, ["a"])
+
+    await admin.keys.SetPermissions(keys_pb2.SetPermissionsRequest(key_id=key.id, permissions=["b"]),
+                                    metadata=admin.md)
+
+    assert (await admin.verify(secret, "b")).code == Code.VALID
+    assert list((await admin.verify(secret, "a")).missing_permissions) == ["a"]
+
+
+async def test_ok_consistent_after_update_scopes(admin: Caller) -> None:
+    api = await admin.make_api(["a", "b"])
+    await admin.make_role(api.id, "r", ["a"])
+    _, secret = await admin.make_key(api.id, ["a", "b"], ["r"])
+
+    # Dropping `a` from the catalog takes it from the key and from its role.
+    request = apis_pb2.UpdateScopesRequest(api_id=api.id, scopes=[permissions_pb2.Scope(value="b")])
+    await admin.apis.UpdateScopes(request, metadata=admin.md)
+
+    answer = await admin.verify(secret, "a")
+    assert answer.code == Code.INSUFFICIENT_PERMISSIONS
+    assert list(answer.permissions) == ["b"]
+
+
+async def test_ok_consistent_after_set_roles(admin: Caller) -> None:
+    api = await admin.make_api()
+    await admin.make_role(api.id, "reader", ["documents.read"])
+    key, secret = await admin.make_key(api.id)
+
+    await admin.keys.SetRoles(keys_pb2.SetRolesRequest(key_id=key.id, roles=["reader"]), metadata=admin.md)
+    assert (await admin.verify(secret, "documents.read")).code == Code.VALID
+
+    await admin.keys.SetRoles(keys_pb2.SetRolesRequest(key_id=key.id, roles=[]), metadata=admin.md)
+    assert (await admin.verify(secret, "documents.read")).code == Code.INSUFFICIENT_PERMISSIONS
+
+
+async def test_ok_consistent_after_set_role_permissions(admin: Caller) -> None:
+    api = await admin.make_api()
+    role = await admin.make_role(api.id, "r", ["a"])
+    _, secret = await admin.make_key(api.id, roles=["r"])
+
+    await admin.roles.SetRolePermissions(roles_pb2.SetRolePermissionsRequest(role_id=role.id, permissions=["b"]),
+                                         metadata=admin.md)
+
+    assert (await admin.verify(secret, "b")).code == Code.VALID
+    assert (await admin.verify(secret, "a")).code == Code.INSUFFICIENT_PERMISSIONS
+
+
+async def test_ok_consistent_after_update_key_enabled(admin: Caller) -> None:
+    api = await admin.make_api()
+    key, secret = await admin.make_key(api.id)
+
+    await _disable(admin, key.id)
+    assert (await admin.verify(secret)).code == Code.DISABLED
+
+    await admin.keys.UpdateKey(keys_pb2.UpdateKeyRequest(key_id=key.id, enabled=True), metadata=admin.md)
+    assert (await admin.verify(secret)).code == Code.VALID
+
+
+async def test_ok_consistent_after_update_key_expiry(admin: Caller) -> None:
+    api = await admin.make_api()
+    key, secret = await admin.make_key(api.id, expire_time=_in(3600))
+
+    await _expire(admin, key.id)
+    assert (await admin.verify(secret)).code == Code.EXPIRED
+
+    await admin.keys.UpdateKey(keys_pb2.UpdateKeyRequest(key_id=key.id, clear_expire_time=True), metadata=admin.md)
+    answer = await admin.verify(secret)
+    assert answer.code == Code.VALID and not answer.HasField("expire_time")
+
+
+async def test_ok_consistent_after_delete_key(admin: Caller) -> None:
+    api = await admin.make_api()
+    key, secret = await admin.make_key(api.id)
+
+    await admin.keys.DeleteKey(keys_pb2.DeleteKeyRequest(key_id=key.id), metadata=admin.md)
+
+    answer = await admin.verify(secret)
+    assert (answer.valid, answer.code, answer.key_id) == (False, Code.NOT_FOUND, "")
+
+
+# -- not found: answered with status OK -----------------------------------------------------------------
+
+
+async def test_not_found_unknown_key(admin: Caller) -> None:
+    answer = await admin.verify("no_such_key_0123456789")
+
+    assert answer == keys_pb2.VerifyKeyResponse(valid=False, code=Code.NOT_FOUND)
+
+
+async def test_not_found_root_key_secret_is_not_a_key(admin: Caller) -> None:
+    answer = await admin.verify(admin.root_key)
+
+    assert answer == keys_pb2.VerifyKeyResponse(valid=False, code=Code.NOT_FOUND)
+
+
+@pytest.mark.parametrize("permissions", [
+    ["api.{own}.verify_key"],
+    ["api.{own}.verify_key", "api.{other}.read_key", "api.{other}.update_key"],
+])
+async def test_not_found_key_of_an_api_the_caller_may_not_verify(
+        admin: Caller, make_caller: MakeCaller, permissions: list[str]) -> None:
+    own, other = await admin.make_api(), await admin.make_api()
+    _, own_secret = await admin.make_key(own.id, ["a"])
+    _, other_secret = await admin.make_key(other.id, ["a"])
+    caller = await make_caller([p.format(own=own.id, other=other.id) for p in permissions])
+
+    assert (await caller.verify(own_secret)).code == Code.VALID
+    # Exactly the answer for a key that does not exist: nothing about the key leaks.
+    assert await caller.verify(other_secret, "a") == await caller.verify("no_such_key_0123456789", "a")
+    assert await caller.verify(other_secret) == keys_pb2.VerifyKeyResponse(valid=False, code=Code.NOT_FOUND)
+
+
+async def test_not_found_wins_over_disabled(admin: Caller, make_caller: MakeCaller) -> None:
+    own, other = await admin.make_api(), await admin.make_api()
+    _, secret = await admin.make_key(other.id, enabled=False)
+    caller = await make_caller([f"api.{own.id}.verify_key"])
+
+    assert (await caller.verify(secret)).code == Code.NOT_FOUND
+
+
+async def test_not_found_caller_without_verify_key(admin: Caller, make_caller: MakeCaller) -> None:
+    api = await admin.make_api()
+    _, secret = await admin.make_key(api.id)
+    caller = await make_caller([p for p in EXAMPLE_ROOT_KEY if not p.endswith(".verify_key")])
+
+    assert (await caller.verify(secret)).code == Code.NOT_FOUND
+
+
+async def test_ok_wildcard_root_key_verifies_every_api(admin: Caller, make_caller: MakeCaller) -> None:
+    first, second = await admin.make_api(), await admin.make_api()
+    _, first_secret = await admin.make_key(first.id)
+    _, second_secret = await admin.make_key(second.id)
+    caller = await make_caller(["api.*.verify_key"])
+
+    assert (await caller.verify(first_secret)).code == Code.VALID
+    assert (await caller.verify(second_secret)).code == Code.VALID
+
+
+# -- invalid argument --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["", "k" * 513])
+async def test_invalid_argument_key(admin: Caller, key: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await admin.verify(key)
+
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    violations = field_violations(e.value)
+    assert list(violations) == ["key"]
+    assert "k" * 20 not in violations["key"]  # a secret is never echoed
+
+
+@pytest.mark.parametrize(("query", "position"), [
+    ("a AND", 6),  # the end of the query
+    ("AND a", 1),
+    ("(a OR b", 8),
+    ("a OR b)", 7),
+    ("a b", 3),
+    ("a & b", 3),
+    ("  &", 3),
+    ("()", 2),
+    ("a AND OR b", 7),
+    ("documents.read AND (documents.write OR )", 40),
+    ("é", 1),
+    ("a" * 281, 1),  # a name longer than 280 characters
+    ("b AND " + "a" * 281, 7),
+    ("(" * 33 + "a" + ")" * 33, 33),  # nested deeper than 32
+    ("a OR " * 200 + "a", 1001),  # longer than 1000 characters
+])
+async def test_invalid_argument_malformed_query(admin: Caller, query: str, position: int) -> None:
+    api = await admin.make_api()
+    _, secret = await admin.make_key(api.id, ["a"])
+
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await admin.verify(secret, query)
+
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    violations = field_violations(e.value)
+    assert list(violations) == ["permissions"]
+    assert f"at character {position}" in violations["permissions"]
+
+
+async def test_invalid_argument_is_checked_before_the_key_is_looked_up(admin: Caller) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await admin.verify("no_such_key_0123456789", "a AND")
+
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+# -- unauthenticated -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metadata", [
+    (),
+    (("authorization", "Basic dXNlcjpwYXNz"),),
+    (("authorization", "Bearer"),),
+    (("authorization", "Bearer two tokens"),),
+    (("authorization", "ksroot_no_scheme"),),
+    (("authorization", "Bearer ksroot_unknown0123456789"),),
+], ids=["missing", "basic", "no token", "two tokens", "no scheme", "unknown root key"])
+async def test_unauthenticated_metadata(admin: Caller, metadata: tuple[tuple[str, str], ...]) -> None:
+    api = await admin.make_api()
+    _, secret = await admin.make_key(api.id)
+
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await admin.keys.VerifyKey(keys_pb2.VerifyKeyRequest(key=secret), metadata=metadata)
+
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize("how", ["disabled", "expired", "deleted"])
+async def test_unauthenticated_root_key_no_longer_usable(
+        admin: Caller, store: SqliteStore, channel: grpc.aio.Channel, make_caller: MakeCaller, how: str) -> None:
+    api = await admin.make_api()
+    _, secret = await admin.make_key(api.id)
+    caller = await _unusable_caller(how, store, channel, make_caller)
+
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await caller.verify(secret)
+
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def _unusable_caller(how: str, store: SqliteStore, channel: grpc.aio.Channel,
+                           make_caller: MakeCaller) -> Caller:
+    """A caller whose root key holds every permission but is disabled, expired or deleted."""
+    if how == "expired":
+        secret = new_secret(ROOT_KEY_PREFIX)
+        record = await store.create_root_key("expired", hash_secret(secret), EXAMPLE_ROOT_KEY,
+                                             expires_ms=int(time.time() * 1000) - 60_000)
+        return Caller(channel, secret, record.id)
+    caller = await make_caller(EXAMPLE_ROOT_KEY)
+    if how == "disabled":
+        await store.set_root_key_enabled(caller.root_key_id, False)
+    else:
+        await store.delete_root_key(caller.root_key_id)
+    return caller
