@@ -61,9 +61,7 @@ def stale_files() -> list[str]:
         stale = [name for name in fresh if name not in current]
         stale += [name for name in current if name not in fresh]
         stale += [
-            name
-            for name in fresh
-            if name in current and not filecmp.cmp(fresh[name], current[name], shallow=False)
+            name for name in fresh if name in current and not filecmp.cmp(fresh[name], current[name], shallow=False)
         ]
         return sorted(stale)
 

@@ -21,49 +21,90 @@ __all__ = ["main"]
 
 log = logging.getLogger("keyscope")
 
-EXAMPLE_ROOT_KEY = ("api.*.create_api", "api.*.read_api", "api.*.update_api", "api.*.create_key",
-                    "api.*.read_key", "api.*.update_key", "api.*.delete_key", "api.*.verify_key",
-                    "rbac.*.create_permission", "rbac.*.create_role", "rbac.*.read_role", "rbac.*.update_role")
+EXAMPLE_ROOT_KEY = (
+    "api.*.create_api",
+    "api.*.read_api",
+    "api.*.update_api",
+    "api.*.create_key",
+    "api.*.read_key",
+    "api.*.update_key",
+    "api.*.delete_key",
+    "api.*.verify_key",
+    "rbac.*.create_permission",
+    "rbac.*.create_role",
+    "rbac.*.read_role",
+    "rbac.*.update_role",
+)
 
 
 def _parser() -> argparse.ArgumentParser:
     env = os.environ
     # Shared by every command, so that they can follow it: `python -m server serve --db x.db`.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db", default=env.get("KEYSCOPE_DB", "keyscope.db"),
-                        help="SQLite database file, created if missing (env KEYSCOPE_DB; default %(default)s)")
-    common.add_argument("--log-level", default=env.get("KEYSCOPE_LOG_LEVEL", "info"),
-                        choices=["debug", "info", "warning", "error"],
-                        help="(env KEYSCOPE_LOG_LEVEL; default %(default)s)")
+    common.add_argument(
+        "--db",
+        default=env.get("KEYSCOPE_DB", "keyscope.db"),
+        help="SQLite database file, created if missing (env KEYSCOPE_DB; default %(default)s)",
+    )
+    common.add_argument(
+        "--log-level",
+        default=env.get("KEYSCOPE_LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"],
+        help="(env KEYSCOPE_LOG_LEVEL; default %(default)s)",
+    )
     parser = argparse.ArgumentParser(
         prog="python -m server",
         description="Keyscope: permissions of APIs and API keys, over gRPC. "
-                    "Run `python -m server COMMAND --help` for a command's flags.",
+        "Run `python -m server COMMAND --help` for a command's flags.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", parents=[common], help="run the gRPC server until SIGTERM or SIGINT")
-    serve.add_argument("--host", default=env.get("KEYSCOPE_HOST", "127.0.0.1"),
-                       help="address to listen on (env KEYSCOPE_HOST; default %(default)s)")
-    serve.add_argument("--port", type=int, default=int(env.get("KEYSCOPE_PORT", "50051")),
-                       help="port, 0 for any free one (env KEYSCOPE_PORT; default %(default)s)")
-    serve.add_argument("--grace", type=float, default=float(env.get("KEYSCOPE_GRACE_SECONDS", "10")),
-                       help="seconds calls in flight get to finish on shutdown (default %(default)s)")
-    serve.add_argument("--max-message-bytes", type=int, default=4 * 1024 * 1024,
-                       help="largest request or response accepted (default %(default)s)")
+    serve.add_argument(
+        "--host",
+        default=env.get("KEYSCOPE_HOST", "127.0.0.1"),
+        help="address to listen on (env KEYSCOPE_HOST; default %(default)s)",
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=int(env.get("KEYSCOPE_PORT", "50051")),
+        help="port, 0 for any free one (env KEYSCOPE_PORT; default %(default)s)",
+    )
+    serve.add_argument(
+        "--grace",
+        type=float,
+        default=float(env.get("KEYSCOPE_GRACE_SECONDS", "10")),
+        help="seconds calls in flight get to finish on shutdown (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=4 * 1024 * 1024,
+        help="largest request or response accepted (default %(default)s)",
+    )
 
-    create = commands.add_parser("create-root-key", parents=[common],
-                                 help="create a root key and print its secret, once")
+    create = commands.add_parser(
+        "create-root-key", parents=[common], help="create a root key and print its secret, once"
+    )
     create.add_argument("--name", default="root key", help="a label for people")
-    create.add_argument("--permission", "-p", action="append", dest="permissions", default=[],
-                        metavar="PERMISSION",
-                        help="a permission such as api.*.update_key; repeat the flag for more")
-    create.add_argument("--all", action="store_true",
-                        help="grant every permission on every API: " + " ".join(EXAMPLE_ROOT_KEY))
+    create.add_argument(
+        "--permission",
+        "-p",
+        action="append",
+        dest="permissions",
+        default=[],
+        metavar="PERMISSION",
+        help="a permission such as api.*.update_key; repeat the flag for more",
+    )
+    create.add_argument(
+        "--all", action="store_true", help="grant every permission on every API: " + " ".join(EXAMPLE_ROOT_KEY)
+    )
     create.add_argument("--expires-in-days", type=float, default=None, help="default: never expires")
 
-    commands.add_parser("list-root-keys", parents=[common],
-                        help="list root keys (ids, names, permissions; never secrets)")
+    commands.add_parser(
+        "list-root-keys", parents=[common], help="list root keys (ids, names, permissions; never secrets)"
+    )
     disable = commands.add_parser("disable-root-key", parents=[common], help="make a root key stop working")
     disable.add_argument("root_key_id")
     delete = commands.add_parser("delete-root-key", parents=[common], help="delete a root key for good")
@@ -125,8 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(options.log_level)
     try:
         if options.command == "serve":
-            config = ServerConfig(host=options.host, port=options.port,
-                                  max_message_bytes=options.max_message_bytes)
+            config = ServerConfig(host=options.host, port=options.port, max_message_bytes=options.max_message_bytes)
             asyncio.run(_serve(options.db, config, options.grace))
         elif options.command == "create-root-key":
             permissions = list(options.permissions) + (list(EXAMPLE_ROOT_KEY) if options.all else [])

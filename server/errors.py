@@ -54,8 +54,14 @@ class Unauthenticated(DomainError):
 class PermissionDenied(DomainError):
     """The caller lacks `permission`; `subjects` lists what it was needed for."""
 
-    def __init__(self, permission: str, *, reason: str = "MISSING_PERMISSION",
-                 subjects: Sequence[str] = (), message: str | None = None) -> None:
+    def __init__(
+        self,
+        permission: str,
+        *,
+        reason: str = "MISSING_PERMISSION",
+        subjects: Sequence[str] = (),
+        message: str | None = None,
+    ) -> None:
         self.permission = permission
         self.reason = reason
         self.subjects = tuple(subjects)

@@ -65,8 +65,9 @@ class KeyscopeInterceptor(grpc.aio.ServerInterceptor):
         method: str = handler_call_details.method  # type: ignore[attr-defined]
         wrapped = self._wrapped.get(method)
         if wrapped is None:
-            behaviour = self._wrap(method, handler.unary_unary,
-                                   authenticate=method.startswith(self._authenticated_prefix))
+            behaviour = self._wrap(
+                method, handler.unary_unary, authenticate=method.startswith(self._authenticated_prefix)
+            )
             wrapped = grpc.unary_unary_rpc_method_handler(
                 behaviour,
                 request_deserializer=handler.request_deserializer,
@@ -105,8 +106,7 @@ class KeyscopeInterceptor(grpc.aio.ServerInterceptor):
                 code = status.code
                 await context.abort(status.code, status.details, status.trailing_metadata)
             finally:
-                log.info("%s %s %.1fms caller=%s", method, code.name, (time.perf_counter() - started) * 1000,
-                         caller)
+                log.info("%s %s %.1fms caller=%s", method, code.name, (time.perf_counter() - started) * 1000, caller)
                 principal_var.reset(principal_token)
                 request_id_var.reset(request_id_token)
 

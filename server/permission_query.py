@@ -165,7 +165,8 @@ def parse_query(text: str) -> Query:
     root = parser.query(0)
     trailing = parser.peek()
     if trailing.kind != "END":
-        raise QuerySyntaxError(trailing.position,
-                               f"expected AND, OR or the end of the query but found {_describe(trailing)}")
+        raise QuerySyntaxError(
+            trailing.position, f"expected AND, OR or the end of the query but found {_describe(trailing)}"
+        )
     names = tuple(dict.fromkeys(t.text for t in parser.tokens if t.kind == "NAME"))
     return Query(root, names)

@@ -78,8 +78,11 @@ def _details(exc: DomainError) -> tuple[int, str, list[Message]]:
         return code_pb2.PERMISSION_DENIED, message, [info]
     if isinstance(exc, NotFound):
         infos: list[Message] = [
-            error_details_pb2.ResourceInfo(resource_type=exc.resource_type, resource_name=name,
-                                           description="not found, or not visible to this root key")
+            error_details_pb2.ResourceInfo(
+                resource_type=exc.resource_type,
+                resource_name=name,
+                description="not found, or not visible to this root key",
+            )
             for name in exc.names
         ]
         kept, dropped = _within_budget(infos)

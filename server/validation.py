@@ -57,8 +57,7 @@ class Validator:
         elif len(value) > MAX_ID or not ID_PATTERN.fullmatch(value):
             self.add(field, f"must match ^[a-zA-Z0-9_]+$ and be at most {MAX_ID} characters, like {prefix}_3f9c2a")
 
-    def text(self, field: str, value: str, *, max_length: int, required: bool = False,
-             multiline: bool = False) -> None:
+    def text(self, field: str, value: str, *, max_length: int, required: bool = False, multiline: bool = False) -> None:
         """Free text shown to people: no control characters (but tabs and newlines when multiline)."""
         allowed = "\t\n" if multiline else ""
         if required and not value.strip():
@@ -112,12 +111,12 @@ class Validator:
         for index, spec in enumerate(specs):
             if self.permission_name(f"{field}[{index}].value", spec.value):
                 if spec.value in first_index:
-                    self.add(f"{field}[{index}].value",
-                             f"duplicates {field}[{first_index[spec.value]}].value {spec.value!r}")
+                    self.add(
+                        f"{field}[{index}].value", f"duplicates {field}[{first_index[spec.value]}].value {spec.value!r}"
+                    )
                 else:
                     first_index[spec.value] = index
-            self.text(f"{field}[{index}].description", spec.description, max_length=MAX_DESCRIPTION,
-                      multiline=True)
+            self.text(f"{field}[{index}].description", spec.description, max_length=MAX_DESCRIPTION, multiline=True)
         return specs
 
     def prefix(self, field: str, value: str) -> None:

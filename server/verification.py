@@ -14,13 +14,15 @@ __all__ = ["verdict"]
 Code = keys_pb2.VerifyKeyResponse.Code
 
 
-def verdict(key: KeyVerification | None, caller: Principal, query: Query | None,
-            now_ms: int) -> keys_pb2.VerifyKeyResponse:
+def verdict(
+    key: KeyVerification | None, caller: Principal, query: Query | None, now_ms: int
+) -> keys_pb2.VerifyKeyResponse:
     # A key of an API the caller may not verify is indistinguishable from no key.
     if key is None or not caller.may(access.VERIFY_KEY, key.api_id):
         return keys_pb2.VerifyKeyResponse(valid=False, code=Code.NOT_FOUND)
     response = keys_pb2.VerifyKeyResponse(
-        key_id=key.key_id, api_id=key.api_id, permissions=key.permissions, roles=key.roles)
+        key_id=key.key_id, api_id=key.api_id, permissions=key.permissions, roles=key.roles
+    )
     if key.expires_ms is not None:
         response.expire_time.CopyFrom(timestamp(key.expires_ms))
     if not key.enabled:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -16,6 +17,9 @@ from server.store import SqliteStore
 from tests.client import Caller
 
 MakeCaller = Callable[[Sequence[str]], Awaitable[Caller]]
+UnusableCaller = Callable[[str], Awaitable[Caller]]
+# The ways a root key stops authenticating, as `unusable_caller` takes them.
+UNUSABLE_ROOT_KEYS = ["disabled", "expired", "deleted"]
 
 
 @pytest.fixture
@@ -59,3 +63,28 @@ def make_caller(store: SqliteStore, channel: grpc.aio.Channel) -> MakeCaller:
 async def admin(make_caller: MakeCaller) -> Caller:
     """A caller holding every root-key permission on every API."""
     return await make_caller(EXAMPLE_ROOT_KEY)
+
+
+@pytest.fixture
+def unusable_caller(store: SqliteStore, channel: grpc.aio.Channel, make_caller: MakeCaller) -> UnusableCaller:
+    """`await unusable_caller("disabled" | "expired" | "deleted")`: a caller whose root key holds every
+    permission but no longer authenticates."""
+
+    async def make(how: str) -> Caller:
+        if how == "expired":
+            secret = new_secret(ROOT_KEY_PREFIX)
+            # Expired a millisecond ago: at the edge, where a lenient expiry check would let it through.
+            record = await store.create_root_key(
+                "expired", hash_secret(secret), EXAMPLE_ROOT_KEY, expires_ms=int(time.time() * 1000) - 1
+            )
+            return Caller(channel, secret, record.id)
+        caller = await make_caller(EXAMPLE_ROOT_KEY)
+        if how == "disabled":
+            await store.set_root_key_enabled(caller.root_key_id, False)
+        elif how == "deleted":
+            await store.delete_root_key(caller.root_key_id)
+        else:
+            raise ValueError(f"not one of {UNUSABLE_ROOT_KEYS}: {how!r}")
+        return caller
+
+    return make

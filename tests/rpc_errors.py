@@ -13,8 +13,12 @@ def _details(error: grpc.aio.AioRpcError) -> list:
             assert status.code == error.code().value[0]
             out = []
             for detail in status.details:
-                for cls in (error_details_pb2.BadRequest, error_details_pb2.ErrorInfo,
-                            error_details_pb2.ResourceInfo, error_details_pb2.RequestInfo):
+                for cls in (
+                    error_details_pb2.BadRequest,
+                    error_details_pb2.ErrorInfo,
+                    error_details_pb2.ResourceInfo,
+                    error_details_pb2.RequestInfo,
+                ):
                     if detail.Is(cls.DESCRIPTOR):
                         message = cls()
                         detail.Unpack(message)
@@ -41,3 +45,17 @@ def resource_names(error: grpc.aio.AioRpcError) -> list[str]:
 def request_id(error: grpc.aio.AioRpcError) -> str:
     [info] = [d for d in _details(error) if isinstance(d, error_details_pb2.RequestInfo)]
     return info.request_id
+
+
+def blanked_answer(error: grpc.aio.AioRpcError, *ids: str) -> tuple[grpc.StatusCode, str, list[str]]:
+    """What a caller learns from an error (code, message, resource names), with `ids` blanked out.
+
+    Equal for a resource the caller may not see and one that does not exist, so ids cannot be probed.
+    """
+
+    def blank(text: str) -> str:
+        for id_ in ids:
+            text = text.replace(id_, "<id>")
+        return text
+
+    return error.code(), blank(error.details() or ""), [blank(name) for name in resource_names(error)]

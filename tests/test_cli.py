@@ -26,8 +26,9 @@ def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for name in ("KEYSCOPE_DB", "KEYSCOPE_PORT", "KEYSCOPE_HOST", "KEYSCOPE_LOG_LEVEL"):
         env.pop(name, None)
-    return subprocess.run([sys.executable, "-m", "server", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "server", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def create_root_key(cwd: Path, db: Path, *permissions: str) -> str:
@@ -95,8 +96,9 @@ def test_ok_database_holds_only_the_secret_hash(tmp_path: Path) -> None:
 
 def test_ok_list_root_keys_shows_id_and_permissions_never_the_secret(tmp_path: Path) -> None:
     db = tmp_path / "keyscope.db"
-    created = run(tmp_path, "create-root-key", "--db", str(db), "--name", "ci",
-                  "-p", "api.*.verify_key", "-p", "api.*.read_key")
+    created = run(
+        tmp_path, "create-root-key", "--db", str(db), "--name", "ci", "-p", "api.*.verify_key", "-p", "api.*.read_key"
+    )
     secret = created.stdout.strip()
     root_key_id = created.stderr.split("root key id: ")[1].split()[0]
     result = run(tmp_path, "list-root-keys", "--db", str(db))
@@ -156,8 +158,14 @@ def test_ok_serve_until_sigterm(tmp_path: Path) -> None:
     secret = create_root_key(tmp_path, db, "api.*.create_api")
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen([sys.executable, "-m", "server", "serve", "--db", str(db), "--port", str(port)],
-                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server", "serve", "--db", str(db), "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             grpc.channel_ready_future(channel).result(timeout=20)
@@ -166,8 +174,10 @@ def test_ok_serve_until_sigterm(tmp_path: Path) -> None:
             assert answer.status == health_pb2.HealthCheckResponse.SERVING
             # The key the CLI created works against the server it serves.
             created = apis_pb2_grpc.ApiServiceStub(channel).CreateApi(
-                apis_pb2.CreateApiRequest(name="from the cli"), metadata=(("authorization", f"Bearer {secret}"),),
-                timeout=10)
+                apis_pb2.CreateApiRequest(name="from the cli"),
+                metadata=(("authorization", f"Bearer {secret}"),),
+                timeout=10,
+            )
             assert created.api.id.startswith("api_")
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=30)

@@ -10,7 +10,7 @@ import pytest
 
 from keyscope.v1 import apis_pb2, permissions_pb2
 from server.store import SqliteStore
-from tests.client import Caller
+from tests.client import BAD_AUTHORIZATION, Caller
 from tests.conftest import MakeCaller
 from tests.rpc_errors import error_info, field_violations, request_id
 from tests.store_snapshot import snapshot
@@ -22,16 +22,14 @@ PATTERN = r"must match ^[a-zA-Z0-9_:\-\.\*]+$"
 
 def request(name: str = "documents", scopes: Sequence[tuple[str, str]] = ()) -> apis_pb2.CreateApiRequest:
     return apis_pb2.CreateApiRequest(
-        name=name, scopes=[permissions_pb2.Scope(value=v, description=d) for v, d in scopes])
+        name=name, scopes=[permissions_pb2.Scope(value=v, description=d) for v, d in scopes]
+    )
 
 
-async def create_api(caller: Caller, req: apis_pb2.CreateApiRequest,
-                     metadata: Sequence[tuple[str, str]] | None = None) -> apis_pb2.CreateApiResponse:
+async def create_api(
+    caller: Caller, req: apis_pb2.CreateApiRequest, metadata: Sequence[tuple[str, str]] | None = None
+) -> apis_pb2.CreateApiResponse:
     return await caller.apis.CreateApi(req, metadata=caller.md if metadata is None else metadata)
-
-
-async def get_api(caller: Caller, api_id: str) -> apis_pb2.Api:
-    return (await caller.apis.GetApi(apis_pb2.GetApiRequest(api_id=api_id), metadata=caller.md)).api
 
 
 # -- ok ---------------------------------------------------------------------------------------
@@ -40,14 +38,17 @@ async def get_api(caller: Caller, api_id: str) -> apis_pb2.Api:
 async def test_ok_returns_the_api_with_its_scopes_and_the_next_revision(admin: Caller, store: SqliteStore) -> None:
     before = await store.revision()
 
-    response = await create_api(admin, request("documents", [("documents.read", "Read documents"),
-                                                             ("documents.write", "Write documents")]))
+    response = await create_api(
+        admin, request("documents", [("documents.read", "Read documents"), ("documents.write", "Write documents")])
+    )
 
     api = response.api
     assert api.id.startswith("api_")
     assert api.name == "documents"
     assert [(s.value, s.description) for s in api.scopes] == [
-        ("documents.read", "Read documents"), ("documents.write", "Write documents")]
+        ("documents.read", "Read documents"),
+        ("documents.write", "Write documents"),
+    ]
     assert all(s.id.startswith("perm_") for s in api.scopes)
     assert len({s.id for s in api.scopes}) == 2
     assert api.create_time.ToMilliseconds() > 0
@@ -57,7 +58,7 @@ async def test_ok_returns_the_api_with_its_scopes_and_the_next_revision(admin: C
 
 async def test_ok_what_it_returns_is_what_get_api_reads(admin: Caller) -> None:
     response = await create_api(admin, request("documents", [("b", "second"), ("a", "first")]))
-    assert await get_api(admin, response.api.id) == response.api
+    assert await admin.get_api(response.api.id) == response.api
 
 
 async def test_ok_without_scopes_the_catalog_is_empty(admin: Caller, store: SqliteStore) -> None:
@@ -81,8 +82,9 @@ async def test_ok_scope_ids_sent_in_the_request_are_ignored(admin: Caller) -> No
     assert scope.id.startswith("perm_")
 
 
-async def test_ok_each_api_gets_its_own_id_and_catalog_even_with_the_same_name(admin: Caller,
-                                                                             store: SqliteStore) -> None:
+async def test_ok_each_api_gets_its_own_id_and_catalog_even_with_the_same_name(
+    admin: Caller, store: SqliteStore
+) -> None:
     before = await store.revision()
     first = await create_api(admin, request("same", [("documents.read", "")]))
     second = await create_api(admin, request("same", [("documents.read", "")]))
@@ -96,7 +98,7 @@ async def test_ok_each_api_gets_its_own_id_and_catalog_even_with_the_same_name(a
 async def test_ok_name_limits(admin: Caller, name: str) -> None:
     response = await create_api(admin, request(name))
     assert response.api.name == name
-    assert (await get_api(admin, response.api.id)).name == name
+    assert (await admin.get_api(response.api.id)).name == name
 
 
 @pytest.mark.parametrize("value", ["x", "v" * 280, "read:users", "documents.read", "a-b_c:d.e*", "*", "documents.*"])
@@ -121,7 +123,7 @@ async def test_ok_only_create_api_is_needed(make_caller: MakeCaller, admin: Call
     creator = await make_caller(["api.*.create_api"])
     response = await create_api(creator, request("documents", [("documents.read", "")]))
     # It may create an API without being able to read it afterwards; an admin can.
-    assert (await get_api(admin, response.api.id)) == response.api
+    assert (await admin.get_api(response.api.id)) == response.api
 
 
 @pytest.mark.parametrize("permissions", [["api.*.*"], ["*.*.create_api"], ["*.*.*"]])
@@ -133,17 +135,20 @@ async def test_ok_wildcards_that_cover_create_api(make_caller: MakeCaller, permi
 # -- invalid argument -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "description"), [
-    ("", "is required"),
-    ("   ", "is required"),
-    ("n" * 201, "must be at most 200 characters (got 201)"),
-    ("nul\x00byte", "must not contain control characters"),
-    ("bell\x07", "must not contain control characters"),
-    ("escape\x1b[31m", "must not contain control characters"),
-    ("carriage\rreturn", "must not contain control characters"),
-    ("delete\x7f", "must not contain control characters"),
-    ("next line\x85", "must not contain control characters"),
-])
+@pytest.mark.parametrize(
+    ("name", "description"),
+    [
+        ("", "is required"),
+        ("   ", "is required"),
+        ("n" * 201, "must be at most 200 characters (got 201)"),
+        ("nul\x00byte", "must not contain control characters"),
+        ("bell\x07", "must not contain control characters"),
+        ("escape\x1b[31m", "must not contain control characters"),
+        ("carriage\rreturn", "must not contain control characters"),
+        ("delete\x7f", "must not contain control characters"),
+        ("next line\x85", "must not contain control characters"),
+    ],
+)
 async def test_invalid_argument_name(admin: Caller, db_path: Path, name: str, description: str) -> None:
     before = snapshot(db_path)
     with pytest.raises(grpc.aio.AioRpcError) as e:
@@ -153,20 +158,34 @@ async def test_invalid_argument_name(admin: Caller, db_path: Path, name: str, de
     assert snapshot(db_path) == before
 
 
-@pytest.mark.parametrize(("scopes", "violations"), [
-    ([("", "")], {"scopes[0].value": "must not be empty"}),
-    ([("ok", ""), ("v" * 281, "")], {"scopes[1].value": "must be at most 280 characters (got 281)"}),
-    ([("documents read", "")], {"scopes[0].value": PATTERN}),
-    ([("documents/read", "")], {"scopes[0].value": PATTERN}),
-    ([("dócuments.read", "")], {"scopes[0].value": PATTERN}),
-    ([("documents.read\n", "")], {"scopes[0].value": PATTERN}),
-    ([("a", ""), ("b", ""), ("a", "again")], {"scopes[2].value": "duplicates scopes[0].value 'a'"}),
-    ([("a", "d" * 501)], {"scopes[0].description": "must be at most 500 characters (got 501)"}),
-    ([("a", ""), ("b", "bell\x07")], {"scopes[1].description": "must not contain control characters"}),
-], ids=["empty", "too-long", "space", "slash", "non-ascii", "newline", "duplicate", "long-description",
-        "control-in-description"])
-async def test_invalid_argument_scopes(admin: Caller, db_path: Path, scopes: list[tuple[str, str]],
-                                       violations: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    ("scopes", "violations"),
+    [
+        ([("", "")], {"scopes[0].value": "must not be empty"}),
+        ([("ok", ""), ("v" * 281, "")], {"scopes[1].value": "must be at most 280 characters (got 281)"}),
+        ([("documents read", "")], {"scopes[0].value": PATTERN}),
+        ([("documents/read", "")], {"scopes[0].value": PATTERN}),
+        ([("dócuments.read", "")], {"scopes[0].value": PATTERN}),
+        ([("documents.read\n", "")], {"scopes[0].value": PATTERN}),
+        ([("a", ""), ("b", ""), ("a", "again")], {"scopes[2].value": "duplicates scopes[0].value 'a'"}),
+        ([("a", "d" * 501)], {"scopes[0].description": "must be at most 500 characters (got 501)"}),
+        ([("a", ""), ("b", "bell\x07")], {"scopes[1].description": "must not contain control characters"}),
+    ],
+    ids=[
+        "empty",
+        "too-long",
+        "space",
+        "slash",
+        "non-ascii",
+        "newline",
+        "duplicate",
+        "long-description",
+        "control-in-description",
+    ],
+)
+async def test_invalid_argument_scopes(
+    admin: Caller, db_path: Path, scopes: list[tuple[str, str]], violations: dict[str, str]
+) -> None:
     before = snapshot(db_path)
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await create_api(admin, request("documents", scopes))
@@ -202,7 +221,7 @@ async def test_invalid_argument_lists_every_bad_field_at_once(admin: Caller, db_
 # -- unauthenticated ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("metadata", [(), (("authorization", "Bearer ksroot_unknown"),)], ids=["none", "unknown"])
+@pytest.mark.parametrize("metadata", BAD_AUTHORIZATION)
 async def test_unauthenticated(admin: Caller, db_path: Path, metadata: tuple[tuple[str, str], ...]) -> None:
     before = snapshot(db_path)
     with pytest.raises(grpc.aio.AioRpcError) as e:
@@ -214,17 +233,21 @@ async def test_unauthenticated(admin: Caller, db_path: Path, metadata: tuple[tup
 # -- permission denied ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("permissions", [
-    [],
-    ["api.*.read_api", "api.*.update_api", "api.*.create_key", "rbac.*.create_role"],
-    # The permission is literally `api.*.create_api`: naming one API does not grant it.
-    ["api.api_1.create_api"],
-    ["api.*.create_ap"],
-    ["api.*.Create_Api"],
-    ["api.*"],
-])
-async def test_permission_denied_without_create_api(make_caller: MakeCaller, db_path: Path,
-                                                    permissions: list[str]) -> None:
+@pytest.mark.parametrize(
+    "permissions",
+    [
+        [],
+        ["api.*.read_api", "api.*.update_api", "api.*.create_key", "rbac.*.create_role"],
+        # The permission is literally `api.*.create_api`: naming one API does not grant it.
+        ["api.api_1.create_api"],
+        ["api.*.create_ap"],
+        ["api.*.Create_Api"],
+        ["api.*"],
+    ],
+)
+async def test_permission_denied_without_create_api(
+    make_caller: MakeCaller, db_path: Path, permissions: list[str]
+) -> None:
     caller = await make_caller(permissions)
     before = snapshot(db_path)
     with pytest.raises(grpc.aio.AioRpcError) as e:

@@ -11,22 +11,16 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from keyscope.v1 import apis_pb2, keys_pb2
-from server.cli import EXAMPLE_ROOT_KEY
-from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
+from keyscope.v1 import keys_pb2
 from server.store import SqliteStore
-from tests.client import Caller
-from tests.conftest import MakeCaller
+from tests.client import BAD_AUTHORIZATION, Caller, from_now
+from tests.conftest import UNUSABLE_ROOT_KEYS, MakeCaller, UnusableCaller
 from tests.rpc_errors import error_info, field_violations, resource_names
 from tests.store_snapshot import snapshot
 
 pytestmark = pytest.mark.asyncio
 
 Code = keys_pb2.VerifyKeyResponse.Code
-
-
-def _in(seconds: int) -> Timestamp:
-    return Timestamp(seconds=int(time.time()) + seconds)
 
 
 async def _create(caller: Caller, **fields: object) -> keys_pb2.CreateKeyResponse:
@@ -61,7 +55,7 @@ async def test_ok_prefix(admin: Caller, prefix: str) -> None:
     created = await _create(admin, api_id=api.id, prefix=prefix)
 
     assert re.fullmatch(rf"{prefix}_[a-zA-Z0-9]{{32}}", created.secret)
-    assert created.key.start == created.secret[:len(prefix) + 5]  # the prefix, `_` and 4 characters
+    assert created.key.start == created.secret[: len(prefix) + 5]  # the prefix, `_` and 4 characters
 
 
 async def test_ok_secrets_differ(admin: Caller) -> None:
@@ -92,7 +86,7 @@ async def test_ok_name_of_200_characters(admin: Caller) -> None:
 
 async def test_ok_expire_time(admin: Caller) -> None:
     api = await admin.make_api()
-    expiry = _in(3600)
+    expiry = from_now(3600)
 
     created = await _create(admin, api_id=api.id, expire_time=expiry)
 
@@ -134,9 +128,10 @@ async def test_ok_unknown_permissions_are_added_to_the_catalog(admin: Caller, st
 
     assert sorted((p.name, p.description) for p in created.created_permissions) == [("alpha", ""), ("zeta", "")]
     assert [p.name for p in created.key.permissions] == ["alpha", "documents.read", "zeta"]
-    catalog = (await admin.apis.GetApi(apis_pb2.GetApiRequest(api_id=api.id), metadata=admin.md)).api
-    assert {s.value: s.id for s in catalog.scopes} == {
-        "documents.read": api.scopes[0].id, **{p.name: p.id for p in created.created_permissions}}
+    assert await admin.catalog(api.id) == {
+        "documents.read": api.scopes[0].id,
+        **{p.name: p.id for p in created.created_permissions},
+    }
 
 
 async def test_ok_roles_listed_apart_from_direct_permissions(admin: Caller) -> None:
@@ -192,31 +187,35 @@ def _expiry(label: str, seconds: int, nanos: int = 0) -> object:
 _SOON = int(time.time()) + 3600
 
 
-@pytest.mark.parametrize("case", [
-    ({"api_id": ""}, "api_id"),
-    ({"api_id": "api-1"}, "api_id"),
-    ({"api_id": "api_" + "a" * 61}, "api_id"),
-    ({"name": "n" * 201}, "name"),
-    ({"name": "bell\x07"}, "name"),
-    ({"prefix": "sk-live"}, "prefix"),
-    ({"prefix": "sk live"}, "prefix"),
-    ({"prefix": "p" * 17}, "prefix"),
-    ({"prefix": "clé"}, "prefix"),
-    _expiry("expire_time in the past", int(time.time()) - 60),
-    _expiry("expire_time before 1970", -1),
-    _expiry("expire_time after 9999", 253402300800),
-    _expiry("expire_time nanos=-1", _SOON, -1),
-    _expiry("expire_time nanos=1e9", _SOON, 1_000_000_000),
-    ({"permissions": [""]}, "permissions[0]"),
-    ({"permissions": ["ok", "not ok"]}, "permissions[1]"),
-    ({"permissions": ["p" * 281]}, "permissions[0]"),
-    ({"permissions": [f"p{i}" for i in range(1001)]}, "permissions"),
-    ({"roles": [""]}, "roles[0]"),
-    ({"roles": ["ok", "not ok"]}, "roles[1]"),
-    ({"roles": ["r" * 65]}, "roles[0]"),
-    ({"roles": ["docs.*"]}, "roles[0]"),  # role names allow no wildcard
-    ({"roles": [f"r{i}" for i in range(1001)]}, "roles"),
-], ids=_case_id)
+@pytest.mark.parametrize(
+    "case",
+    [
+        ({"api_id": ""}, "api_id"),
+        ({"api_id": "api-1"}, "api_id"),
+        ({"api_id": "api_" + "a" * 61}, "api_id"),
+        ({"name": "n" * 201}, "name"),
+        ({"name": "bell\x07"}, "name"),
+        ({"prefix": "sk-live"}, "prefix"),
+        ({"prefix": "sk live"}, "prefix"),
+        ({"prefix": "p" * 17}, "prefix"),
+        ({"prefix": "clé"}, "prefix"),
+        _expiry("expire_time in the past", int(time.time()) - 60),
+        _expiry("expire_time before 1970", -1),
+        _expiry("expire_time after 9999", 253402300800),
+        _expiry("expire_time nanos=-1", _SOON, -1),
+        _expiry("expire_time nanos=1e9", _SOON, 1_000_000_000),
+        ({"permissions": [""]}, "permissions[0]"),
+        ({"permissions": ["ok", "not ok"]}, "permissions[1]"),
+        ({"permissions": ["p" * 281]}, "permissions[0]"),
+        ({"permissions": [f"p{i}" for i in range(1001)]}, "permissions"),
+        ({"roles": [""]}, "roles[0]"),
+        ({"roles": ["ok", "not ok"]}, "roles[1]"),
+        ({"roles": ["r" * 65]}, "roles[0]"),
+        ({"roles": ["docs.*"]}, "roles[0]"),  # role names allow no wildcard
+        ({"roles": [f"r{i}" for i in range(1001)]}, "roles"),
+    ],
+    ids=_case_id,
+)
 async def test_invalid_argument(admin: Caller, db_path: Path, case: tuple[dict[str, object], str]) -> None:
     fields, field = case
     api = await admin.make_api()
@@ -235,8 +234,9 @@ async def test_invalid_argument_lists_every_bad_field(admin: Caller) -> None:
     api = await admin.make_api()
 
     with pytest.raises(grpc.aio.AioRpcError) as e:
-        await _create(admin, api_id=api.id, name="n" * 201, prefix="a-b", permissions=["x", "bad name"],
-                      roles=["bad role"])
+        await _create(
+            admin, api_id=api.id, name="n" * 201, prefix="a-b", permissions=["x", "bad name"], roles=["bad role"]
+        )
 
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert set(field_violations(e.value)) == {"name", "prefix", "permissions[1]", "roles[0]"}
@@ -256,13 +256,7 @@ async def test_ok_limits_are_inclusive(admin: Caller) -> None:
 # -- unauthenticated ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("metadata", [
-    (),
-    (("authorization", "Basic dXNlcjpwYXNz"),),
-    (("authorization", "Bearer"),),
-    (("authorization", "Bearer two tokens"),),
-    (("authorization", "Bearer ksroot_unknown0123456789"),),
-], ids=["missing", "basic", "no token", "two tokens", "unknown root key"])
+@pytest.mark.parametrize("metadata", BAD_AUTHORIZATION)
 async def test_unauthenticated_metadata(admin: Caller, db_path: Path, metadata: tuple[tuple[str, str], ...]) -> None:
     api = await admin.make_api()
     before = snapshot(db_path)
@@ -274,12 +268,12 @@ async def test_unauthenticated_metadata(admin: Caller, db_path: Path, metadata: 
     assert snapshot(db_path) == before
 
 
-@pytest.mark.parametrize("how", ["disabled", "expired", "deleted"])
+@pytest.mark.parametrize("how", UNUSABLE_ROOT_KEYS)
 async def test_unauthenticated_root_key_no_longer_usable(
-        admin: Caller, store: SqliteStore, channel: grpc.aio.Channel, make_caller: MakeCaller, db_path: Path,
-        how: str) -> None:
+    admin: Caller, unusable_caller: UnusableCaller, db_path: Path, how: str
+) -> None:
     api = await admin.make_api()
-    caller = await _unusable_caller(how, store, channel, make_caller)
+    caller = await unusable_caller(how)
     before = snapshot(db_path)
 
     with pytest.raises(grpc.aio.AioRpcError) as e:
@@ -289,31 +283,17 @@ async def test_unauthenticated_root_key_no_longer_usable(
     assert snapshot(db_path) == before
 
 
-async def _unusable_caller(how: str, store: SqliteStore, channel: grpc.aio.Channel,
-                           make_caller: MakeCaller) -> Caller:
-    """A caller whose root key holds every permission but is disabled, expired or deleted."""
-    if how == "expired":
-        secret = new_secret(ROOT_KEY_PREFIX)
-        record = await store.create_root_key("expired", hash_secret(secret), EXAMPLE_ROOT_KEY,
-                                             expires_ms=int(time.time() * 1000) - 60_000)
-        return Caller(channel, secret, record.id)
-    caller = await make_caller(EXAMPLE_ROOT_KEY)
-    if how == "disabled":
-        await store.set_root_key_enabled(caller.root_key_id, False)
-    else:
-        await store.delete_root_key(caller.root_key_id)
-    return caller
-
-
 # -- permission denied ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("sees_with", ["read_api", "read_key"])
 async def test_permission_denied_without_create_key(
-        admin: Caller, make_caller: MakeCaller, db_path: Path, sees_with: str) -> None:
+    admin: Caller, make_caller: MakeCaller, db_path: Path, sees_with: str
+) -> None:
     api = await admin.make_api()
-    caller = await make_caller([f"api.{api.id}.{sees_with}", f"api.{api.id}.update_key",
-                                f"rbac.{api.id}.create_permission"])
+    caller = await make_caller(
+        [f"api.{api.id}.{sees_with}", f"api.{api.id}.update_key", f"rbac.{api.id}.create_permission"]
+    )
     before = snapshot(db_path)
 
     with pytest.raises(grpc.aio.AioRpcError) as e:
@@ -326,7 +306,8 @@ async def test_permission_denied_without_create_key(
 
 
 async def test_permission_denied_unknown_permissions_without_create_permission(
-        admin: Caller, make_caller: MakeCaller, db_path: Path) -> None:
+    admin: Caller, make_caller: MakeCaller, db_path: Path
+) -> None:
     api = await admin.make_api(["known"])
     caller = await make_caller([f"api.{api.id}.create_key"])
     before = snapshot(db_path)
@@ -356,12 +337,16 @@ async def test_not_found_unknown_api(admin: Caller, db_path: Path) -> None:
     assert snapshot(db_path) == before
 
 
-@pytest.mark.parametrize("permissions", [
-    ["api.{own}.create_key", "api.{own}.read_api", "api.{own}.read_key"],
-    ["api.{other}.verify_key", "api.{other}.update_key", "rbac.{other}.create_permission"],
-])
+@pytest.mark.parametrize(
+    "permissions",
+    [
+        ["api.{own}.create_key", "api.{own}.read_api", "api.{own}.read_key"],
+        ["api.{other}.verify_key", "api.{other}.update_key", "rbac.{other}.create_permission"],
+    ],
+)
 async def test_not_found_api_the_caller_may_not_see(
-        admin: Caller, make_caller: MakeCaller, db_path: Path, permissions: list[str]) -> None:
+    admin: Caller, make_caller: MakeCaller, db_path: Path, permissions: list[str]
+) -> None:
     own, other = await admin.make_api(), await admin.make_api()
     caller = await make_caller([p.format(own=own.id, other=other.id) for p in permissions])
     before = snapshot(db_path)
@@ -384,8 +369,9 @@ async def test_not_found_unknown_roles(admin: Caller, db_path: Path) -> None:
     before = snapshot(db_path)
 
     with pytest.raises(grpc.aio.AioRpcError) as e:
-        await _create(admin, api_id=api.id, permissions=["new.permission"],
-                      roles=["ghost", "reader", "phantom", "ghost"])
+        await _create(
+            admin, api_id=api.id, permissions=["new.permission"], roles=["ghost", "reader", "phantom", "ghost"]
+        )
 
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
     assert resource_names(e.value) == ["ghost", "phantom"]

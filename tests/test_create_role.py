@@ -12,11 +12,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from keyscope.v1 import apis_pb2, roles_pb2
+from keyscope.v1 import roles_pb2
 from server.store import SqliteStore
-from tests.client import Caller
+from tests.client import BAD_AUTHORIZATION, Caller
 from tests.conftest import MakeCaller
-from tests.rpc_errors import error_info, field_violations, resource_names
+from tests.rpc_errors import blanked_answer, error_info, field_violations, resource_names
 from tests.store_snapshot import snapshot
 
 pytestmark = pytest.mark.asyncio
@@ -26,26 +26,31 @@ NAME_RULE = r"must match ^[a-zA-Z0-9_:\-\.]+$ and be at most 64 characters"
 PERMISSION_RULE = r"must match ^[a-zA-Z0-9_:\-\.\*]+$"
 
 
-async def create_role(caller: Caller, api_id: str, name: str = "reader", permissions: Sequence[str] = (),
-                      description: str = "",
-                      metadata: Sequence[tuple[str, str]] | None = None) -> roles_pb2.CreateRoleResponse:
+async def create_role(
+    caller: Caller,
+    api_id: str,
+    name: str = "reader",
+    permissions: Sequence[str] = (),
+    description: str = "",
+    metadata: Sequence[tuple[str, str]] | None = None,
+) -> roles_pb2.CreateRoleResponse:
     return await caller.roles.CreateRole(
         roles_pb2.CreateRoleRequest(api_id=api_id, name=name, description=description, permissions=permissions),
-        metadata=caller.md if metadata is None else metadata)
+        metadata=caller.md if metadata is None else metadata,
+    )
 
 
-async def create_role_error(caller: Caller, api_id: str, name: str = "reader", permissions: Sequence[str] = (),
-                            description: str = "",
-                            metadata: Sequence[tuple[str, str]] | None = None) -> grpc.aio.AioRpcError:
+async def create_role_error(
+    caller: Caller,
+    api_id: str,
+    name: str = "reader",
+    permissions: Sequence[str] = (),
+    description: str = "",
+    metadata: Sequence[tuple[str, str]] | None = None,
+) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await create_role(caller, api_id, name, permissions, description, metadata)
     return e.value
-
-
-async def catalog(caller: Caller, api_id: str) -> dict[str, str]:
-    """The API's scopes, value -> id."""
-    api = (await caller.apis.GetApi(apis_pb2.GetApiRequest(api_id=api_id), metadata=caller.md)).api
-    return {s.value: s.id for s in api.scopes}
 
 
 # -- ok ---------------------------------------------------------------------------------------
@@ -53,18 +58,21 @@ async def catalog(caller: Caller, api_id: str) -> dict[str, str]:
 
 async def test_ok_returns_the_role_and_the_next_revision(admin: Caller, store: SqliteStore) -> None:
     api = await admin.make_api([("documents.read", "Read"), ("documents.write", "Write")])
-    ids = await catalog(admin, api.id)
+    ids = await admin.catalog(api.id)
     before = await store.revision()
 
-    response = await create_role(admin, api.id, "editor", ["documents.write", "documents.read"],
-                                 description="Edits documents")
+    response = await create_role(
+        admin, api.id, "editor", ["documents.write", "documents.read"], description="Edits documents"
+    )
 
     role = response.role
     assert role.id.startswith("role_")
     assert (role.api_id, role.name, role.description) == (api.id, "editor", "Edits documents")
     # Ordered by name, with the catalog's ids and descriptions.
     assert [(p.id, p.name, p.description) for p in role.permissions] == [
-        (ids["documents.read"], "documents.read", "Read"), (ids["documents.write"], "documents.write", "Write")]
+        (ids["documents.read"], "documents.read", "Read"),
+        (ids["documents.write"], "documents.write", "Write"),
+    ]
     assert list(response.created_permissions) == []
     assert role.create_time.ToMilliseconds() > 0
     assert role.update_time == role.create_time
@@ -74,8 +82,7 @@ async def test_ok_returns_the_role_and_the_next_revision(admin: Caller, store: S
 async def test_ok_what_it_returns_is_what_get_role_reads(admin: Caller) -> None:
     api = await admin.make_api(["documents.read"])
     role = (await create_role(admin, api.id, "reader", ["documents.read"], "Reads")).role
-    read = await admin.roles.GetRole(roles_pb2.GetRoleRequest(role_id=role.id), metadata=admin.md)
-    assert read.role == role
+    assert await admin.get_role(role.id) == role
 
 
 async def test_ok_without_permissions(admin: Caller, store: SqliteStore) -> None:
@@ -88,24 +95,25 @@ async def test_ok_without_permissions(admin: Caller, store: SqliteStore) -> None
 
 async def test_ok_duplicates_count_once(admin: Caller) -> None:
     api = await admin.make_api(["documents.read", "documents.write"])
-    role = (await create_role(admin, api.id, "editor",
-                              ["documents.read", "documents.write", "documents.read"])).role
+    role = (await create_role(admin, api.id, "editor", ["documents.read", "documents.write", "documents.read"])).role
     assert [p.name for p in role.permissions] == ["documents.read", "documents.write"]
 
 
-async def test_ok_unknown_names_are_added_to_the_catalog_in_the_same_revision(admin: Caller,
-                                                                              store: SqliteStore) -> None:
+async def test_ok_unknown_names_are_added_to_the_catalog_in_the_same_revision(
+    admin: Caller, store: SqliteStore
+) -> None:
     api = await admin.make_api(["documents.read"])
     before = await store.revision()
 
-    response = await create_role(admin, api.id, "editor",
-                                 ["documents.read", "documents.write", "admin", "documents.write"])
+    response = await create_role(
+        admin, api.id, "editor", ["documents.read", "documents.write", "admin", "documents.write"]
+    )
 
     created = {p.name: p for p in response.created_permissions}
     assert sorted(created) == ["admin", "documents.write"]
     assert all(p.id.startswith("perm_") and p.description == "" for p in created.values())
     assert [p.name for p in response.role.permissions] == ["admin", "documents.read", "documents.write"]
-    ids = await catalog(admin, api.id)
+    ids = await admin.catalog(api.id)
     assert {name: ids[name] for name in created} == {name: p.id for name, p in created.items()}
     # Role and catalog entries are one change.
     assert response.revision == before + 1
@@ -117,8 +125,8 @@ async def test_ok_permissions_resolve_within_the_role_api(admin: Caller) -> None
     response = await create_role(admin, api.id, "reader", ["billing.read"])
     # `billing.read` of the other API is not this API's entry: a new one is made here.
     [created] = response.created_permissions
-    assert created.id != (await catalog(admin, other.id))["billing.read"]
-    assert set(await catalog(admin, api.id)) == {"billing.read", "documents.read"}
+    assert created.id != (await admin.catalog(other.id))["billing.read"]
+    assert set(await admin.catalog(api.id)) == {"billing.read", "documents.read"}
 
 
 async def test_ok_same_name_in_another_api(admin: Caller) -> None:
@@ -157,14 +165,18 @@ async def test_ok_a_thousand_permissions(admin: Caller) -> None:
     assert len(response.created_permissions) == 1000
 
 
-@pytest.mark.parametrize("permissions", [
-    ["rbac.{id}.create_role"],
-    ["rbac.*.create_role"],
-    ["rbac.{id}.*"],
-    ["*.{id}.create_role"],
-])
-async def test_ok_create_role_is_enough_for_known_permissions(admin: Caller, make_caller: MakeCaller,
-                                                              permissions: list[str]) -> None:
+@pytest.mark.parametrize(
+    "permissions",
+    [
+        ["rbac.{id}.create_role"],
+        ["rbac.*.create_role"],
+        ["rbac.{id}.*"],
+        ["*.{id}.create_role"],
+    ],
+)
+async def test_ok_create_role_is_enough_for_known_permissions(
+    admin: Caller, make_caller: MakeCaller, permissions: list[str]
+) -> None:
     api = await admin.make_api(["documents.read"])
     caller = await make_caller([p.format(id=api.id) for p in permissions])
     role = (await create_role(caller, api.id, "reader", ["documents.read"])).role
@@ -181,31 +193,56 @@ async def test_ok_create_permission_lets_a_caller_add_unknown_names(admin: Calle
 # -- invalid argument -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("fields", "violations"), [
-    ({"api_id": ""}, {"api_id": "is required"}),
-    ({"api_id": "api-1"}, {"api_id": "must match ^[a-zA-Z0-9_]+$ and be at most 64 characters, like api_3f9c2a"}),
-    ({"name": ""}, {"name": "must not be empty"}),
-    ({"name": "R" * 65}, {"name": NAME_RULE}),
-    ({"name": "docs reader"}, {"name": NAME_RULE}),
-    ({"name": "docs/reader"}, {"name": NAME_RULE}),
-    # Unlike permission names, role names have no wildcard.
-    ({"name": "docs.*"}, {"name": NAME_RULE}),
-    ({"name": "lecteur_é"}, {"name": NAME_RULE}),
-    ({"description": "d" * 501}, {"description": "must be at most 500 characters (got 501)"}),
-    ({"description": "bell\x07"}, {"description": "must not contain control characters"}),
-    ({"description": "nul\x00"}, {"description": "must not contain control characters"}),
-    ({"permissions": ["documents.read", ""]}, {"permissions[1]": "must not be empty"}),
-    ({"permissions": ["p" * 281]}, {"permissions[0]": "must be at most 280 characters (got 281)"}),
-    ({"permissions": ["documents read"]}, {"permissions[0]": PERMISSION_RULE}),
-    ({"permissions": ["documents.read", "x", "documents/read"]}, {"permissions[2]": PERMISSION_RULE}),
-    ({"permissions": [f"p{i}" for i in range(1001)]}, {"permissions": "must hold at most 1000 names (got 1001)"}),
-    ({"api_id": "", "name": "", "description": "d" * 501, "permissions": ["ok", "bad name"]},
-     {"api_id": "is required", "name": "must not be empty",
-      "description": "must be at most 500 characters (got 501)", "permissions[1]": PERMISSION_RULE}),
-], ids=["api_id-empty", "api_id-pattern", "name-empty", "name-too-long", "name-space", "name-slash",
-        "name-wildcard", "name-non-ascii", "description-too-long", "description-bell", "description-nul",
-        "permission-empty", "permission-too-long", "permission-space", "permission-slash", "too-many-permissions",
-        "every-field"])
+@pytest.mark.parametrize(
+    ("fields", "violations"),
+    [
+        ({"api_id": ""}, {"api_id": "is required"}),
+        ({"api_id": "api-1"}, {"api_id": "must match ^[a-zA-Z0-9_]+$ and be at most 64 characters, like api_3f9c2a"}),
+        ({"name": ""}, {"name": "must not be empty"}),
+        ({"name": "R" * 65}, {"name": NAME_RULE}),
+        ({"name": "docs reader"}, {"name": NAME_RULE}),
+        ({"name": "docs/reader"}, {"name": NAME_RULE}),
+        # Unlike permission names, role names have no wildcard.
+        ({"name": "docs.*"}, {"name": NAME_RULE}),
+        ({"name": "lecteur_é"}, {"name": NAME_RULE}),
+        ({"description": "d" * 501}, {"description": "must be at most 500 characters (got 501)"}),
+        ({"description": "bell\x07"}, {"description": "must not contain control characters"}),
+        ({"description": "nul\x00"}, {"description": "must not contain control characters"}),
+        ({"permissions": ["documents.read", ""]}, {"permissions[1]": "must not be empty"}),
+        ({"permissions": ["p" * 281]}, {"permissions[0]": "must be at most 280 characters (got 281)"}),
+        ({"permissions": ["documents read"]}, {"permissions[0]": PERMISSION_RULE}),
+        ({"permissions": ["documents.read", "x", "documents/read"]}, {"permissions[2]": PERMISSION_RULE}),
+        ({"permissions": [f"p{i}" for i in range(1001)]}, {"permissions": "must hold at most 1000 names (got 1001)"}),
+        (
+            {"api_id": "", "name": "", "description": "d" * 501, "permissions": ["ok", "bad name"]},
+            {
+                "api_id": "is required",
+                "name": "must not be empty",
+                "description": "must be at most 500 characters (got 501)",
+                "permissions[1]": PERMISSION_RULE,
+            },
+        ),
+    ],
+    ids=[
+        "api_id-empty",
+        "api_id-pattern",
+        "name-empty",
+        "name-too-long",
+        "name-space",
+        "name-slash",
+        "name-wildcard",
+        "name-non-ascii",
+        "description-too-long",
+        "description-bell",
+        "description-nul",
+        "permission-empty",
+        "permission-too-long",
+        "permission-space",
+        "permission-slash",
+        "too-many-permissions",
+        "every-field",
+    ],
+)
 async def test_invalid_argument(admin: Caller, db_path: Path, fields: dict, violations: dict[str, str]) -> None:
     api = await admin.make_api(["documents.read"])
     request = {"api_id": api.id, "name": "reader", "description": "", "permissions": ["documents.read"], **fields}
@@ -220,7 +257,7 @@ async def test_invalid_argument(admin: Caller, db_path: Path, fields: dict, viol
 # -- unauthenticated ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("metadata", [(), (("authorization", "Bearer ksroot_unknown"),)], ids=["none", "unknown"])
+@pytest.mark.parametrize("metadata", BAD_AUTHORIZATION)
 async def test_unauthenticated(admin: Caller, db_path: Path, metadata: tuple[tuple[str, str], ...]) -> None:
     api = await admin.make_api(["documents.read"])
     before = snapshot(db_path)
@@ -232,14 +269,18 @@ async def test_unauthenticated(admin: Caller, db_path: Path, metadata: tuple[tup
 # -- permission denied ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("permissions", [
-    ["api.{id}.read_api"],
-    ["rbac.{id}.read_role"],
-    ["rbac.{id}.read_role", "rbac.{id}.update_role", "rbac.{id}.create_permission", "api.{id}.*"],
-    ["rbac.{other}.create_role", "api.*.read_api"],
-])
-async def test_permission_denied_without_create_role(admin: Caller, make_caller: MakeCaller, db_path: Path,
-                                                     permissions: list[str]) -> None:
+@pytest.mark.parametrize(
+    "permissions",
+    [
+        ["api.{id}.read_api"],
+        ["rbac.{id}.read_role"],
+        ["rbac.{id}.read_role", "rbac.{id}.update_role", "rbac.{id}.create_permission", "api.{id}.*"],
+        ["rbac.{other}.create_role", "api.*.read_api"],
+    ],
+)
+async def test_permission_denied_without_create_role(
+    admin: Caller, make_caller: MakeCaller, db_path: Path, permissions: list[str]
+) -> None:
     api = await admin.make_api(["documents.read"])
     other = await admin.make_api(name="other")
     caller = await make_caller([p.format(id=api.id, other=other.id) for p in permissions])
@@ -252,20 +293,25 @@ async def test_permission_denied_without_create_role(admin: Caller, make_caller:
     assert snapshot(db_path) == before
 
 
-@pytest.mark.parametrize("permissions", [
-    ["rbac.{id}.create_role"],
-    ["rbac.{id}.create_role", "rbac.{other}.create_permission"],
-    ["rbac.{id}.create_role", "rbac.{id}.create_permissions", "api.{id}.create_permission"],
-])
+@pytest.mark.parametrize(
+    "permissions",
+    [
+        ["rbac.{id}.create_role"],
+        ["rbac.{id}.create_role", "rbac.{other}.create_permission"],
+        ["rbac.{id}.create_role", "rbac.{id}.create_permissions", "api.{id}.create_permission"],
+    ],
+)
 async def test_permission_denied_unknown_names_without_create_permission(
-        admin: Caller, make_caller: MakeCaller, db_path: Path, permissions: list[str]) -> None:
+    admin: Caller, make_caller: MakeCaller, db_path: Path, permissions: list[str]
+) -> None:
     api = await admin.make_api(["documents.read"])
     other = await admin.make_api(name="other")
     caller = await make_caller([p.format(id=api.id, other=other.id) for p in permissions])
     before = snapshot(db_path)
 
-    error = await create_role_error(caller, api.id, "editor",
-                                    ["documents.write", "documents.read", "admin", "documents.write"])
+    error = await create_role_error(
+        caller, api.id, "editor", ["documents.write", "documents.read", "admin", "documents.write"]
+    )
 
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
     info = error_info(error)
@@ -280,12 +326,6 @@ async def test_permission_denied_unknown_names_without_create_permission(
 # -- not found ------------------------------------------------------------------------------------
 
 
-def answer(error: grpc.aio.AioRpcError, api_id: str) -> tuple[grpc.StatusCode, str, list[str]]:
-    """What a caller learns from a NOT_FOUND, with the id it asked about blanked out."""
-    return (error.code(), (error.details() or "").replace(api_id, "<id>"),
-            [name.replace(api_id, "<id>") for name in resource_names(error)])
-
-
 async def test_not_found_unknown_api(admin: Caller, db_path: Path) -> None:
     before = snapshot(db_path)
     error = await create_role_error(admin, UNKNOWN_API, "reader", ["documents.read"])
@@ -294,14 +334,18 @@ async def test_not_found_unknown_api(admin: Caller, db_path: Path) -> None:
     assert snapshot(db_path) == before
 
 
-@pytest.mark.parametrize("permissions", [
-    [],
-    ["rbac.{other}.create_role", "rbac.{other}.read_role", "api.{other}.read_api"],
-    # Rights on the API that do not include seeing it or its roles.
-    ["api.{id}.read_key", "api.{id}.update_api", "rbac.{id}.update_role", "rbac.{id}.create_permission"],
-])
+@pytest.mark.parametrize(
+    "permissions",
+    [
+        [],
+        ["rbac.{other}.create_role", "rbac.{other}.read_role", "api.{other}.read_api"],
+        # Rights on the API that do not include seeing it or its roles.
+        ["api.{id}.read_key", "api.{id}.update_api", "rbac.{id}.update_role", "rbac.{id}.create_permission"],
+    ],
+)
 async def test_not_found_api_the_caller_cannot_see_is_the_same_answer_as_an_unknown_api(
-        admin: Caller, make_caller: MakeCaller, db_path: Path, permissions: list[str]) -> None:
+    admin: Caller, make_caller: MakeCaller, db_path: Path, permissions: list[str]
+) -> None:
     api = await admin.make_api(["documents.read"])
     other = await admin.make_api(name="other")
     caller = await make_caller([p.format(id=api.id, other=other.id) for p in permissions])
@@ -311,7 +355,7 @@ async def test_not_found_api_the_caller_cannot_see_is_the_same_answer_as_an_unkn
     unknown = await create_role_error(caller, UNKNOWN_API, "reader", ["documents.read"])
 
     assert hidden.code() == grpc.StatusCode.NOT_FOUND
-    assert answer(hidden, api.id) == answer(unknown, UNKNOWN_API)
+    assert blanked_answer(hidden, api.id) == blanked_answer(unknown, UNKNOWN_API)
     assert snapshot(db_path) == before
 
 

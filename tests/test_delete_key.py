@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import grpc
 import pytest
 
-from keyscope.v1 import apis_pb2, keys_pb2, roles_pb2
-from server.cli import EXAMPLE_ROOT_KEY
-from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
+from keyscope.v1 import keys_pb2
 from server.store import SqliteStore
-from tests.client import Caller
-from tests.conftest import MakeCaller
+from tests.client import BAD_AUTHORIZATION, INVALID_KEY_IDS, Caller
+from tests.conftest import UNUSABLE_ROOT_KEYS, MakeCaller, UnusableCaller
 from tests.rpc_errors import error_info, field_violations, resource_names
 from tests.store_snapshot import snapshot
 
@@ -38,7 +35,7 @@ async def test_ok_key_is_gone(admin: Caller, store: SqliteStore) -> None:
 
     assert deleted.revision == before + 1 == await store.revision()
     with pytest.raises(grpc.aio.AioRpcError) as e:
-        await admin.keys.GetKey(keys_pb2.GetKeyRequest(key_id=key.id), metadata=admin.md)
+        await admin.get_key(key.id)
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
     assert await admin.verify(secret) == keys_pb2.VerifyKeyResponse(valid=False, code=Code.NOT_FOUND)
 
@@ -53,8 +50,8 @@ async def test_ok_grants_go_but_catalog_roles_and_other_keys_stay(admin: Caller,
 
     tables = snapshot(db_path)
     assert not any(key.id in row for name in ("keys", "key_permissions", "key_roles") for row in tables[name])
-    assert (await admin.apis.GetApi(apis_pb2.GetApiRequest(api_id=api.id), metadata=admin.md)).api == api
-    assert (await admin.roles.GetRole(roles_pb2.GetRoleRequest(role_id=role.id), metadata=admin.md)).role == role
+    assert await admin.get_api(api.id) == api
+    assert await admin.get_role(role.id) == role
     answer = await admin.verify(other_secret, "a")
     assert (answer.code, list(answer.roles)) == (Code.VALID, ["reader"])
 
@@ -72,7 +69,7 @@ async def test_ok_caller_with_delete_key_only(admin: Caller, make_caller: MakeCa
 # -- invalid argument -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key_id", ["", "key-1", "key 1", "key_é", "key_" + "a" * 61])
+@pytest.mark.parametrize("key_id", INVALID_KEY_IDS)
 async def test_invalid_argument_key_id(admin: Caller, db_path: Path, key_id: str) -> None:
     api = await admin.make_api()
     await admin.make_key(api.id)
@@ -89,13 +86,7 @@ async def test_invalid_argument_key_id(admin: Caller, db_path: Path, key_id: str
 # -- unauthenticated ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("metadata", [
-    (),
-    (("authorization", "Basic dXNlcjpwYXNz"),),
-    (("authorization", "Bearer"),),
-    (("authorization", "Bearer two tokens"),),
-    (("authorization", "Bearer ksroot_unknown0123456789"),),
-], ids=["missing", "basic", "no token", "two tokens", "unknown root key"])
+@pytest.mark.parametrize("metadata", BAD_AUTHORIZATION)
 async def test_unauthenticated_metadata(admin: Caller, db_path: Path, metadata: tuple[tuple[str, str], ...]) -> None:
     api = await admin.make_api()
     key, _ = await admin.make_key(api.id)
@@ -108,13 +99,13 @@ async def test_unauthenticated_metadata(admin: Caller, db_path: Path, metadata: 
     assert snapshot(db_path) == before
 
 
-@pytest.mark.parametrize("how", ["disabled", "expired", "deleted"])
+@pytest.mark.parametrize("how", UNUSABLE_ROOT_KEYS)
 async def test_unauthenticated_root_key_no_longer_usable(
-        admin: Caller, store: SqliteStore, channel: grpc.aio.Channel, make_caller: MakeCaller, db_path: Path,
-        how: str) -> None:
+    admin: Caller, unusable_caller: UnusableCaller, db_path: Path, how: str
+) -> None:
     api = await admin.make_api()
     key, _ = await admin.make_key(api.id)
-    caller = await _unusable_caller(how, store, channel, make_caller)
+    caller = await unusable_caller(how)
     before = snapshot(db_path)
 
     with pytest.raises(grpc.aio.AioRpcError) as e:
@@ -122,22 +113,6 @@ async def test_unauthenticated_root_key_no_longer_usable(
 
     assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert snapshot(db_path) == before
-
-
-async def _unusable_caller(how: str, store: SqliteStore, channel: grpc.aio.Channel,
-                           make_caller: MakeCaller) -> Caller:
-    """A caller whose root key holds every permission but is disabled, expired or deleted."""
-    if how == "expired":
-        secret = new_secret(ROOT_KEY_PREFIX)
-        record = await store.create_root_key("expired", hash_secret(secret), EXAMPLE_ROOT_KEY,
-                                             expires_ms=int(time.time() * 1000) - 60_000)
-        return Caller(channel, secret, record.id)
-    caller = await make_caller(EXAMPLE_ROOT_KEY)
-    if how == "disabled":
-        await store.set_root_key_enabled(caller.root_key_id, False)
-    else:
-        await store.delete_root_key(caller.root_key_id)
-    return caller
 
 
 # -- permission denied ---------------------------------------------------------------------------------

@@ -20,8 +20,13 @@ def test_protos_are_the_contract() -> None:
 
 
 def run_check(root: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(root / "scripts" / "protogen.py"), "--check"],
-                          capture_output=True, text=True, timeout=120, cwd=root)
+    return subprocess.run(
+        [sys.executable, str(root / "scripts" / "protogen.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=root,
+    )
 
 
 def test_generated_code_is_not_stale() -> None:
@@ -40,8 +45,15 @@ def test_check_fails_on_stale_or_missing_code(tmp_path: Path) -> None:
     (copy / "roles_pb2_grpc.pyi").unlink()
     result = run_check(tmp_path)
     assert result.returncode == 1
-    assert result.stdout.split() == ["stale", "generated", "code,", "run", "scripts/gen-protos:",
-                                     "keys_pb2.py", "roles_pb2_grpc.pyi"]
+    assert result.stdout.split() == [
+        "stale",
+        "generated",
+        "code,",
+        "run",
+        "scripts/gen-protos:",
+        "keys_pb2.py",
+        "roles_pb2_grpc.pyi",
+    ]
 
 
 @pytest.mark.parametrize("proto", PROTOS)

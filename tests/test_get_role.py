@@ -14,9 +14,9 @@ import grpc
 import pytest
 
 from keyscope.v1 import apis_pb2, permissions_pb2, roles_pb2
-from tests.client import Caller
+from tests.client import BAD_AUTHORIZATION, Caller
 from tests.conftest import MakeCaller
-from tests.rpc_errors import error_info, field_violations, resource_names
+from tests.rpc_errors import blanked_answer, error_info, field_violations, resource_names
 from tests.store_snapshot import snapshot
 
 pytestmark = pytest.mark.asyncio
@@ -25,24 +25,19 @@ UNKNOWN_ROLE = "role_0000000000000000"
 ID_RULE = "must match ^[a-zA-Z0-9_]+$ and be at most 64 characters, like role_3f9c2a"
 
 
-async def get_role(caller: Caller, role_id: str,
-                   metadata: Sequence[tuple[str, str]] | None = None) -> roles_pb2.Role:
-    response = await caller.roles.GetRole(roles_pb2.GetRoleRequest(role_id=role_id),
-                                          metadata=caller.md if metadata is None else metadata)
+async def get_role(caller: Caller, role_id: str, metadata: Sequence[tuple[str, str]] | None = None) -> roles_pb2.Role:
+    response = await caller.roles.GetRole(
+        roles_pb2.GetRoleRequest(role_id=role_id), metadata=caller.md if metadata is None else metadata
+    )
     return response.role
 
 
-async def get_role_error(caller: Caller, role_id: str,
-                         metadata: Sequence[tuple[str, str]] | None = None) -> grpc.aio.AioRpcError:
+async def get_role_error(
+    caller: Caller, role_id: str, metadata: Sequence[tuple[str, str]] | None = None
+) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await get_role(caller, role_id, metadata)
     return e.value
-
-
-def answer(error: grpc.aio.AioRpcError, role_id: str) -> tuple[grpc.StatusCode, str, list[str]]:
-    """What a caller learns from a NOT_FOUND, with the id it asked about blanked out."""
-    return (error.code(), (error.details() or "").replace(role_id, "<id>"),
-            [name.replace(role_id, "<id>") for name in resource_names(error)])
 
 
 # -- ok ---------------------------------------------------------------------------------------
@@ -51,15 +46,18 @@ def answer(error: grpc.aio.AioRpcError, role_id: str) -> tuple[grpc.StatusCode, 
 async def test_ok_returns_the_role_with_its_permissions_ordered_by_name(admin: Caller) -> None:
     api = await admin.make_api([("documents.write", "Write"), ("documents.read", "Read"), ("admin", "All")])
     scopes = {s.value: s.id for s in api.scopes}
-    created = await admin.make_role(api.id, "editor", ["documents.write", "admin", "documents.read"],
-                                    description="Edits documents")
+    created = await admin.make_role(
+        api.id, "editor", ["documents.write", "admin", "documents.read"], description="Edits documents"
+    )
 
     role = await get_role(admin, created.id)
 
     assert (role.id, role.api_id, role.name, role.description) == (created.id, api.id, "editor", "Edits documents")
     assert [(p.id, p.name, p.description) for p in role.permissions] == [
-        (scopes["admin"], "admin", "All"), (scopes["documents.read"], "documents.read", "Read"),
-        (scopes["documents.write"], "documents.write", "Write")]
+        (scopes["admin"], "admin", "All"),
+        (scopes["documents.read"], "documents.read", "Read"),
+        (scopes["documents.write"], "documents.write", "Write"),
+    ]
     assert role == created
 
 
@@ -67,22 +65,28 @@ async def test_ok_permission_descriptions_follow_the_catalog(admin: Caller) -> N
     api = await admin.make_api([("documents.read", "old"), ("documents.write", "")])
     role = await admin.make_role(api.id, "reader", ["documents.read", "documents.write"])
     # The catalog changes: one description rewritten, one entry removed.
-    await admin.apis.UpdateScopes(apis_pb2.UpdateScopesRequest(
-        api_id=api.id, scopes=[permissions_pb2.Scope(value="documents.read", description="new")]),
-        metadata=admin.md)
+    await admin.apis.UpdateScopes(
+        apis_pb2.UpdateScopesRequest(
+            api_id=api.id, scopes=[permissions_pb2.Scope(value="documents.read", description="new")]
+        ),
+        metadata=admin.md,
+    )
     assert [(p.name, p.description) for p in (await get_role(admin, role.id)).permissions] == [
-        ("documents.read", "new")]
+        ("documents.read", "new")
+    ]
 
 
-@pytest.mark.parametrize("permissions", [
-    ["rbac.{id}.read_role"],
-    ["rbac.*.read_role"],
-    ["rbac.{id}.*"],
-    ["*.{id}.read_role"],
-    ["*.*.*"],
-])
-async def test_ok_with_read_role(admin: Caller, make_caller: MakeCaller, db_path: Path,
-                                 permissions: list[str]) -> None:
+@pytest.mark.parametrize(
+    "permissions",
+    [
+        ["rbac.{id}.read_role"],
+        ["rbac.*.read_role"],
+        ["rbac.{id}.*"],
+        ["*.{id}.read_role"],
+        ["*.*.*"],
+    ],
+)
+async def test_ok_with_read_role(admin: Caller, make_caller: MakeCaller, db_path: Path, permissions: list[str]) -> None:
     api = await admin.make_api(["documents.read"])
     role = await admin.make_role(api.id, "reader", ["documents.read"])
     reader = await make_caller([p.format(id=api.id) for p in permissions])
@@ -94,13 +98,16 @@ async def test_ok_with_read_role(admin: Caller, make_caller: MakeCaller, db_path
 # -- invalid argument -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("role_id", "description"), [
-    ("", "is required"),
-    ("role-1", ID_RULE),
-    ("role 1", ID_RULE),
-    ("role.1", ID_RULE),
-    ("r" * 65, ID_RULE),
-])
+@pytest.mark.parametrize(
+    ("role_id", "description"),
+    [
+        ("", "is required"),
+        ("role-1", ID_RULE),
+        ("role 1", ID_RULE),
+        ("role.1", ID_RULE),
+        ("r" * 65, ID_RULE),
+    ],
+)
 async def test_invalid_argument_role_id(admin: Caller, role_id: str, description: str) -> None:
     error = await get_role_error(admin, role_id)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -110,7 +117,7 @@ async def test_invalid_argument_role_id(admin: Caller, role_id: str, description
 # -- unauthenticated ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("metadata", [(), (("authorization", "Bearer ksroot_unknown"),)], ids=["none", "unknown"])
+@pytest.mark.parametrize("metadata", BAD_AUTHORIZATION)
 async def test_unauthenticated(admin: Caller, metadata: tuple[tuple[str, str], ...]) -> None:
     api = await admin.make_api(["documents.read"])
     role = await admin.make_role(api.id, "reader", ["documents.read"])
@@ -128,19 +135,23 @@ async def test_not_found_unknown_role(admin: Caller) -> None:
     assert resource_names(error) == [UNKNOWN_ROLE]
 
 
-@pytest.mark.parametrize("permissions", [
-    [],
-    # Every other right on this API, including reading the API itself: roles stay hidden.
-    ["rbac.{id}.create_role", "rbac.{id}.update_role", "rbac.{id}.create_permission", "api.{id}.*"],
-    ["rbac.{other}.read_role"],
-    ["*.{other}.*"],
-    ["rbac.{id}.read_roles"],
-    ["rbac.{id}.read_role.x"],
-    ["RBAC.{id}.read_role"],
-    ["rbac.read_role.*"],
-])
+@pytest.mark.parametrize(
+    "permissions",
+    [
+        [],
+        # Every other right on this API, including reading the API itself: roles stay hidden.
+        ["rbac.{id}.create_role", "rbac.{id}.update_role", "rbac.{id}.create_permission", "api.{id}.*"],
+        ["rbac.{other}.read_role"],
+        ["*.{other}.*"],
+        ["rbac.{id}.read_roles"],
+        ["rbac.{id}.read_role.x"],
+        ["RBAC.{id}.read_role"],
+        ["rbac.read_role.*"],
+    ],
+)
 async def test_not_found_without_read_role_is_the_same_answer_as_an_unknown_role(
-        admin: Caller, make_caller: MakeCaller, db_path: Path, permissions: list[str]) -> None:
+    admin: Caller, make_caller: MakeCaller, db_path: Path, permissions: list[str]
+) -> None:
     api = await admin.make_api(["documents.read"])
     other = await admin.make_api(name="other")
     role = await admin.make_role(api.id, "reader", ["documents.read"])
@@ -152,7 +163,7 @@ async def test_not_found_without_read_role_is_the_same_answer_as_an_unknown_role
 
     assert hidden.code() == grpc.StatusCode.NOT_FOUND
     assert resource_names(hidden) == [role.id]
-    assert answer(hidden, role.id) == answer(unknown, UNKNOWN_ROLE)
+    assert blanked_answer(hidden, role.id) == blanked_answer(unknown, UNKNOWN_ROLE)
     assert snapshot(db_path) == before
 
 

@@ -12,18 +12,21 @@ def test_limits_are_the_documented_ones() -> None:
     assert (MAX_QUERY_LENGTH, MAX_DEPTH, MAX_NAME_LENGTH) == (1000, 32, 280)
 
 
-@pytest.mark.parametrize(("text", "names"), [
-    ("documents.read", ("documents.read",)),
-    ("documents.read AND (documents.write OR admin)", ("documents.read", "documents.write", "admin")),
-    ("a AND a OR b", ("a", "b")),  # once each, in query order
-    ("b OR a AND b", ("b", "a")),
-    ("read:users OR api.*.verify_key OR doc* OR x-y_z", ("read:users", "api.*.verify_key", "doc*", "x-y_z")),
-    ("  a\tAND\nb  ", ("a", "b")),  # any white space separates tokens
-    ("(a)AND(b)", ("a", "b")),  # parentheses need no spaces
-    ("((((a))))", ("a",)),
-    ("android OR orange OR ANDY", ("android", "orange", "ANDY")),  # operators are whole words only
-    ("and_more OR or.this", ("and_more", "or.this")),
-])
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("documents.read", ("documents.read",)),
+        ("documents.read AND (documents.write OR admin)", ("documents.read", "documents.write", "admin")),
+        ("a AND a OR b", ("a", "b")),  # once each, in query order
+        ("b OR a AND b", ("b", "a")),
+        ("read:users OR api.*.verify_key OR doc* OR x-y_z", ("read:users", "api.*.verify_key", "doc*", "x-y_z")),
+        ("  a\tAND\nb  ", ("a", "b")),  # any white space separates tokens
+        ("(a)AND(b)", ("a", "b")),  # parentheses need no spaces
+        ("((((a))))", ("a",)),
+        ("android OR orange OR ANDY", ("android", "orange", "ANDY")),  # operators are whole words only
+        ("and_more OR or.this", ("and_more", "or.this")),
+    ],
+)
 def test_ok_parse_names(text: str, names: tuple[str, ...]) -> None:
     assert parse_query(text).names == names
 
@@ -42,39 +45,45 @@ def test_ok_or_operator_in_any_case(text: str) -> None:
     assert query.missing(["c"]) == ["a", "b"]
 
 
-@pytest.mark.parametrize(("text", "held", "missing"), [
-    # AND binds tighter than OR: `a OR b AND c` is `a OR (b AND c)`.
-    ("a OR b AND c", ["a"], []),
-    ("a OR b AND c", ["b", "c"], []),
-    ("a OR b AND c", ["b"], ["a", "c"]),
-    ("a OR b AND c", ["c"], ["a", "b"]),
-    ("a AND b OR c", ["c"], []),
-    ("a AND b OR c", ["a"], ["b", "c"]),
-    # Parentheses override it.
-    ("(a OR b) AND c", ["a"], ["b", "c"]),
-    ("(a OR b) AND c", ["a", "c"], []),
-    ("a AND (b OR c)", ["a", "c"], []),
-    ("a AND (b OR c)", ["b", "c"], ["a"]),
-    # The seed's example.
-    ("documents.read AND (documents.write OR admin)", ["documents.read", "admin"], []),
-    ("documents.read AND (documents.write OR admin)", ["documents.write"], ["documents.read", "admin"]),
-    ("a", [], ["a"]),
-    ("a AND a", ["b"], ["a"]),  # a name is reported once
-])
+@pytest.mark.parametrize(
+    ("text", "held", "missing"),
+    [
+        # AND binds tighter than OR: `a OR b AND c` is `a OR (b AND c)`.
+        ("a OR b AND c", ["a"], []),
+        ("a OR b AND c", ["b", "c"], []),
+        ("a OR b AND c", ["b"], ["a", "c"]),
+        ("a OR b AND c", ["c"], ["a", "b"]),
+        ("a AND b OR c", ["c"], []),
+        ("a AND b OR c", ["a"], ["b", "c"]),
+        # Parentheses override it.
+        ("(a OR b) AND c", ["a"], ["b", "c"]),
+        ("(a OR b) AND c", ["a", "c"], []),
+        ("a AND (b OR c)", ["a", "c"], []),
+        ("a AND (b OR c)", ["b", "c"], ["a"]),
+        # The seed's example.
+        ("documents.read AND (documents.write OR admin)", ["documents.read", "admin"], []),
+        ("documents.read AND (documents.write OR admin)", ["documents.write"], ["documents.read", "admin"]),
+        ("a", [], ["a"]),
+        ("a AND a", ["b"], ["a"]),  # a name is reported once
+    ],
+)
 def test_ok_missing_follows_precedence(text: str, held: list[str], missing: list[str]) -> None:
     assert parse_query(text).missing(held) == missing
 
 
-@pytest.mark.parametrize(("text", "held", "missing"), [
-    # A held wildcard grants the names it matches, with the matcher's rules.
-    ("documents.read AND documents.write", ["documents.*"], []),
-    ("documents.read.own", ["documents.*"], ["documents.read.own"]),
-    ("Documents.read", ["documents.*"], ["Documents.read"]),
-    # A star in the query is a literal name: only the same name, or a wildcard segment, grants it.
-    ("documents.*", ["documents.read"], ["documents.*"]),
-    ("documents.*", ["documents.*"], []),
-    ("doc*", ["documents"], ["doc*"]),
-])
+@pytest.mark.parametrize(
+    ("text", "held", "missing"),
+    [
+        # A held wildcard grants the names it matches, with the matcher's rules.
+        ("documents.read AND documents.write", ["documents.*"], []),
+        ("documents.read.own", ["documents.*"], ["documents.read.own"]),
+        ("Documents.read", ["documents.*"], ["Documents.read"]),
+        # A star in the query is a literal name: only the same name, or a wildcard segment, grants it.
+        ("documents.*", ["documents.read"], ["documents.*"]),
+        ("documents.*", ["documents.*"], []),
+        ("doc*", ["documents"], ["doc*"]),
+    ],
+)
 def test_ok_missing_uses_wildcard_matching(text: str, held: list[str], missing: list[str]) -> None:
     assert parse_query(text).missing(held) == missing
 
@@ -83,27 +92,30 @@ def test_ok_missing_accepts_a_one_shot_iterable() -> None:
     assert parse_query("a AND b").missing(p for p in ["a", "b"]) == []
 
 
-@pytest.mark.parametrize(("text", "position", "message"), [
-    ("", 1, "expected a permission name or '(' but found the end of the query"),
-    ("   ", 4, "expected a permission name or '(' but found the end of the query"),
-    ("a AND", 6, "expected a permission name or '(' but found the end of the query"),
-    ("a OR ", 6, "expected a permission name or '(' but found the end of the query"),
-    ("AND a", 1, "expected a permission name or '(' but found 'AND'"),
-    ("a AND AND b", 7, "expected a permission name or '(' but found 'AND'"),
-    ("a and or b", 7, "expected a permission name or '(' but found 'or'"),  # the text as written
-    ("()", 2, "expected a permission name or '(' but found ')'"),
-    (") a", 1, "expected a permission name or '(' but found ')'"),
-    ("(a", 3, "expected ')' but found the end of the query"),
-    ("(a OR b c)", 9, "expected ')' but found 'c'"),
-    ("a b", 3, "expected AND, OR or the end of the query but found 'b'"),
-    ("a)", 2, "expected AND, OR or the end of the query but found ')'"),
-    ("aAND b", 6, "expected AND, OR or the end of the query but found 'b'"),  # `aAND` is one name
-    ("a & b", 3, "unexpected character '&'"),
-    ("a AND b|c", 8, "unexpected character '|'"),
-    ("  ébène", 3, "unexpected character 'é'"),
-    ("a,b", 2, "unexpected character ','"),
-    ("a/b", 2, "unexpected character '/'"),
-])
+@pytest.mark.parametrize(
+    ("text", "position", "message"),
+    [
+        ("", 1, "expected a permission name or '(' but found the end of the query"),
+        ("   ", 4, "expected a permission name or '(' but found the end of the query"),
+        ("a AND", 6, "expected a permission name or '(' but found the end of the query"),
+        ("a OR ", 6, "expected a permission name or '(' but found the end of the query"),
+        ("AND a", 1, "expected a permission name or '(' but found 'AND'"),
+        ("a AND AND b", 7, "expected a permission name or '(' but found 'AND'"),
+        ("a and or b", 7, "expected a permission name or '(' but found 'or'"),  # the text as written
+        ("()", 2, "expected a permission name or '(' but found ')'"),
+        (") a", 1, "expected a permission name or '(' but found ')'"),
+        ("(a", 3, "expected ')' but found the end of the query"),
+        ("(a OR b c)", 9, "expected ')' but found 'c'"),
+        ("a b", 3, "expected AND, OR or the end of the query but found 'b'"),
+        ("a)", 2, "expected AND, OR or the end of the query but found ')'"),
+        ("aAND b", 6, "expected AND, OR or the end of the query but found 'b'"),  # `aAND` is one name
+        ("a & b", 3, "unexpected character '&'"),
+        ("a AND b|c", 8, "unexpected character '|'"),
+        ("  ébène", 3, "unexpected character 'é'"),
+        ("a,b", 2, "unexpected character ','"),
+        ("a/b", 2, "unexpected character '/'"),
+    ],
+)
 def test_invalid_argument_syntax_error_names_position(text: str, position: int, message: str) -> None:
     with pytest.raises(QuerySyntaxError) as e:
         parse_query(text)

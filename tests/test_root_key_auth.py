@@ -25,9 +25,9 @@ from server.cli import EXAMPLE_ROOT_KEY
 from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
 from server.factory import SERVICE_NAMES
 from server.store import SqliteStore
-from tests.client import Caller
-from tests.conftest import MakeCaller
-from tests.rpc_errors import error_info, request_id, resource_names
+from tests.client import BAD_AUTHORIZATION, Caller
+from tests.conftest import UNUSABLE_ROOT_KEYS, MakeCaller, UnusableCaller
+from tests.rpc_errors import blanked_answer, error_info, request_id
 from tests.store_snapshot import snapshot
 
 pytestmark = pytest.mark.asyncio
@@ -49,9 +49,18 @@ class World:
     secret: str
     role_id: str
 
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return (self.a, self.b, self.key_id, self.role_id)
 
-UNKNOWN = World(a="api_0000000000000000", b="api_0000000000000001", key_id="key_0000000000000000",
-                secret="not_a_key", role_id="role_0000000000000000")
+
+UNKNOWN = World(
+    a="api_0000000000000000",
+    b="api_0000000000000001",
+    key_id="key_0000000000000000",
+    secret="not_a_key",
+    role_id="role_0000000000000000",
+)
 
 
 @pytest_asyncio.fixture
@@ -71,22 +80,38 @@ def _scopes(*values: str) -> list[permissions_pb2.Scope]:
 RPCS: dict[str, tuple[str, Callable[[World], Message]]] = {
     "CreateApi": ("apis", lambda w: apis_pb2.CreateApiRequest(name="c", scopes=_scopes("x.read"))),
     "GetApi": ("apis", lambda w: apis_pb2.GetApiRequest(api_id=w.a)),
-    "UpdateScopes": ("apis", lambda w: apis_pb2.UpdateScopesRequest(
-        api_id=w.a, scopes=_scopes("documents.read", "documents.write", "documents.delete"))),
-    "CreateKey": ("keys", lambda w: keys_pb2.CreateKeyRequest(
-        api_id=w.a, name="second", permissions=["documents.read"], roles=["reader"])),
+    "UpdateScopes": (
+        "apis",
+        lambda w: apis_pb2.UpdateScopesRequest(
+            api_id=w.a, scopes=_scopes("documents.read", "documents.write", "documents.delete")
+        ),
+    ),
+    "CreateKey": (
+        "keys",
+        lambda w: keys_pb2.CreateKeyRequest(
+            api_id=w.a, name="second", permissions=["documents.read"], roles=["reader"]
+        ),
+    ),
     "GetKey": ("keys", lambda w: keys_pb2.GetKeyRequest(key_id=w.key_id)),
     "UpdateKey": ("keys", lambda w: keys_pb2.UpdateKeyRequest(key_id=w.key_id, name="renamed")),
     "DeleteKey": ("keys", lambda w: keys_pb2.DeleteKeyRequest(key_id=w.key_id)),
-    "SetPermissions": ("keys", lambda w: keys_pb2.SetPermissionsRequest(key_id=w.key_id,
-                                                                        permissions=["documents.read"])),
+    "SetPermissions": (
+        "keys",
+        lambda w: keys_pb2.SetPermissionsRequest(key_id=w.key_id, permissions=["documents.read"]),
+    ),
     "SetRoles": ("keys", lambda w: keys_pb2.SetRolesRequest(key_id=w.key_id, roles=[])),
     "VerifyKey": ("keys", lambda w: keys_pb2.VerifyKeyRequest(key=w.secret, permissions="documents.read")),
-    "CreateRole": ("roles", lambda w: roles_pb2.CreateRoleRequest(api_id=w.a, name="writer",
-                                                                  permissions=["documents.write"])),
+    "CreateRole": (
+        "roles",
+        lambda w: roles_pb2.CreateRoleRequest(api_id=w.a, name="writer", permissions=["documents.write"]),
+    ),
     "GetRole": ("roles", lambda w: roles_pb2.GetRoleRequest(role_id=w.role_id)),
-    "SetRolePermissions": ("roles", lambda w: roles_pb2.SetRolePermissionsRequest(
-        role_id=w.role_id, permissions=["documents.read", "documents.write"])),
+    "SetRolePermissions": (
+        "roles",
+        lambda w: roles_pb2.SetRolePermissionsRequest(
+            role_id=w.role_id, permissions=["documents.read", "documents.write"]
+        ),
+    ),
 }
 # VerifyKey answers "not yours" with status OK and code NOT_FOUND, so it has tests of its own.
 STATUS_RPCS = [rpc for rpc in RPCS if rpc != "VerifyKey"]
@@ -94,12 +119,18 @@ STATUS_RPCS = [rpc for rpc in RPCS if rpc != "VerifyKey"]
 RESOURCE_RPCS = [rpc for rpc in STATUS_RPCS if rpc != "CreateApi"]
 
 
-async def call(caller: Caller, rpc: str, world: World, metadata: Sequence[tuple[str, str]] | None = None,
-               request: Message | None = None) -> Any:
+async def call(
+    caller: Caller,
+    rpc: str,
+    world: World,
+    metadata: Sequence[tuple[str, str]] | None = None,
+    request: Message | None = None,
+) -> Any:
     stub, build = RPCS[rpc]
     method = getattr(getattr(caller, stub), rpc)
-    return await method(build(world) if request is None else request,
-                        metadata=caller.md if metadata is None else metadata)
+    return await method(
+        build(world) if request is None else request, metadata=caller.md if metadata is None else metadata
+    )
 
 
 async def outcome(caller: Caller, rpc: str, world: World) -> grpc.StatusCode:
@@ -110,22 +141,14 @@ async def outcome(caller: Caller, rpc: str, world: World) -> grpc.StatusCode:
     return OK
 
 
-def answer(error: grpc.aio.AioRpcError, world: World) -> tuple[grpc.StatusCode, str, list[str]]:
-    """What a caller learns from an error, with the ids of `world` blanked out."""
-    ids = (world.a, world.b, world.key_id, world.role_id)
-
-    def blank(text: str) -> str:
-        for id_ in ids:
-            text = text.replace(id_, "<id>")
-        return text
-
-    return error.code(), blank(error.details() or ""), [blank(n) for n in resource_names(error)]
-
-
 async def test_the_tables_cover_every_keyscope_rpc() -> None:
-    methods = {m.name for module in (apis_pb2, keys_pb2, roles_pb2)
-               for s in module.DESCRIPTOR.services_by_name.values() if s.full_name in SERVICE_NAMES
-               for m in s.methods}
+    methods = {
+        m.name
+        for module in (apis_pb2, keys_pb2, roles_pb2)
+        for s in module.DESCRIPTOR.services_by_name.values()
+        if s.full_name in SERVICE_NAMES
+        for m in s.methods
+    }
     assert set(RPCS) == methods
 
 
@@ -136,47 +159,42 @@ def _bearer(value: str) -> Metadata:
     return (("authorization", value),)
 
 
-async def _valid_secret(store: SqliteStore, make_caller: MakeCaller) -> str:
+# Makes the metadata of one bad-credential case.
+MakeMetadata = Callable[[MakeCaller, UnusableCaller], Awaitable[Metadata]]
+
+
+async def _valid_secret(make_caller: MakeCaller) -> str:
     return (await make_caller(EXAMPLE_ROOT_KEY)).root_key
 
 
-async def _disabled(store: SqliteStore, make_caller: MakeCaller) -> Metadata:
-    caller = await make_caller(EXAMPLE_ROOT_KEY)
-    await store.set_root_key_enabled(caller.root_key_id, False)
-    return caller.md
+def _unusable(how: str) -> MakeMetadata:
+    """The metadata of an all-powerful root key that is disabled, expired or deleted."""
+
+    async def make(make_caller: MakeCaller, unusable_caller: UnusableCaller) -> Metadata:
+        return (await unusable_caller(how)).md
+
+    return make
 
 
-async def _expired(store: SqliteStore, make_caller: MakeCaller) -> Metadata:
-    secret = new_secret(ROOT_KEY_PREFIX)
-    await store.create_root_key("t", hash_secret(secret), EXAMPLE_ROOT_KEY, expires_ms=int(time.time() * 1000) - 1)
-    return _bearer(f"Bearer {secret}")
-
-
-async def _deleted(store: SqliteStore, make_caller: MakeCaller) -> Metadata:
-    caller = await make_caller(EXAMPLE_ROOT_KEY)
-    await store.delete_root_key(caller.root_key_id)
-    return caller.md
-
-
-def _header(template: str) -> Callable[[SqliteStore, MakeCaller], Awaitable[Metadata]]:
+def _header(template: str) -> MakeMetadata:
     """`authorization: <template>`, where {secret} is the secret of a working all-powerful root key."""
 
-    async def make(store: SqliteStore, make_caller: MakeCaller) -> Metadata:
-        secret = await _valid_secret(store, make_caller) if "{secret}" in template else ""
+    async def make(make_caller: MakeCaller, unusable_caller: UnusableCaller) -> Metadata:
+        secret = await _valid_secret(make_caller) if "{secret}" in template else ""
         return _bearer(template.format(secret=secret))
 
     return make
 
 
-async def _none(store: SqliteStore, make_caller: MakeCaller) -> Metadata:
+async def _none(make_caller: MakeCaller, unusable_caller: UnusableCaller) -> Metadata:
     return ()
 
 
-async def _other_header(store: SqliteStore, make_caller: MakeCaller) -> Metadata:
-    return (("x-api-key", await _valid_secret(store, make_caller)),)
+async def _other_header(make_caller: MakeCaller, unusable_caller: UnusableCaller) -> Metadata:
+    return (("x-api-key", await _valid_secret(make_caller)),)
 
 
-BAD_CREDENTIALS: dict[str, Callable[[SqliteStore, MakeCaller], Awaitable[Metadata]]] = {
+BAD_CREDENTIALS: dict[str, MakeMetadata] = {
     "no-metadata": _none,
     "secret-in-another-header": _other_header,
     "empty": _header(""),
@@ -188,17 +206,22 @@ BAD_CREDENTIALS: dict[str, Callable[[SqliteStore, MakeCaller], Awaitable[Metadat
     "scheme-glued-to-secret": _header("Bearer{secret}"),
     "trailing-junk": _header("Bearer {secret} extra"),
     "unknown": _header(f"Bearer {new_secret(ROOT_KEY_PREFIX)}"),
-    "disabled": _disabled,
-    "expired": _expired,
-    "deleted": _deleted,
+    **{how: _unusable(how) for how in UNUSABLE_ROOT_KEYS},
 }
 
 
 @pytest.mark.parametrize("rpc", list(RPCS))
 @pytest.mark.parametrize("case", list(BAD_CREDENTIALS))
-async def test_unauthenticated(admin: Caller, world: World, store: SqliteStore, make_caller: MakeCaller,
-                               db_path: Path, case: str, rpc: str) -> None:
-    metadata = await BAD_CREDENTIALS[case](store, make_caller)
+async def test_unauthenticated(
+    admin: Caller,
+    world: World,
+    make_caller: MakeCaller,
+    unusable_caller: UnusableCaller,
+    db_path: Path,
+    case: str,
+    rpc: str,
+) -> None:
+    metadata = await BAD_CREDENTIALS[case](make_caller, unusable_caller)
     before = snapshot(db_path)
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await call(admin, rpc, world, metadata)
@@ -225,9 +248,9 @@ async def test_unauthenticated_answer_carries_the_request_id(admin: Caller, worl
     assert ("x-request-id", "trace-123") in tuple(e.value.initial_metadata() or ())
 
 
-async def test_unauthenticated_the_call_after_a_root_key_is_disabled(admin: Caller, world: World,
-                                                                     store: SqliteStore,
-                                                                     make_caller: MakeCaller) -> None:
+async def test_unauthenticated_the_call_after_a_root_key_is_disabled(
+    admin: Caller, world: World, store: SqliteStore, make_caller: MakeCaller
+) -> None:
     caller = await make_caller(EXAMPLE_ROOT_KEY)
     await call(caller, "GetApi", world)
     await store.set_root_key_enabled(caller.root_key_id, False)
@@ -242,8 +265,9 @@ async def test_unauthenticated_the_call_after_a_root_key_is_disabled(admin: Call
 # -- accepted credentials -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("template", ["Bearer {secret}", "bearer {secret}", "BEARER {secret}",
-                                      "Bearer   {secret}", "Bearer {secret} "])
+@pytest.mark.parametrize(
+    "template", ["Bearer {secret}", "bearer {secret}", "BEARER {secret}", "Bearer   {secret}", "Bearer {secret} "]
+)
 async def test_ok_bearer_forms(admin: Caller, world: World, template: str) -> None:
     # The scheme is case-insensitive (RFC 9110); the secret itself is not.
     response = await call(admin, "GetApi", world, _bearer(template.format(secret=admin.root_key)))
@@ -258,14 +282,14 @@ async def test_unauthenticated_the_secret_is_case_sensitive(admin: Caller, world
 
 async def test_ok_root_key_that_expires_later(admin: Caller, world: World, store: SqliteStore) -> None:
     secret = new_secret(ROOT_KEY_PREFIX)
-    await store.create_root_key("t", hash_secret(secret), EXAMPLE_ROOT_KEY,
-                                expires_ms=int(time.time() * 1000) + 3_600_000)
+    await store.create_root_key(
+        "t", hash_secret(secret), EXAMPLE_ROOT_KEY, expires_ms=int(time.time() * 1000) + 3_600_000
+    )
     response = await call(admin, "GetApi", world, _bearer(f"Bearer {secret}"))
     assert response.api.id == world.a
 
 
-@pytest.mark.parametrize("metadata", [(), _bearer("Basic x"), _bearer("Bearer ksroot_unknown")],
-                         ids=["none", "malformed", "unknown"])
+@pytest.mark.parametrize("metadata", BAD_AUTHORIZATION)
 @pytest.mark.parametrize("service", ["", *SERVICE_NAMES])
 async def test_ok_health_needs_no_credentials(channel: grpc.aio.Channel, metadata: Metadata, service: str) -> None:
     health = health_pb2_grpc.HealthStub(channel)
@@ -283,8 +307,16 @@ async def test_ok_reflection_needs_no_credentials(channel: grpc.aio.Channel) -> 
 # -- wildcards ------------------------------------------------------------------------------------
 
 
-ALL_API_VERBS_OF_A = ["GetApi", "UpdateScopes", "CreateKey", "GetKey", "UpdateKey", "DeleteKey",
-                      "SetPermissions", "SetRoles"]
+ALL_API_VERBS_OF_A = [
+    "GetApi",
+    "UpdateScopes",
+    "CreateKey",
+    "GetKey",
+    "UpdateKey",
+    "DeleteKey",
+    "SetPermissions",
+    "SetRoles",
+]
 
 GRANTS: list[tuple[list[str], str, grpc.StatusCode]] = [
     # `api.*.update_key` is update_key on every API, and nothing more: not even reading the key.
@@ -334,27 +366,31 @@ GRANTS: list[tuple[list[str], str, grpc.StatusCode]] = [
 ]
 
 
-@pytest.mark.parametrize(("granted", "rpc", "expected"), GRANTS,
-                         ids=[f"{'+'.join(g)}-{rpc}" for g, rpc, _ in GRANTS])
-async def test_wildcards(world: World, make_caller: MakeCaller, granted: list[str], rpc: str,
-                         expected: grpc.StatusCode) -> None:
+@pytest.mark.parametrize(("granted", "rpc", "expected"), GRANTS, ids=[f"{'+'.join(g)}-{rpc}" for g, rpc, _ in GRANTS])
+async def test_wildcards(
+    world: World, make_caller: MakeCaller, granted: list[str], rpc: str, expected: grpc.StatusCode
+) -> None:
     caller = await make_caller([p.format(a=world.a, b=world.b) for p in granted])
     assert await outcome(caller, rpc, world) == expected
 
 
-@pytest.mark.parametrize(("granted", "code"), [
-    (["api.*.verify_key"], Code.VALID),
-    (["api.{a}.verify_key"], Code.VALID),
-    (["api.{a}.*"], Code.VALID),
-    (["*.*.*"], Code.VALID),
-    (["*.{a}.verify_key"], Code.VALID),
-    (["api.{b}.verify_key"], Code.NOT_FOUND),
-    (["api.verify_key.*"], Code.NOT_FOUND),
-    (["api.*"], Code.NOT_FOUND),
-    (["api.*.update_key", "api.*.read_key", "rbac.*.*"], Code.NOT_FOUND),
-])
-async def test_wildcards_verify_key(world: World, make_caller: MakeCaller, granted: list[str],
-                                    code: keys_pb2.VerifyKeyResponse.Code.ValueType) -> None:
+@pytest.mark.parametrize(
+    ("granted", "code"),
+    [
+        (["api.*.verify_key"], Code.VALID),
+        (["api.{a}.verify_key"], Code.VALID),
+        (["api.{a}.*"], Code.VALID),
+        (["*.*.*"], Code.VALID),
+        (["*.{a}.verify_key"], Code.VALID),
+        (["api.{b}.verify_key"], Code.NOT_FOUND),
+        (["api.verify_key.*"], Code.NOT_FOUND),
+        (["api.*"], Code.NOT_FOUND),
+        (["api.*.update_key", "api.*.read_key", "rbac.*.*"], Code.NOT_FOUND),
+    ],
+)
+async def test_wildcards_verify_key(
+    world: World, make_caller: MakeCaller, granted: list[str], code: keys_pb2.VerifyKeyResponse.Code.ValueType
+) -> None:
     caller = await make_caller([p.format(a=world.a, b=world.b) for p in granted])
     assert (await call(caller, "VerifyKey", world)).code == code
 
@@ -363,8 +399,9 @@ async def test_wildcards_verify_key(world: World, make_caller: MakeCaller, grant
 
 
 @pytest.mark.parametrize("rpc", RESOURCE_RPCS)
-async def test_not_found_with_every_permission_on_another_api(world: World, make_caller: MakeCaller,
-                                                              db_path: Path, rpc: str) -> None:
+async def test_not_found_with_every_permission_on_another_api(
+    world: World, make_caller: MakeCaller, db_path: Path, rpc: str
+) -> None:
     caller = await make_caller([f"api.{world.b}.*", f"rbac.{world.b}.*"])
     before = snapshot(db_path)
 
@@ -375,12 +412,13 @@ async def test_not_found_with_every_permission_on_another_api(world: World, make
 
     assert hidden.value.code() == NOT_FOUND
     # Word for word what a resource that does not exist answers: ids cannot be probed.
-    assert answer(hidden.value, world) == answer(unknown.value, UNKNOWN)
+    assert blanked_answer(hidden.value, *world.ids) == blanked_answer(unknown.value, *UNKNOWN.ids)
     assert snapshot(db_path) == before
 
 
-async def test_not_found_verify_key_of_another_api_says_nothing_about_the_key(world: World,
-                                                                             make_caller: MakeCaller) -> None:
+async def test_not_found_verify_key_of_another_api_says_nothing_about_the_key(
+    world: World, make_caller: MakeCaller
+) -> None:
     caller = await make_caller([f"api.{world.b}.*", f"rbac.{world.b}.*"])
     hidden = await call(caller, "VerifyKey", world)
     unknown = await call(caller, "VerifyKey", UNKNOWN)
@@ -407,9 +445,9 @@ DENIALS: list[tuple[list[str], str, str]] = [
 
 
 @pytest.mark.parametrize(("held", "rpc", "required"), DENIALS, ids=[f"{rpc}-{'+'.join(h)}" for h, rpc, _ in DENIALS])
-async def test_permission_denied_names_the_missing_permission(world: World, make_caller: MakeCaller,
-                                                              db_path: Path, held: list[str], rpc: str,
-                                                              required: str) -> None:
+async def test_permission_denied_names_the_missing_permission(
+    world: World, make_caller: MakeCaller, db_path: Path, held: list[str], rpc: str, required: str
+) -> None:
     caller = await make_caller([p.format(a=world.a, b=world.b) for p in held])
     before = snapshot(db_path)
     with pytest.raises(grpc.aio.AioRpcError) as e:
@@ -428,14 +466,16 @@ async def test_permission_denied_names_the_missing_permission(world: World, make
 SEED_ROOT_KEY = ["api.*.update_key", "rbac.*.create_permission"]
 
 
-async def test_ok_seed_root_key_sets_permissions_creating_unknown_ones(admin: Caller, world: World,
-                                                                       make_caller: MakeCaller,
-                                                                       store: SqliteStore) -> None:
+async def test_ok_seed_root_key_sets_permissions_creating_unknown_ones(
+    admin: Caller, world: World, make_caller: MakeCaller, store: SqliteStore
+) -> None:
     caller = await make_caller(SEED_ROOT_KEY)
     before = await store.revision()
 
-    response = await caller.keys.SetPermissions(keys_pb2.SetPermissionsRequest(
-        key_id=world.key_id, permissions=["documents.read", "documents.delete"]), metadata=caller.md)
+    response = await caller.keys.SetPermissions(
+        keys_pb2.SetPermissionsRequest(key_id=world.key_id, permissions=["documents.read", "documents.delete"]),
+        metadata=caller.md,
+    )
 
     [created] = response.created_permissions
     assert created.name == "documents.delete"
@@ -446,23 +486,26 @@ async def test_ok_seed_root_key_sets_permissions_creating_unknown_ones(admin: Ca
     assert (await admin.verify(world.secret, "documents.delete")).code == Code.VALID
 
 
-async def test_ok_seed_root_key_removes_all_permissions(admin: Caller, world: World,
-                                                        make_caller: MakeCaller) -> None:
+async def test_ok_seed_root_key_removes_all_permissions(admin: Caller, world: World, make_caller: MakeCaller) -> None:
     caller = await make_caller(SEED_ROOT_KEY)
-    response = await caller.keys.SetPermissions(keys_pb2.SetPermissionsRequest(key_id=world.key_id, permissions=[]),
-                                                metadata=caller.md)
+    response = await caller.keys.SetPermissions(
+        keys_pb2.SetPermissionsRequest(key_id=world.key_id, permissions=[]), metadata=caller.md
+    )
     assert list(response.permissions) == []
     # The role's grant stays: only direct permissions were replaced.
     assert list((await admin.verify(world.secret)).permissions) == ["documents.read"]
 
 
-async def test_permission_denied_update_key_alone_cannot_create_permissions(world: World, make_caller: MakeCaller,
-                                                                            db_path: Path) -> None:
+async def test_permission_denied_update_key_alone_cannot_create_permissions(
+    world: World, make_caller: MakeCaller, db_path: Path
+) -> None:
     caller = await make_caller(["api.*.update_key"])
     before = snapshot(db_path)
     with pytest.raises(grpc.aio.AioRpcError) as e:
-        await caller.keys.SetPermissions(keys_pb2.SetPermissionsRequest(
-            key_id=world.key_id, permissions=["documents.read", "documents.delete"]), metadata=caller.md)
+        await caller.keys.SetPermissions(
+            keys_pb2.SetPermissionsRequest(key_id=world.key_id, permissions=["documents.read", "documents.delete"]),
+            metadata=caller.md,
+        )
     assert e.value.code() == PERMISSION_DENIED
     info = error_info(e.value)
     assert info.reason == "PERMISSIONS_NOT_IN_CATALOG"

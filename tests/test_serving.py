@@ -54,8 +54,9 @@ async def test_not_found_health_of_unknown_service(channel: grpc.aio.Channel) ->
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_ok_graceful_stop(server: RunningServer, store: SqliteStore, channel: grpc.aio.Channel,
-                                admin: Caller, db_path: Path) -> None:
+async def test_ok_graceful_stop(
+    server: RunningServer, store: SqliteStore, channel: grpc.aio.Channel, admin: Caller, db_path: Path
+) -> None:
     health = health_pb2_grpc.HealthStub(channel)
     watch = health.Watch(health_pb2.HealthCheckRequest(service="keyscope.v1.KeyService"))
     assert (await watch.read()).status == Serving.SERVING
@@ -113,8 +114,9 @@ async def test_unavailable_new_call_after_stop(server: RunningServer, admin: Cal
 # -- reflection (what grpcurl does) ---------------------------------------------------------------
 
 
-def _reflect_and_call(port: int, metadata: tuple[tuple[str, str], ...], method: str, body: str) -> tuple[
-        list[str], dict]:
+def _reflect_and_call(
+    port: int, metadata: tuple[tuple[str, str], ...], method: str, body: str
+) -> tuple[list[str], dict]:
     """Discover the services by reflection, then call `method` with a JSON body, as grpcurl does."""
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         db = ProtoReflectionDescriptorDatabase(channel)
@@ -126,16 +128,22 @@ def _reflect_and_call(port: int, metadata: tuple[tuple[str, str], ...], method: 
         request_class = message_factory.GetMessageClass(pool.FindMessageTypeByName(descriptor.input_type.full_name))
         response_class = message_factory.GetMessageClass(descriptor.output_type)
         request = json_format.Parse(body, request_class())
-        call = channel.unary_unary(method, request_serializer=request_class.SerializeToString,
-                                   response_deserializer=response_class.FromString)
+        call = channel.unary_unary(
+            method, request_serializer=request_class.SerializeToString, response_deserializer=response_class.FromString
+        )
         response = call(request, metadata=metadata, timeout=10)
         return services, json_format.MessageToDict(response)
 
 
 async def test_ok_reflection_lists_services(server: RunningServer) -> None:
     services, _ = await asyncio.to_thread(_reflect_and_call, server.port, (), "/grpc.health.v1.Health/Check", "{}")
-    assert {"keyscope.v1.ApiService", "keyscope.v1.KeyService", "keyscope.v1.RoleService",
-            "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= set(services)
+    assert {
+        "keyscope.v1.ApiService",
+        "keyscope.v1.KeyService",
+        "keyscope.v1.RoleService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    } <= set(services)
 
 
 async def test_ok_reflection_call_set_permissions_seed_body(server: RunningServer, admin: Caller) -> None:
@@ -144,8 +152,9 @@ async def test_ok_reflection_call_set_permissions_seed_body(server: RunningServe
     # The body of seed 004's curl example, with a real key id.
     body = json.dumps({"keyId": key.id, "permissions": ["documents.read", "documents.write"]})
 
-    _, response = await asyncio.to_thread(_reflect_and_call, server.port, admin.md,
-                                          "/keyscope.v1.KeyService/SetPermissions", body)
+    _, response = await asyncio.to_thread(
+        _reflect_and_call, server.port, admin.md, "/keyscope.v1.KeyService/SetPermissions", body
+    )
 
     ids = {s.value: s.id for s in api.scopes}
     assert response["permissions"] == [
@@ -161,8 +170,9 @@ async def test_ok_reflection_call_update_scopes_seed_body(server: RunningServer,
     # Seed 000's PATCH body, with its placeholders filled in.
     body = json.dumps({"apiId": api.id, "scopes": [{"value": "read:users", "description": "Read users"}]})
 
-    _, response = await asyncio.to_thread(_reflect_and_call, server.port, admin.md,
-                                          "/keyscope.v1.ApiService/UpdateScopes", body)
+    _, response = await asyncio.to_thread(
+        _reflect_and_call, server.port, admin.md, "/keyscope.v1.ApiService/UpdateScopes", body
+    )
 
     [scope] = response["api"]["scopes"]
     assert scope["value"] == "read:users"
@@ -175,8 +185,9 @@ async def test_unauthenticated_reflection_call_without_credentials(server: Runni
     # Reflection needs no credentials; the methods it reveals still do.
     api = await admin.make_api()
     with pytest.raises(grpc.RpcError) as e:
-        await asyncio.to_thread(_reflect_and_call, server.port, (), "/keyscope.v1.ApiService/GetApi",
-                                json.dumps({"apiId": api.id}))
+        await asyncio.to_thread(
+            _reflect_and_call, server.port, (), "/keyscope.v1.ApiService/GetApi", json.dumps({"apiId": api.id})
+        )
     assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
 
 
@@ -194,7 +205,7 @@ async def test_ok_request_id_generated(admin: Caller) -> None:
     assert first != second
 
 
-@pytest.mark.parametrize("sent", ["my-id-123", "A" * 128, "!~\"#{}[]", "0"])
+@pytest.mark.parametrize("sent", ["my-id-123", "A" * 128, '!~"#{}[]', "0"])
 async def test_ok_request_id_is_the_callers_own(admin: Caller, sent: str) -> None:
     call = admin.apis.CreateApi(apis_pb2.CreateApiRequest(name="x"), metadata=(*admin.md, ("x-request-id", sent)))
     assert x_request_id(await call.initial_metadata()) == [sent]
@@ -211,16 +222,19 @@ async def test_ok_unsafe_request_id_is_replaced(admin: Caller, sent: str) -> Non
 
 
 async def test_ok_request_id_on_health_check(channel: grpc.aio.Channel) -> None:
-    call = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
-                                                     metadata=(("x-request-id", "probe-1"),))
+    call = health_pb2_grpc.HealthStub(channel).Check(
+        health_pb2.HealthCheckRequest(), metadata=(("x-request-id", "probe-1"),)
+    )
     assert x_request_id(await call.initial_metadata()) == ["probe-1"]
     assert (await call).status == Serving.SERVING
 
 
 async def test_unauthenticated_error_carries_callers_request_id(channel: grpc.aio.Channel) -> None:
     stub = Caller(channel, "ksroot_unknown", "-").apis
-    call = stub.GetApi(apis_pb2.GetApiRequest(api_id="api_1"),
-                       metadata=(("authorization", "Bearer ksroot_unknown"), ("x-request-id", "my-id-123")))
+    call = stub.GetApi(
+        apis_pb2.GetApiRequest(api_id="api_1"),
+        metadata=(("authorization", "Bearer ksroot_unknown"), ("x-request-id", "my-id-123")),
+    )
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await call
     assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -260,8 +274,7 @@ async def test_unavailable_when_store_closed(store: SqliteStore, admin: Caller) 
     assert request_id(e.value).startswith("req_")
 
 
-async def test_unavailable_when_table_is_gone(admin: Caller, db_path: Path,
-                                              caplog: pytest.LogCaptureFixture) -> None:
+async def test_unavailable_when_table_is_gone(admin: Caller, db_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     api = await admin.make_api()
     key, _ = await admin.make_key(api.id)
     # Someone else damages the database under the running server.
@@ -293,7 +306,8 @@ async def test_internal_without_internals(caplog: pytest.LogCaptureFixture) -> N
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             call = Caller(channel, "ksroot_x", "-").apis.GetApi(
                 apis_pb2.GetApiRequest(api_id="api_1"),
-                metadata=(("authorization", "Bearer ksroot_x"), ("x-request-id", "trace-42")))
+                metadata=(("authorization", "Bearer ksroot_x"), ("x-request-id", "trace-42")),
+            )
             with pytest.raises(grpc.aio.AioRpcError) as e:
                 await call
     finally:
@@ -318,8 +332,7 @@ async def test_internal_without_internals(caplog: pytest.LogCaptureFixture) -> N
 
 async def test_ok_secrets_never_logged(make_caller: MakeCaller, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    caller = await make_caller(["api.*.create_api", "api.*.create_key", "api.*.verify_key",
-                                "rbac.*.create_permission"])
+    caller = await make_caller(["api.*.create_api", "api.*.create_key", "api.*.verify_key", "rbac.*.create_permission"])
     api = await caller.make_api(["documents.read"])
     key, secret = await caller.make_key(api.id, ["documents.read"], prefix="sk")
     assert (await caller.verify(secret, "documents.read")).code == Code.VALID
@@ -331,8 +344,9 @@ async def test_ok_secrets_never_logged(make_caller: MakeCaller, caplog: pytest.L
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     impostor = caller.root_key[:-4] + ("XXXX" if not caller.root_key.endswith("XXXX") else "YYYY")
     with pytest.raises(grpc.aio.AioRpcError) as e:
-        await caller.apis.GetApi(apis_pb2.GetApiRequest(api_id=api.id),
-                                 metadata=(("authorization", f"Bearer {impostor}"),))
+        await caller.apis.GetApi(
+            apis_pb2.GetApiRequest(api_id=api.id), metadata=(("authorization", f"Bearer {impostor}"),)
+        )
     assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
     assert caplog.records  # the flow was logged at all

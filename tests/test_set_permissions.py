@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
 import pytest
 
-from keyscope.v1 import apis_pb2, keys_pb2
-from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
+from keyscope.v1 import keys_pb2
 from server.store import SqliteStore
-from tests.client import Caller
-from tests.conftest import MakeCaller
+from tests.client import BAD_AUTHORIZATION, INVALID_KEY_IDS, Caller
+from tests.conftest import UNUSABLE_ROOT_KEYS, MakeCaller, UnusableCaller
 from tests.rpc_errors import error_info, field_violations, request_id, resource_names
 from tests.store_snapshot import snapshot
 
@@ -23,22 +21,17 @@ pytestmark = pytest.mark.asyncio
 Code = keys_pb2.VerifyKeyResponse.Code
 
 
-async def set_permissions(caller: Caller, key_id: str, permissions: Sequence[str],
-                          metadata: Sequence[tuple[str, str]] | None = None) -> keys_pb2.SetPermissionsResponse:
+async def set_permissions(
+    caller: Caller, key_id: str, permissions: Sequence[str], metadata: Sequence[tuple[str, str]] | None = None
+) -> keys_pb2.SetPermissionsResponse:
     return await caller.keys.SetPermissions(
         keys_pb2.SetPermissionsRequest(key_id=key_id, permissions=permissions),
-        metadata=caller.md if metadata is None else metadata)
+        metadata=caller.md if metadata is None else metadata,
+    )
 
 
 async def direct_names(caller: Caller, key_id: str) -> list[str]:
-    key = (await caller.keys.GetKey(keys_pb2.GetKeyRequest(key_id=key_id), metadata=caller.md)).key
-    return [p.name for p in key.permissions]
-
-
-async def catalog(caller: Caller, api_id: str) -> dict[str, str]:
-    """The API's scopes, value -> id."""
-    api = (await caller.apis.GetApi(apis_pb2.GetApiRequest(api_id=api_id), metadata=caller.md)).api
-    return {s.value: s.id for s in api.scopes}
+    return [p.name for p in (await caller.get_key(key_id)).permissions]
 
 
 # -- ok ---------------------------------------------------------------------------------------
@@ -47,13 +40,15 @@ async def catalog(caller: Caller, api_id: str) -> dict[str, str]:
 async def test_ok_seed_example_replaces_the_direct_permissions(admin: Caller) -> None:
     api = await admin.make_api(["documents.read", "documents.write", "documents.delete"])
     key, _ = await admin.make_key(api.id, ["documents.delete"])
-    ids = await catalog(admin, api.id)
+    ids = await admin.catalog(api.id)
 
     response = await set_permissions(admin, key.id, ["documents.read", "documents.write"])
 
     # The seed's response shape: every direct permission with its catalog id and name.
     assert [(p.id, p.name) for p in response.permissions] == [
-        (ids["documents.read"], "documents.read"), (ids["documents.write"], "documents.write")]
+        (ids["documents.read"], "documents.read"),
+        (ids["documents.write"], "documents.write"),
+    ]
     assert list(response.created_permissions) == []
     assert await direct_names(admin, key.id) == ["documents.read", "documents.write"]
 
@@ -75,7 +70,7 @@ async def test_ok_empty_list_removes_every_direct_permission(admin: Caller) -> N
     assert await direct_names(admin, key.id) == []
     assert list((await admin.verify(secret)).permissions) == []
     # The catalog keeps its entries: only the key's grants went.
-    assert set(await catalog(admin, api.id)) == {"documents.read", "documents.write"}
+    assert set(await admin.catalog(api.id)) == {"documents.read", "documents.write"}
 
 
 async def test_ok_role_permissions_are_untouched_and_still_verify(admin: Caller) -> None:
@@ -86,7 +81,7 @@ async def test_ok_role_permissions_are_untouched_and_still_verify(admin: Caller)
     response = await set_permissions(admin, key.id, [])
 
     assert list(response.permissions) == []  # role grants are not direct permissions
-    got = (await admin.keys.GetKey(keys_pb2.GetKeyRequest(key_id=key.id), metadata=admin.md)).key
+    got = await admin.get_key(key.id)
     assert [(r.name, [p.name for p in r.permissions]) for r in got.roles] == [("reader", ["documents.read"])]
     assert (await admin.verify(secret, "documents.read")).code == Code.VALID
     assert (await admin.verify(secret, "documents.write")).code == Code.INSUFFICIENT_PERMISSIONS
@@ -110,12 +105,13 @@ async def test_ok_duplicates_count_once(admin: Caller) -> None:
 
     assert [p.name for p in response.permissions] == ["documents.read", "new.one"]
     assert [p.name for p in response.created_permissions] == ["new.one"]
-    assert sorted(await catalog(admin, api.id)) == ["documents.read", "new.one"]
+    assert sorted(await admin.catalog(api.id)) == ["documents.read", "new.one"]
 
 
 @pytest.mark.parametrize("create_permission", ["rbac.*.create_permission", "rbac.{api}.create_permission"])
-async def test_ok_unknown_names_are_created_when_the_caller_may(admin: Caller, make_caller: MakeCaller,
-                                                                create_permission: str) -> None:
+async def test_ok_unknown_names_are_created_when_the_caller_may(
+    admin: Caller, make_caller: MakeCaller, create_permission: str
+) -> None:
     api = await admin.make_api(["documents.read"])
     key, secret = await admin.make_key(api.id)
     caller = await make_caller([f"api.{api.id}.update_key", create_permission.format(api=api.id)])
@@ -125,7 +121,7 @@ async def test_ok_unknown_names_are_created_when_the_caller_may(admin: Caller, m
     created = {p.name: p for p in response.created_permissions}
     assert sorted(created) == ["billing.read", "documents.write"]
     assert all(p.description == "" and p.id.startswith("perm_") for p in created.values())
-    ids = await catalog(admin, api.id)
+    ids = await admin.catalog(api.id)
     assert {name: p.id for name, p in created.items()} == {n: ids[n] for n in created}
     assert {p.name: p.id for p in response.permissions} == ids
     assert (await admin.verify(secret, "billing.read AND documents.write")).code == Code.VALID
@@ -144,7 +140,7 @@ async def test_ok_known_names_need_no_create_permission(admin: Caller, make_call
 async def test_ok_names_resolve_in_the_keys_own_api(admin: Caller) -> None:
     api = await admin.make_api()
     other = await admin.make_api(["documents.read"])
-    other_before = await catalog(admin, other.id)
+    other_before = await admin.catalog(other.id)
     key, _ = await admin.make_key(api.id)
 
     response = await set_permissions(admin, key.id, ["documents.read"])
@@ -152,8 +148,8 @@ async def test_ok_names_resolve_in_the_keys_own_api(admin: Caller) -> None:
     # Another API's entry of the same name is not this API's permission: a new one is created here.
     [created] = response.created_permissions
     assert created.id != other_before["documents.read"]
-    assert await catalog(admin, api.id) == {"documents.read": created.id}
-    assert await catalog(admin, other.id) == other_before
+    assert await admin.catalog(api.id) == {"documents.read": created.id}
+    assert await admin.catalog(other.id) == other_before
 
 
 async def test_ok_wildcard_update_key_root_key(admin: Caller, make_caller: MakeCaller) -> None:
@@ -194,8 +190,9 @@ async def test_ok_revision_grows_by_exactly_one(admin: Caller, store: SqliteStor
     assert (first.revision, second.revision) == (before + 1, before + 2)
 
 
-async def test_ok_unchanged_set_keeps_the_revision_and_changes_nothing(admin: Caller, store: SqliteStore,
-                                                                       db_path: Path) -> None:
+async def test_ok_unchanged_set_keeps_the_revision_and_changes_nothing(
+    admin: Caller, store: SqliteStore, db_path: Path
+) -> None:
     api = await admin.make_api(["a", "b"])
     key, _ = await admin.make_key(api.id, ["a", "b"])
     before = snapshot(db_path)
@@ -212,12 +209,12 @@ async def test_ok_unchanged_set_keeps_the_revision_and_changes_nothing(admin: Ca
 async def test_ok_kept_permissions_keep_their_ids(admin: Caller) -> None:
     api = await admin.make_api(["a", "b", "c"])
     key, _ = await admin.make_key(api.id, ["a", "b"])
-    ids = await catalog(admin, api.id)
+    ids = await admin.catalog(api.id)
 
     response = await set_permissions(admin, key.id, ["b", "c"])
 
     assert {p.name: p.id for p in response.permissions} == {"b": ids["b"], "c": ids["c"]}
-    assert await catalog(admin, api.id) == ids
+    assert await admin.catalog(api.id) == ids
 
 
 async def test_ok_boundaries(admin: Caller) -> None:
@@ -257,12 +254,11 @@ async def test_ok_concurrent_calls_create_a_new_name_once(admin: Caller) -> None
     api = await admin.make_api()
     key, _ = await admin.make_key(api.id)
 
-    responses = await asyncio.gather(*(set_permissions(admin, key.id, ["shared.new", f"own.{i}"])
-                                       for i in range(20)))
+    responses = await asyncio.gather(*(set_permissions(admin, key.id, ["shared.new", f"own.{i}"]) for i in range(20)))
 
     creators = [r for r in responses if "shared.new" in [p.name for p in r.created_permissions]]
     assert len(creators) == 1
-    ids = await catalog(admin, api.id)
+    ids = await admin.catalog(api.id)
     assert {p.id for r in responses for p in r.permissions if p.name == "shared.new"} == {ids["shared.new"]}
     assert len(ids) == 21
 
@@ -270,7 +266,7 @@ async def test_ok_concurrent_calls_create_a_new_name_once(admin: Caller) -> None
 # -- invalid_argument ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key_id", ["", "key-1", "key 1", "key.1", "ключ_1", "k" * 65])
+@pytest.mark.parametrize("key_id", INVALID_KEY_IDS)
 async def test_invalid_argument_key_id(admin: Caller, db_path: Path, key_id: str) -> None:
     before = snapshot(db_path)
     with pytest.raises(grpc.aio.AioRpcError) as e:
@@ -280,17 +276,21 @@ async def test_invalid_argument_key_id(admin: Caller, db_path: Path, key_id: str
     assert snapshot(db_path) == before
 
 
-@pytest.mark.parametrize(("permissions", "field"), [
-    ([""], "permissions[0]"),
-    (["documents read"], "permissions[0]"),
-    (["documents/read"], "permissions[0]"),
-    (["documents.read", "dokumente.lesen\u00e9"], "permissions[1]"),
-    (["a", "b", "p" * 281], "permissions[2]"),
-    (["documents.read\n"], "permissions[0]"),
-    (["documents.read", "documents.read", "+"], "permissions[2]"),
-])
-async def test_invalid_argument_permission_names(admin: Caller, db_path: Path,
-                                                 permissions: list[str], field: str) -> None:
+@pytest.mark.parametrize(
+    ("permissions", "field"),
+    [
+        ([""], "permissions[0]"),
+        (["documents read"], "permissions[0]"),
+        (["documents/read"], "permissions[0]"),
+        (["documents.read", "dokumente.lesen\u00e9"], "permissions[1]"),
+        (["a", "b", "p" * 281], "permissions[2]"),
+        (["documents.read\n"], "permissions[0]"),
+        (["documents.read", "documents.read", "+"], "permissions[2]"),
+    ],
+)
+async def test_invalid_argument_permission_names(
+    admin: Caller, db_path: Path, permissions: list[str], field: str
+) -> None:
     api = await admin.make_api(["documents.read"])
     key, _ = await admin.make_key(api.id, ["documents.read"])
     before = snapshot(db_path)
@@ -323,15 +323,10 @@ async def test_invalid_argument_lists_every_bad_field_at_once(admin: Caller) -> 
 # -- unauthenticated --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("metadata", [
-    (),
-    (("authorization", "Basic dXNlcjpwYXNz"),),
-    (("authorization", "Bearer"),),
-    (("authorization", "ksroot_unknownunknownunknownunknown12"),),
-    (("authorization", "Bearer ksroot_unknownunknownunknownunknown12"),),
-], ids=["missing", "basic", "empty-bearer", "no-scheme", "unknown"])
-async def test_unauthenticated_bad_credentials(admin: Caller, db_path: Path,
-                                               metadata: tuple[tuple[str, str], ...]) -> None:
+@pytest.mark.parametrize("metadata", BAD_AUTHORIZATION)
+async def test_unauthenticated_bad_credentials(
+    admin: Caller, db_path: Path, metadata: tuple[tuple[str, str], ...]
+) -> None:
     api = await admin.make_api(["documents.read"])
     key, _ = await admin.make_key(api.id)
     before = snapshot(db_path)
@@ -342,25 +337,13 @@ async def test_unauthenticated_bad_credentials(admin: Caller, db_path: Path,
     assert snapshot(db_path) == before
 
 
-async def test_unauthenticated_disabled_root_key(admin: Caller, make_caller: MakeCaller,
-                                                 store: SqliteStore) -> None:
+@pytest.mark.parametrize("how", UNUSABLE_ROOT_KEYS)
+async def test_unauthenticated_root_key_no_longer_usable(
+    admin: Caller, unusable_caller: UnusableCaller, how: str
+) -> None:
     api = await admin.make_api(["documents.read"])
     key, _ = await admin.make_key(api.id)
-    caller = await make_caller(["api.*.update_key"])
-    await store.set_root_key_enabled(caller.root_key_id, False)
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await set_permissions(caller, key.id, ["documents.read"])
-    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert await direct_names(admin, key.id) == []
-
-
-async def test_unauthenticated_expired_root_key(admin: Caller, store: SqliteStore) -> None:
-    api = await admin.make_api(["documents.read"])
-    key, _ = await admin.make_key(api.id)
-    secret = new_secret(ROOT_KEY_PREFIX)
-    record = await store.create_root_key("expired", hash_secret(secret), ["api.*.update_key"],
-                                         expires_ms=int(time.time() * 1000) - 60_000)
-    caller = Caller(admin.channel, secret, record.id)
+    caller = await unusable_caller(how)
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await set_permissions(caller, key.id, ["documents.read"])
     assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -376,8 +359,9 @@ async def test_unauthenticated_comes_before_validation(admin: Caller) -> None:
 # -- permission_denied --------------------------------------------------------------------------------
 
 
-async def test_permission_denied_read_key_without_update_key(admin: Caller, make_caller: MakeCaller,
-                                                             db_path: Path) -> None:
+async def test_permission_denied_read_key_without_update_key(
+    admin: Caller, make_caller: MakeCaller, db_path: Path
+) -> None:
     api = await admin.make_api(["documents.read"])
     key, _ = await admin.make_key(api.id)
     caller = await make_caller([f"api.{api.id}.read_key", "rbac.*.create_permission", "api.*.update_api"])
@@ -392,7 +376,8 @@ async def test_permission_denied_read_key_without_update_key(admin: Caller, make
 
 @pytest.mark.parametrize("extra", [[], ["rbac.api_other.create_permission", "rbac.*.create_role"]])
 async def test_permission_denied_unknown_names_without_create_permission(
-        admin: Caller, make_caller: MakeCaller, db_path: Path, extra: list[str]) -> None:
+    admin: Caller, make_caller: MakeCaller, db_path: Path, extra: list[str]
+) -> None:
     api = await admin.make_api(["documents.read", "documents.write"])
     key, secret = await admin.make_key(api.id, ["documents.write"])
     caller = await make_caller([f"api.{api.id}.update_key", *extra])
@@ -431,13 +416,18 @@ async def test_not_found_deleted_key(admin: Caller) -> None:
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-@pytest.mark.parametrize("permissions", [
-    ["api.{other}.update_key", "api.{other}.read_key", "rbac.*.create_permission"],
-    ["api.{api}.verify_key", "api.{api}.read_api", "api.{api}.update_api"],
-    [],
-], ids=["other-api", "cannot-read-keys", "nothing"])
-async def test_not_found_key_the_caller_may_not_see(admin: Caller, make_caller: MakeCaller, db_path: Path,
-                                                    permissions: list[str]) -> None:
+@pytest.mark.parametrize(
+    "permissions",
+    [
+        ["api.{other}.update_key", "api.{other}.read_key", "rbac.*.create_permission"],
+        ["api.{api}.verify_key", "api.{api}.read_api", "api.{api}.update_api"],
+        [],
+    ],
+    ids=["other-api", "cannot-read-keys", "nothing"],
+)
+async def test_not_found_key_the_caller_may_not_see(
+    admin: Caller, make_caller: MakeCaller, db_path: Path, permissions: list[str]
+) -> None:
     api = await admin.make_api(["documents.read"])
     other = await admin.make_api()
     key, _ = await admin.make_key(api.id)

@@ -8,11 +8,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from keyscope.v1 import apis_pb2, keys_pb2, roles_pb2
+from keyscope.v1 import keys_pb2, roles_pb2
 from server.store import SqliteStore
-from tests.client import Caller
+from tests.client import BAD_AUTHORIZATION, Caller
 from tests.conftest import MakeCaller
-from tests.rpc_errors import error_info, field_violations, resource_names
+from tests.rpc_errors import blanked_answer, error_info, field_violations, resource_names
 from tests.store_snapshot import snapshot
 
 pytestmark = pytest.mark.asyncio
@@ -22,30 +22,25 @@ UNKNOWN_ROLE = "role_0000000000000000"
 PERMISSION_RULE = r"must match ^[a-zA-Z0-9_:\-\.\*]+$"
 
 
-async def set_role_permissions(caller: Caller, role_id: str, permissions: Sequence[str],
-                               metadata: Sequence[tuple[str, str]] | None = None
-                               ) -> roles_pb2.SetRolePermissionsResponse:
+async def set_role_permissions(
+    caller: Caller, role_id: str, permissions: Sequence[str], metadata: Sequence[tuple[str, str]] | None = None
+) -> roles_pb2.SetRolePermissionsResponse:
     return await caller.roles.SetRolePermissions(
         roles_pb2.SetRolePermissionsRequest(role_id=role_id, permissions=permissions),
-        metadata=caller.md if metadata is None else metadata)
+        metadata=caller.md if metadata is None else metadata,
+    )
 
 
-async def set_error(caller: Caller, role_id: str, permissions: Sequence[str],
-                    metadata: Sequence[tuple[str, str]] | None = None) -> grpc.aio.AioRpcError:
+async def set_error(
+    caller: Caller, role_id: str, permissions: Sequence[str], metadata: Sequence[tuple[str, str]] | None = None
+) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await set_role_permissions(caller, role_id, permissions, metadata)
     return e.value
 
 
 async def role_names(caller: Caller, role_id: str) -> list[str]:
-    role = (await caller.roles.GetRole(roles_pb2.GetRoleRequest(role_id=role_id), metadata=caller.md)).role
-    return [p.name for p in role.permissions]
-
-
-async def catalog(caller: Caller, api_id: str) -> dict[str, str]:
-    """The API's scopes, value -> id."""
-    api = (await caller.apis.GetApi(apis_pb2.GetApiRequest(api_id=api_id), metadata=caller.md)).api
-    return {s.value: s.id for s in api.scopes}
+    return [p.name for p in (await caller.get_role(role_id)).permissions]
 
 
 # -- ok ---------------------------------------------------------------------------------------
@@ -53,14 +48,16 @@ async def catalog(caller: Caller, api_id: str) -> dict[str, str]:
 
 async def test_ok_replaces_every_permission_and_bumps_the_revision(admin: Caller, store: SqliteStore) -> None:
     api = await admin.make_api([("documents.read", "Read"), ("documents.write", "Write"), ("admin", "All")])
-    ids = await catalog(admin, api.id)
+    ids = await admin.catalog(api.id)
     role = await admin.make_role(api.id, "editor", ["documents.read", "admin"], description="Edits")
     before = await store.revision()
 
     response = await set_role_permissions(admin, role.id, ["documents.write", "documents.read"])
 
     assert [(p.id, p.name, p.description) for p in response.role.permissions] == [
-        (ids["documents.read"], "documents.read", "Read"), (ids["documents.write"], "documents.write", "Write")]
+        (ids["documents.read"], "documents.read", "Read"),
+        (ids["documents.write"], "documents.write", "Write"),
+    ]
     assert (response.role.id, response.role.name, response.role.description) == (role.id, "editor", "Edits")
     assert response.role.create_time == role.create_time
     assert response.role.update_time.ToMilliseconds() >= role.update_time.ToMilliseconds()
@@ -68,7 +65,7 @@ async def test_ok_replaces_every_permission_and_bumps_the_revision(admin: Caller
     assert response.revision == before + 1 == await store.revision()
     assert await role_names(admin, role.id) == ["documents.read", "documents.write"]
     # Replacing a role's grants leaves the catalog alone.
-    assert set(await catalog(admin, api.id)) == {"admin", "documents.read", "documents.write"}
+    assert set(await admin.catalog(api.id)) == {"admin", "documents.read", "documents.write"}
 
 
 async def test_ok_empty_list_clears_the_role(admin: Caller, store: SqliteStore) -> None:
@@ -88,13 +85,17 @@ async def test_ok_duplicates_count_once(admin: Caller) -> None:
     assert [p.name for p in response.role.permissions] == ["documents.read", "documents.write"]
 
 
-@pytest.mark.parametrize(("initial", "again"), [
-    (["documents.read", "documents.write"], ["documents.write", "documents.read"]),
-    (["documents.read"], ["documents.read", "documents.read"]),
-    ([], []),
-])
-async def test_ok_the_same_set_changes_nothing(admin: Caller, db_path: Path, store: SqliteStore,
-                                               initial: list[str], again: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("initial", "again"),
+    [
+        (["documents.read", "documents.write"], ["documents.write", "documents.read"]),
+        (["documents.read"], ["documents.read", "documents.read"]),
+        ([], []),
+    ],
+)
+async def test_ok_the_same_set_changes_nothing(
+    admin: Caller, db_path: Path, store: SqliteStore, initial: list[str], again: list[str]
+) -> None:
     api = await admin.make_api(["documents.read", "documents.write"])
     role = await admin.make_role(api.id, "editor", initial)
     revision = await store.revision()
@@ -107,8 +108,9 @@ async def test_ok_the_same_set_changes_nothing(admin: Caller, db_path: Path, sto
     assert snapshot(db_path) == before
 
 
-async def test_ok_unknown_names_are_added_to_the_catalog_in_the_same_revision(admin: Caller,
-                                                                              store: SqliteStore) -> None:
+async def test_ok_unknown_names_are_added_to_the_catalog_in_the_same_revision(
+    admin: Caller, store: SqliteStore
+) -> None:
     api = await admin.make_api(["documents.read"])
     role = await admin.make_role(api.id, "editor", ["documents.read"])
     before = await store.revision()
@@ -118,7 +120,7 @@ async def test_ok_unknown_names_are_added_to_the_catalog_in_the_same_revision(ad
     created = {p.name: p.id for p in response.created_permissions}
     assert sorted(created) == ["admin", "documents.write"]
     assert all(p.description == "" for p in response.created_permissions)
-    assert {name: (await catalog(admin, api.id))[name] for name in created} == created
+    assert {name: (await admin.catalog(api.id))[name] for name in created} == created
     assert [p.name for p in response.role.permissions] == ["admin", "documents.read", "documents.write"]
     assert response.revision == before + 1
 
@@ -128,8 +130,8 @@ async def test_ok_permissions_resolve_within_the_role_api(admin: Caller) -> None
     other = await admin.make_api(["billing.read"], name="other")
     role = await admin.make_role(api.id, "reader")
     [created] = (await set_role_permissions(admin, role.id, ["billing.read"])).created_permissions
-    assert created.id != (await catalog(admin, other.id))["billing.read"]
-    assert created.id == (await catalog(admin, api.id))["billing.read"]
+    assert created.id != (await admin.catalog(other.id))["billing.read"]
+    assert created.id == (await admin.catalog(api.id))["billing.read"]
 
 
 async def test_ok_every_key_holding_the_role_sees_the_change_in_the_next_verification(admin: Caller) -> None:
@@ -149,7 +151,7 @@ async def test_ok_every_key_holding_the_role_sees_the_change_in_the_next_verific
     assert list((await admin.verify(first_secret)).permissions) == ["audit.read", "documents.write"]
     assert list((await admin.verify(second_secret)).permissions) == ["documents.write"]
     # The keys' own grants are untouched: only what the role brings changed.
-    key = (await admin.keys.GetKey(keys_pb2.GetKeyRequest(key_id=first.id), metadata=admin.md)).key
+    key = await admin.get_key(first.id)
     assert [p.name for p in key.permissions] == ["audit.read"]
     assert [[p.name for p in r.permissions] for r in key.roles] == [["documents.write"]]
 
@@ -176,14 +178,18 @@ async def test_ok_a_wildcard_granted_through_a_role(admin: Caller) -> None:
     assert (await admin.verify(secret, "documents.read.own")).code == Code.INSUFFICIENT_PERMISSIONS
 
 
-@pytest.mark.parametrize("permissions", [
-    ["rbac.{id}.update_role"],
-    ["rbac.*.update_role"],
-    ["rbac.{id}.*"],
-    ["*.*.*"],
-])
-async def test_ok_update_role_is_enough_for_known_permissions(admin: Caller, make_caller: MakeCaller,
-                                                              permissions: list[str]) -> None:
+@pytest.mark.parametrize(
+    "permissions",
+    [
+        ["rbac.{id}.update_role"],
+        ["rbac.*.update_role"],
+        ["rbac.{id}.*"],
+        ["*.*.*"],
+    ],
+)
+async def test_ok_update_role_is_enough_for_known_permissions(
+    admin: Caller, make_caller: MakeCaller, permissions: list[str]
+) -> None:
     api = await admin.make_api(["documents.read", "documents.write"])
     role = await admin.make_role(api.id, "editor", ["documents.read"])
     caller = await make_caller([p.format(id=api.id) for p in permissions])
@@ -210,24 +216,48 @@ async def test_ok_a_thousand_permissions(admin: Caller) -> None:
 # -- invalid argument -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("role_id", "permissions", "violations"), [
-    ("", ["documents.read"], {"role_id": "is required"}),
-    ("role-1", ["documents.read"],
-     {"role_id": "must match ^[a-zA-Z0-9_]+$ and be at most 64 characters, like role_3f9c2a"}),
-    ("r" * 65, ["documents.read"],
-     {"role_id": "must match ^[a-zA-Z0-9_]+$ and be at most 64 characters, like role_3f9c2a"}),
-    (None, ["documents.read", ""], {"permissions[1]": "must not be empty"}),
-    (None, ["p" * 281], {"permissions[0]": "must be at most 280 characters (got 281)"}),
-    (None, ["documents read"], {"permissions[0]": PERMISSION_RULE}),
-    (None, ["documents.read", "documents/write"], {"permissions[1]": PERMISSION_RULE}),
-    (None, ["dócuments.read"], {"permissions[0]": PERMISSION_RULE}),
-    (None, [f"p{i}" for i in range(1001)], {"permissions": "must hold at most 1000 names (got 1001)"}),
-    ("", ["ok", "", "bad name"],
-     {"role_id": "is required", "permissions[1]": "must not be empty", "permissions[2]": PERMISSION_RULE}),
-], ids=["role_id-empty", "role_id-pattern", "role_id-too-long", "permission-empty", "permission-too-long",
-        "permission-space", "permission-slash", "permission-non-ascii", "too-many", "every-field"])
-async def test_invalid_argument(admin: Caller, db_path: Path, role_id: str | None, permissions: list[str],
-                                violations: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    ("role_id", "permissions", "violations"),
+    [
+        ("", ["documents.read"], {"role_id": "is required"}),
+        (
+            "role-1",
+            ["documents.read"],
+            {"role_id": "must match ^[a-zA-Z0-9_]+$ and be at most 64 characters, like role_3f9c2a"},
+        ),
+        (
+            "r" * 65,
+            ["documents.read"],
+            {"role_id": "must match ^[a-zA-Z0-9_]+$ and be at most 64 characters, like role_3f9c2a"},
+        ),
+        (None, ["documents.read", ""], {"permissions[1]": "must not be empty"}),
+        (None, ["p" * 281], {"permissions[0]": "must be at most 280 characters (got 281)"}),
+        (None, ["documents read"], {"permissions[0]": PERMISSION_RULE}),
+        (None, ["documents.read", "documents/write"], {"permissions[1]": PERMISSION_RULE}),
+        (None, ["dócuments.read"], {"permissions[0]": PERMISSION_RULE}),
+        (None, [f"p{i}" for i in range(1001)], {"permissions": "must hold at most 1000 names (got 1001)"}),
+        (
+            "",
+            ["ok", "", "bad name"],
+            {"role_id": "is required", "permissions[1]": "must not be empty", "permissions[2]": PERMISSION_RULE},
+        ),
+    ],
+    ids=[
+        "role_id-empty",
+        "role_id-pattern",
+        "role_id-too-long",
+        "permission-empty",
+        "permission-too-long",
+        "permission-space",
+        "permission-slash",
+        "permission-non-ascii",
+        "too-many",
+        "every-field",
+    ],
+)
+async def test_invalid_argument(
+    admin: Caller, db_path: Path, role_id: str | None, permissions: list[str], violations: dict[str, str]
+) -> None:
     api = await admin.make_api(["documents.read"])
     role = await admin.make_role(api.id, "reader", ["documents.read"])
     before = snapshot(db_path)
@@ -240,7 +270,7 @@ async def test_invalid_argument(admin: Caller, db_path: Path, role_id: str | Non
 # -- unauthenticated ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("metadata", [(), (("authorization", "Bearer ksroot_unknown"),)], ids=["none", "unknown"])
+@pytest.mark.parametrize("metadata", BAD_AUTHORIZATION)
 async def test_unauthenticated(admin: Caller, db_path: Path, metadata: tuple[tuple[str, str], ...]) -> None:
     api = await admin.make_api(["documents.read"])
     role = await admin.make_role(api.id, "reader", ["documents.read"])
@@ -253,13 +283,17 @@ async def test_unauthenticated(admin: Caller, db_path: Path, metadata: tuple[tup
 # -- permission denied ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("permissions", [
-    ["rbac.{id}.read_role"],
-    ["rbac.*.read_role", "rbac.{id}.create_role", "rbac.{id}.create_permission", "api.{id}.*"],
-    ["rbac.{id}.read_role", "rbac.{other}.update_role"],
-])
-async def test_permission_denied_without_update_role(admin: Caller, make_caller: MakeCaller, db_path: Path,
-                                                     permissions: list[str]) -> None:
+@pytest.mark.parametrize(
+    "permissions",
+    [
+        ["rbac.{id}.read_role"],
+        ["rbac.*.read_role", "rbac.{id}.create_role", "rbac.{id}.create_permission", "api.{id}.*"],
+        ["rbac.{id}.read_role", "rbac.{other}.update_role"],
+    ],
+)
+async def test_permission_denied_without_update_role(
+    admin: Caller, make_caller: MakeCaller, db_path: Path, permissions: list[str]
+) -> None:
     api = await admin.make_api(["documents.read", "documents.write"])
     other = await admin.make_api(name="other")
     role = await admin.make_role(api.id, "editor", ["documents.read"])
@@ -273,13 +307,17 @@ async def test_permission_denied_without_update_role(admin: Caller, make_caller:
     assert snapshot(db_path) == before
 
 
-@pytest.mark.parametrize("permissions", [
-    ["rbac.{id}.update_role"],
-    ["rbac.{id}.update_role", "rbac.{other}.create_permission"],
-    ["rbac.{id}.update_role", "api.{id}.create_permission", "api.*.*"],
-])
+@pytest.mark.parametrize(
+    "permissions",
+    [
+        ["rbac.{id}.update_role"],
+        ["rbac.{id}.update_role", "rbac.{other}.create_permission"],
+        ["rbac.{id}.update_role", "api.{id}.create_permission", "api.*.*"],
+    ],
+)
 async def test_permission_denied_unknown_names_without_create_permission(
-        admin: Caller, make_caller: MakeCaller, db_path: Path, permissions: list[str]) -> None:
+    admin: Caller, make_caller: MakeCaller, db_path: Path, permissions: list[str]
+) -> None:
     api = await admin.make_api(["documents.read", "documents.write"])
     other = await admin.make_api(name="other")
     role = await admin.make_role(api.id, "editor", ["documents.read"])
@@ -302,12 +340,6 @@ async def test_permission_denied_unknown_names_without_create_permission(
 # -- not found ------------------------------------------------------------------------------------
 
 
-def answer(error: grpc.aio.AioRpcError, role_id: str) -> tuple[grpc.StatusCode, str, list[str]]:
-    """What a caller learns from a NOT_FOUND, with the id it asked about blanked out."""
-    return (error.code(), (error.details() or "").replace(role_id, "<id>"),
-            [name.replace(role_id, "<id>") for name in resource_names(error)])
-
-
 async def test_not_found_unknown_role(admin: Caller, db_path: Path) -> None:
     before = snapshot(db_path)
     error = await set_error(admin, UNKNOWN_ROLE, ["documents.read"])
@@ -316,14 +348,18 @@ async def test_not_found_unknown_role(admin: Caller, db_path: Path) -> None:
     assert snapshot(db_path) == before
 
 
-@pytest.mark.parametrize("permissions", [
-    [],
-    ["rbac.{other}.update_role", "rbac.{other}.read_role", "rbac.{other}.create_permission"],
-    # Rights on the role's API that do not include seeing its roles.
-    ["rbac.{id}.create_role", "rbac.{id}.create_permission", "api.{id}.*"],
-])
+@pytest.mark.parametrize(
+    "permissions",
+    [
+        [],
+        ["rbac.{other}.update_role", "rbac.{other}.read_role", "rbac.{other}.create_permission"],
+        # Rights on the role's API that do not include seeing its roles.
+        ["rbac.{id}.create_role", "rbac.{id}.create_permission", "api.{id}.*"],
+    ],
+)
 async def test_not_found_role_the_caller_cannot_see_is_the_same_answer_as_an_unknown_role(
-        admin: Caller, make_caller: MakeCaller, db_path: Path, permissions: list[str]) -> None:
+    admin: Caller, make_caller: MakeCaller, db_path: Path, permissions: list[str]
+) -> None:
     api = await admin.make_api(["documents.read", "documents.write"])
     other = await admin.make_api(name="other")
     role = await admin.make_role(api.id, "editor", ["documents.read"])
@@ -334,5 +370,5 @@ async def test_not_found_role_the_caller_cannot_see_is_the_same_answer_as_an_unk
     unknown = await set_error(caller, UNKNOWN_ROLE, ["documents.write"])
 
     assert hidden.code() == grpc.StatusCode.NOT_FOUND
-    assert answer(hidden, role.id) == answer(unknown, UNKNOWN_ROLE)
+    assert blanked_answer(hidden, role.id) == blanked_answer(unknown, UNKNOWN_ROLE)
     assert snapshot(db_path) == before

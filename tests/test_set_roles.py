@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import grpc
 import pytest
 
 from keyscope.v1 import keys_pb2
-from server.cli import EXAMPLE_ROOT_KEY
-from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
 from server.store import SqliteStore
-from tests.client import Caller
-from tests.conftest import MakeCaller
+from tests.client import BAD_AUTHORIZATION, Caller
+from tests.conftest import UNUSABLE_ROOT_KEYS, MakeCaller, UnusableCaller
 from tests.rpc_errors import error_info, field_violations, resource_names
 from tests.store_snapshot import snapshot
 
@@ -24,10 +21,6 @@ Code = keys_pb2.VerifyKeyResponse.Code
 
 async def _set_roles(caller: Caller, key_id: str, roles: list[str]) -> keys_pb2.SetRolesResponse:
     return await caller.keys.SetRoles(keys_pb2.SetRolesRequest(key_id=key_id, roles=roles), metadata=caller.md)
-
-
-async def _get(caller: Caller, key_id: str) -> keys_pb2.Key:
-    return (await caller.keys.GetKey(keys_pb2.GetKeyRequest(key_id=key_id), metadata=caller.md)).key
 
 
 # -- ok ---------------------------------------------------------------------------------------------
@@ -44,7 +37,7 @@ async def test_ok_assigns_roles(admin: Caller, store: SqliteStore) -> None:
 
     assert list(response.roles) == [auditor, writer]  # ordered by name, each with its permissions
     assert response.revision == before + 1 == await store.revision()
-    assert list((await _get(admin, key.id)).roles) == [auditor, writer]
+    assert list((await admin.get_key(key.id)).roles) == [auditor, writer]
     answer = await admin.verify(secret, "documents.write AND audit.read")
     assert (answer.code, list(answer.roles)) == (Code.VALID, ["auditor", "writer"])
 
@@ -70,7 +63,7 @@ async def test_ok_empty_list_removes_every_role(admin: Caller) -> None:
     response = await _set_roles(admin, key.id, [])
 
     assert list(response.roles) == []
-    assert list((await _get(admin, key.id)).roles) == []
+    assert list((await admin.get_key(key.id)).roles) == []
     assert list((await admin.verify(secret)).roles) == []
 
 
@@ -92,13 +85,14 @@ async def test_ok_direct_permissions_untouched(admin: Caller) -> None:
     await _set_roles(admin, key.id, ["reader"])
     await _set_roles(admin, key.id, [])
 
-    assert list((await _get(admin, key.id)).permissions) == list(key.permissions)
+    assert list((await admin.get_key(key.id)).permissions) == list(key.permissions)
     assert list((await admin.verify(secret)).permissions) == ["billing.read", "documents.read"]
 
 
 @pytest.mark.parametrize("roles", [["reader", "writer"], ["writer", "reader", "writer"]])
 async def test_ok_same_roles_again_bump_nothing(
-        admin: Caller, store: SqliteStore, db_path: Path, roles: list[str]) -> None:
+    admin: Caller, store: SqliteStore, db_path: Path, roles: list[str]
+) -> None:
     api = await admin.make_api()
     await admin.make_role(api.id, "reader")
     await admin.make_role(api.id, "writer")
@@ -114,7 +108,8 @@ async def test_ok_same_roles_again_bump_nothing(
 
 
 async def test_ok_empty_list_on_a_key_without_roles_bumps_nothing(
-        admin: Caller, store: SqliteStore, db_path: Path) -> None:
+    admin: Caller, store: SqliteStore, db_path: Path
+) -> None:
     api = await admin.make_api()
     key, _ = await admin.make_key(api.id)
     before = snapshot(db_path)
@@ -149,20 +144,32 @@ async def test_ok_role_names_up_to_64_characters(admin: Caller) -> None:
 # -- invalid argument -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("key_id", "roles", "field"), [
-    ("", [], "key_id"),
-    ("key-1", [], "key_id"),
-    ("key_" + "a" * 61, [], "key_id"),
-    (None, [""], "roles[0]"),
-    (None, ["reader", "not ok"], "roles[1]"),
-    (None, ["r" * 65], "roles[0]"),
-    (None, ["docs.*"], "roles[0]"),  # role names allow no wildcard
-    (None, ["rôle"], "roles[0]"),
-    (None, [f"r{i}" for i in range(1001)], "roles"),
-], ids=["empty key_id", "key_id with dash", "long key_id", "empty role", "role with space", "long role",
-        "wildcard role", "non-ascii role", "1001 roles"])
-async def test_invalid_argument(
-        admin: Caller, db_path: Path, key_id: str | None, roles: list[str], field: str) -> None:
+@pytest.mark.parametrize(
+    ("key_id", "roles", "field"),
+    [
+        ("", [], "key_id"),
+        ("key-1", [], "key_id"),
+        ("key_" + "a" * 61, [], "key_id"),
+        (None, [""], "roles[0]"),
+        (None, ["reader", "not ok"], "roles[1]"),
+        (None, ["r" * 65], "roles[0]"),
+        (None, ["docs.*"], "roles[0]"),  # role names allow no wildcard
+        (None, ["rôle"], "roles[0]"),
+        (None, [f"r{i}" for i in range(1001)], "roles"),
+    ],
+    ids=[
+        "empty key_id",
+        "key_id with dash",
+        "long key_id",
+        "empty role",
+        "role with space",
+        "long role",
+        "wildcard role",
+        "non-ascii role",
+        "1001 roles",
+    ],
+)
+async def test_invalid_argument(admin: Caller, db_path: Path, key_id: str | None, roles: list[str], field: str) -> None:
     api = await admin.make_api()
     await admin.make_role(api.id, "reader")
     key, _ = await admin.make_key(api.id)
@@ -179,13 +186,7 @@ async def test_invalid_argument(
 # -- unauthenticated ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("metadata", [
-    (),
-    (("authorization", "Basic dXNlcjpwYXNz"),),
-    (("authorization", "Bearer"),),
-    (("authorization", "Bearer two tokens"),),
-    (("authorization", "Bearer ksroot_unknown0123456789"),),
-], ids=["missing", "basic", "no token", "two tokens", "unknown root key"])
+@pytest.mark.parametrize("metadata", BAD_AUTHORIZATION)
 async def test_unauthenticated_metadata(admin: Caller, db_path: Path, metadata: tuple[tuple[str, str], ...]) -> None:
     api = await admin.make_api()
     await admin.make_role(api.id, "reader")
@@ -199,14 +200,14 @@ async def test_unauthenticated_metadata(admin: Caller, db_path: Path, metadata: 
     assert snapshot(db_path) == before
 
 
-@pytest.mark.parametrize("how", ["disabled", "expired", "deleted"])
+@pytest.mark.parametrize("how", UNUSABLE_ROOT_KEYS)
 async def test_unauthenticated_root_key_no_longer_usable(
-        admin: Caller, store: SqliteStore, channel: grpc.aio.Channel, make_caller: MakeCaller, db_path: Path,
-        how: str) -> None:
+    admin: Caller, unusable_caller: UnusableCaller, db_path: Path, how: str
+) -> None:
     api = await admin.make_api()
     await admin.make_role(api.id, "reader")
     key, _ = await admin.make_key(api.id)
-    caller = await _unusable_caller(how, store, channel, make_caller)
+    caller = await unusable_caller(how)
     before = snapshot(db_path)
 
     with pytest.raises(grpc.aio.AioRpcError) as e:
@@ -214,22 +215,6 @@ async def test_unauthenticated_root_key_no_longer_usable(
 
     assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert snapshot(db_path) == before
-
-
-async def _unusable_caller(how: str, store: SqliteStore, channel: grpc.aio.Channel,
-                           make_caller: MakeCaller) -> Caller:
-    """A caller whose root key holds every permission but is disabled, expired or deleted."""
-    if how == "expired":
-        secret = new_secret(ROOT_KEY_PREFIX)
-        record = await store.create_root_key("expired", hash_secret(secret), EXAMPLE_ROOT_KEY,
-                                             expires_ms=int(time.time() * 1000) - 60_000)
-        return Caller(channel, secret, record.id)
-    caller = await make_caller(EXAMPLE_ROOT_KEY)
-    if how == "disabled":
-        await store.set_root_key_enabled(caller.root_key_id, False)
-    else:
-        await store.delete_root_key(caller.root_key_id)
-    return caller
 
 
 # -- permission denied ---------------------------------------------------------------------------------
@@ -268,7 +253,7 @@ async def test_not_found_unknown_roles_change_nothing(admin: Caller, db_path: Pa
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
     assert resource_names(e.value) == ["ghost", "phantom"]  # in request order, once each
     assert snapshot(db_path) == before
-    assert [r.name for r in (await _get(admin, key.id)).roles] == ["writer"]
+    assert [r.name for r in (await admin.get_key(key.id)).roles] == ["writer"]
 
 
 async def test_not_found_role_of_another_api(admin: Caller, db_path: Path) -> None:

@@ -86,51 +86,58 @@ def apis(grpc_channel: grpc.Channel) -> apis_pb2_grpc.ApiServiceStub:
     return apis_pb2_grpc.ApiServiceStub(grpc_channel)
 
 
-def test_ok_create_api_key_set_permissions_verify(grpc_stub: keys_pb2_grpc.KeyServiceStub,
-                                                  apis: apis_pb2_grpc.ApiServiceStub,
-                                                  md: tuple[tuple[str, str], ...]) -> None:
+def test_ok_create_api_key_set_permissions_verify(
+    grpc_stub: keys_pb2_grpc.KeyServiceStub, apis: apis_pb2_grpc.ApiServiceStub, md: tuple[tuple[str, str], ...]
+) -> None:
     api = apis.CreateApi(apis_pb2.CreateApiRequest(name="sync"), metadata=md).api
     created = grpc_stub.CreateKey(keys_pb2.CreateKeyRequest(api_id=api.id), metadata=md)
     assert created.secret
 
     response = grpc_stub.SetPermissions(
         keys_pb2.SetPermissionsRequest(key_id=created.key.id, permissions=["documents.read", "documents.write"]),
-        metadata=md)
+        metadata=md,
+    )
     assert [p.name for p in response.permissions] == ["documents.read", "documents.write"]
     assert [p.name for p in response.created_permissions] == ["documents.read", "documents.write"]
 
-    verified = grpc_stub.VerifyKey(keys_pb2.VerifyKeyRequest(
-        key=created.secret, permissions="documents.read AND documents.write"), metadata=md)
+    verified = grpc_stub.VerifyKey(
+        keys_pb2.VerifyKeyRequest(key=created.secret, permissions="documents.read AND documents.write"), metadata=md
+    )
     assert (verified.valid, verified.code, verified.key_id) == (True, Code.VALID, created.key.id)
-    denied = grpc_stub.VerifyKey(keys_pb2.VerifyKeyRequest(
-        key=created.secret, permissions="documents.read AND documents.delete"), metadata=md)
+    denied = grpc_stub.VerifyKey(
+        keys_pb2.VerifyKeyRequest(key=created.secret, permissions="documents.read AND documents.delete"), metadata=md
+    )
     assert (denied.valid, denied.code) == (False, Code.INSUFFICIENT_PERMISSIONS)
     assert list(denied.missing_permissions) == ["documents.delete"]
 
 
-def test_ok_request_id_with_call(grpc_stub: keys_pb2_grpc.KeyServiceStub, apis: apis_pb2_grpc.ApiServiceStub,
-                                 md: tuple[tuple[str, str], ...]) -> None:
+def test_ok_request_id_with_call(
+    grpc_stub: keys_pb2_grpc.KeyServiceStub, apis: apis_pb2_grpc.ApiServiceStub, md: tuple[tuple[str, str], ...]
+) -> None:
     api = apis.CreateApi(apis_pb2.CreateApiRequest(name="sync"), metadata=md).api
     key = grpc_stub.CreateKey(keys_pb2.CreateKeyRequest(api_id=api.id), metadata=md).key
-    _, call = grpc_stub.GetKey.with_call(keys_pb2.GetKeyRequest(key_id=key.id),
-                                         metadata=(*md, ("x-request-id", "sync-1")))
+    _, call = grpc_stub.GetKey.with_call(
+        keys_pb2.GetKeyRequest(key_id=key.id), metadata=(*md, ("x-request-id", "sync-1"))
+    )
     assert ("x-request-id", "sync-1") in call.initial_metadata()
 
 
 def test_unauthenticated_sync_error(grpc_stub: keys_pb2_grpc.KeyServiceStub) -> None:
     with pytest.raises(grpc.RpcError) as e:
-        grpc_stub.GetKey(keys_pb2.GetKeyRequest(key_id="key_1"),
-                         metadata=(("authorization", "Bearer ksroot_nope"), ("x-request-id", "sync-2")))
+        grpc_stub.GetKey(
+            keys_pb2.GetKeyRequest(key_id="key_1"),
+            metadata=(("authorization", "Bearer ksroot_nope"), ("x-request-id", "sync-2")),
+        )
     assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
     # Rich details read the same from a sync error as from an async one.
     assert request_id(e.value) == "sync-2"  # type: ignore[arg-type]
 
 
-def test_invalid_argument_sync_error(grpc_stub: keys_pb2_grpc.KeyServiceStub,
-                                     md: tuple[tuple[str, str], ...]) -> None:
+def test_invalid_argument_sync_error(grpc_stub: keys_pb2_grpc.KeyServiceStub, md: tuple[tuple[str, str], ...]) -> None:
     with pytest.raises(grpc.RpcError) as e:
-        grpc_stub.SetPermissions(keys_pb2.SetPermissionsRequest(key_id="key_1", permissions=["ok", "not ok"]),
-                                 metadata=md)
+        grpc_stub.SetPermissions(
+            keys_pb2.SetPermissionsRequest(key_id="key_1", permissions=["ok", "not ok"]), metadata=md
+        )
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
     assert field_violations(e.value) == {"permissions[1]": r"must match ^[a-zA-Z0-9_:\-\.\*]+$"}  # type: ignore[arg-type]
 
@@ -141,19 +148,17 @@ def test_not_found_sync_error(grpc_stub: keys_pb2_grpc.KeyServiceStub, md: tuple
     assert e.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
 
 
-def test_ok_many_threads_share_one_channel(grpc_stub: keys_pb2_grpc.KeyServiceStub,
-                                           apis: apis_pb2_grpc.ApiServiceStub,
-                                           md: tuple[tuple[str, str], ...]) -> None:
+def test_ok_many_threads_share_one_channel(
+    grpc_stub: keys_pb2_grpc.KeyServiceStub, apis: apis_pb2_grpc.ApiServiceStub, md: tuple[tuple[str, str], ...]
+) -> None:
     # Sync callers are threads: each sets and verifies its own key, all through the one module channel.
     api = apis.CreateApi(apis_pb2.CreateApiRequest(name="threads"), metadata=md).api
 
     def set_and_verify(index: int) -> tuple[int, list[str]]:
         created = grpc_stub.CreateKey(keys_pb2.CreateKeyRequest(api_id=api.id), metadata=md)
         name = f"thread.{index}"
-        grpc_stub.SetPermissions(keys_pb2.SetPermissionsRequest(key_id=created.key.id, permissions=[name]),
-                                 metadata=md)
-        verified = grpc_stub.VerifyKey(keys_pb2.VerifyKeyRequest(key=created.secret, permissions=name),
-                                       metadata=md)
+        grpc_stub.SetPermissions(keys_pb2.SetPermissionsRequest(key_id=created.key.id, permissions=[name]), metadata=md)
+        verified = grpc_stub.VerifyKey(keys_pb2.VerifyKeyRequest(key=created.secret, permissions=name), metadata=md)
         return verified.code, list(verified.permissions)
 
     with ThreadPoolExecutor(max_workers=8) as pool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import grpc
@@ -10,21 +9,15 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from keyscope.v1 import keys_pb2
-from server.cli import EXAMPLE_ROOT_KEY
-from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
 from server.store import SqliteStore
-from tests.client import Caller
-from tests.conftest import MakeCaller
+from tests.client import BAD_AUTHORIZATION, INVALID_KEY_IDS, Caller, from_now
+from tests.conftest import UNUSABLE_ROOT_KEYS, MakeCaller, UnusableCaller
 from tests.rpc_errors import error_info, field_violations, resource_names
 from tests.store_snapshot import snapshot
 
 pytestmark = pytest.mark.asyncio
 
 Code = keys_pb2.VerifyKeyResponse.Code
-
-
-def _in(seconds: int) -> Timestamp:
-    return Timestamp(seconds=int(time.time()) + seconds)
 
 
 async def _update(caller: Caller, key_id: str, **fields: object) -> keys_pb2.UpdateKeyResponse:
@@ -38,7 +31,7 @@ async def _update(caller: Caller, key_id: str, **fields: object) -> keys_pb2.Upd
 async def test_ok_name_only_leaves_the_rest(admin: Caller, store: SqliteStore) -> None:
     api = await admin.make_api()
     await admin.make_role(api.id, "reader", ["documents.read"])
-    expiry = _in(3600)
+    expiry = from_now(3600)
     key, _ = await admin.make_key(api.id, ["a"], ["reader"], name="old", enabled=False, expire_time=expiry)
     before = await store.revision()
 
@@ -61,7 +54,7 @@ async def test_ok_name(admin: Caller, name: str) -> None:
 
     # An explicitly set empty name is a change, not an unset field.
     assert updated.key.name == name
-    assert (await admin.keys.GetKey(keys_pb2.GetKeyRequest(key_id=key.id), metadata=admin.md)).key.name == name
+    assert (await admin.get_key(key.id)).name == name
 
 
 async def test_ok_disable_and_enable(admin: Caller) -> None:
@@ -79,8 +72,8 @@ async def test_ok_disable_and_enable(admin: Caller) -> None:
 
 async def test_ok_new_expiry(admin: Caller) -> None:
     api = await admin.make_api()
-    key, secret = await admin.make_key(api.id, expire_time=_in(3600))
-    later = _in(7200)
+    key, secret = await admin.make_key(api.id, expire_time=from_now(3600))
+    later = from_now(7200)
 
     updated = await _update(admin, key.id, expire_time=later)
 
@@ -92,7 +85,7 @@ async def test_ok_new_expiry(admin: Caller) -> None:
 async def test_ok_expiry_in_the_past_expires_the_key_at_once(admin: Caller) -> None:
     api = await admin.make_api()
     key, secret = await admin.make_key(api.id)
-    past = _in(-60)
+    past = from_now(-60)
 
     updated = await _update(admin, key.id, expire_time=past)
 
@@ -102,7 +95,7 @@ async def test_ok_expiry_in_the_past_expires_the_key_at_once(admin: Caller) -> N
 
 async def test_ok_clear_expiry(admin: Caller) -> None:
     api = await admin.make_api()
-    key, secret = await admin.make_key(api.id, expire_time=_in(3600), enabled=False)
+    key, secret = await admin.make_key(api.id, expire_time=from_now(3600), enabled=False)
 
     updated = await _update(admin, key.id, clear_expire_time=True)
 
@@ -113,20 +106,24 @@ async def test_ok_clear_expiry(admin: Caller) -> None:
 async def test_ok_every_field_at_once(admin: Caller) -> None:
     api = await admin.make_api()
     key, secret = await admin.make_key(api.id, name="old")
-    expiry = _in(600)
+    expiry = from_now(600)
 
     updated = await _update(admin, key.id, name="new", enabled=False, expire_time=expiry)
 
     assert (updated.key.name, updated.key.enabled, updated.key.expire_time) == ("new", False, expiry)
 
 
-@pytest.mark.parametrize("fields", [
-    {"name": "same"},
-    {"enabled": True},
-    {"clear_expire_time": True},  # there is no expiry to clear
-])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"name": "same"},
+        {"enabled": True},
+        {"clear_expire_time": True},  # there is no expiry to clear
+    ],
+)
 async def test_ok_no_change_bumps_nothing(
-        admin: Caller, store: SqliteStore, db_path: Path, fields: dict[str, object]) -> None:
+    admin: Caller, store: SqliteStore, db_path: Path, fields: dict[str, object]
+) -> None:
     api = await admin.make_api()
     key, _ = await admin.make_key(api.id, name="same")
     revision = await store.revision()
@@ -141,7 +138,7 @@ async def test_ok_no_change_bumps_nothing(
 
 async def test_ok_same_expiry_bumps_nothing(admin: Caller, store: SqliteStore, db_path: Path) -> None:
     api = await admin.make_api()
-    expiry = _in(3600)
+    expiry = from_now(3600)
     key, _ = await admin.make_key(api.id, expire_time=expiry)
     before = snapshot(db_path)
 
@@ -170,19 +167,25 @@ def _case_id(case: tuple[dict[str, object], str]) -> str:
     return shown or "nothing set"
 
 
-@pytest.mark.parametrize("case", [
-    ({}, "key_id"),  # nothing to update
-    ({"clear_expire_time": False}, "key_id"),
-    ({"name": "n" * 201}, "name"),
-    ({"name": "bell\x07"}, "name"),
-    ({"name": "nul\x00"}, "name"),
-    pytest.param(({"expire_time": Timestamp(seconds=1), "clear_expire_time": True}, "clear_expire_time"),
-                 id="expire_time and clear_expire_time"),
-    pytest.param(({"expire_time": Timestamp(seconds=-1)}, "expire_time"), id="expire_time before 1970"),
-    pytest.param(({"expire_time": Timestamp(seconds=253402300800)}, "expire_time"), id="expire_time after 9999"),
-    pytest.param(({"expire_time": Timestamp(seconds=2_000_000_000, nanos=-1)}, "expire_time"), id="nanos=-1"),
-    pytest.param(({"expire_time": Timestamp(seconds=2_000_000_000, nanos=10**9)}, "expire_time"), id="nanos=1e9"),
-], ids=_case_id)
+@pytest.mark.parametrize(
+    "case",
+    [
+        ({}, "key_id"),  # nothing to update
+        ({"clear_expire_time": False}, "key_id"),
+        ({"name": "n" * 201}, "name"),
+        ({"name": "bell\x07"}, "name"),
+        ({"name": "nul\x00"}, "name"),
+        pytest.param(
+            ({"expire_time": Timestamp(seconds=1), "clear_expire_time": True}, "clear_expire_time"),
+            id="expire_time and clear_expire_time",
+        ),
+        pytest.param(({"expire_time": Timestamp(seconds=-1)}, "expire_time"), id="expire_time before 1970"),
+        pytest.param(({"expire_time": Timestamp(seconds=253402300800)}, "expire_time"), id="expire_time after 9999"),
+        pytest.param(({"expire_time": Timestamp(seconds=2_000_000_000, nanos=-1)}, "expire_time"), id="nanos=-1"),
+        pytest.param(({"expire_time": Timestamp(seconds=2_000_000_000, nanos=10**9)}, "expire_time"), id="nanos=1e9"),
+    ],
+    ids=_case_id,
+)
 async def test_invalid_argument(admin: Caller, db_path: Path, case: tuple[dict[str, object], str]) -> None:
     fields, field = case
     api = await admin.make_api()
@@ -197,7 +200,7 @@ async def test_invalid_argument(admin: Caller, db_path: Path, case: tuple[dict[s
     assert snapshot(db_path) == before
 
 
-@pytest.mark.parametrize("key_id", ["", "key-1", "key 1", "key_" + "a" * 61])
+@pytest.mark.parametrize("key_id", INVALID_KEY_IDS)
 async def test_invalid_argument_key_id(admin: Caller, key_id: str) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await _update(admin, key_id, name="x")
@@ -209,13 +212,7 @@ async def test_invalid_argument_key_id(admin: Caller, key_id: str) -> None:
 # -- unauthenticated ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("metadata", [
-    (),
-    (("authorization", "Basic dXNlcjpwYXNz"),),
-    (("authorization", "Bearer"),),
-    (("authorization", "Bearer two tokens"),),
-    (("authorization", "Bearer ksroot_unknown0123456789"),),
-], ids=["missing", "basic", "no token", "two tokens", "unknown root key"])
+@pytest.mark.parametrize("metadata", BAD_AUTHORIZATION)
 async def test_unauthenticated_metadata(admin: Caller, db_path: Path, metadata: tuple[tuple[str, str], ...]) -> None:
     api = await admin.make_api()
     key, _ = await admin.make_key(api.id)
@@ -228,13 +225,13 @@ async def test_unauthenticated_metadata(admin: Caller, db_path: Path, metadata: 
     assert snapshot(db_path) == before
 
 
-@pytest.mark.parametrize("how", ["disabled", "expired", "deleted"])
+@pytest.mark.parametrize("how", UNUSABLE_ROOT_KEYS)
 async def test_unauthenticated_root_key_no_longer_usable(
-        admin: Caller, store: SqliteStore, channel: grpc.aio.Channel, make_caller: MakeCaller, db_path: Path,
-        how: str) -> None:
+    admin: Caller, unusable_caller: UnusableCaller, db_path: Path, how: str
+) -> None:
     api = await admin.make_api()
     key, _ = await admin.make_key(api.id)
-    caller = await _unusable_caller(how, store, channel, make_caller)
+    caller = await unusable_caller(how)
     before = snapshot(db_path)
 
     with pytest.raises(grpc.aio.AioRpcError) as e:
@@ -242,22 +239,6 @@ async def test_unauthenticated_root_key_no_longer_usable(
 
     assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert snapshot(db_path) == before
-
-
-async def _unusable_caller(how: str, store: SqliteStore, channel: grpc.aio.Channel,
-                           make_caller: MakeCaller) -> Caller:
-    """A caller whose root key holds every permission but is disabled, expired or deleted."""
-    if how == "expired":
-        secret = new_secret(ROOT_KEY_PREFIX)
-        record = await store.create_root_key("expired", hash_secret(secret), EXAMPLE_ROOT_KEY,
-                                             expires_ms=int(time.time() * 1000) - 60_000)
-        return Caller(channel, secret, record.id)
-    caller = await make_caller(EXAMPLE_ROOT_KEY)
-    if how == "disabled":
-        await store.set_root_key_enabled(caller.root_key_id, False)
-    else:
-        await store.delete_root_key(caller.root_key_id)
-    return caller
 
 
 # -- permission denied ---------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,11 +9,10 @@ import grpc
 import pytest
 from google.protobuf import json_format
 
-from keyscope.v1 import apis_pb2, keys_pb2, permissions_pb2, roles_pb2
-from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
+from keyscope.v1 import apis_pb2, keys_pb2, permissions_pb2
 from server.store import SqliteStore
-from tests.client import Caller
-from tests.conftest import MakeCaller
+from tests.client import BAD_AUTHORIZATION, Caller
+from tests.conftest import UNUSABLE_ROOT_KEYS, MakeCaller, UnusableCaller
 from tests.rpc_errors import error_info, field_violations, resource_names
 from tests.store_snapshot import snapshot
 
@@ -25,27 +23,19 @@ ScopeArg = str | tuple[str, str]
 
 
 def scopes_of(entries: Sequence[ScopeArg]) -> list[permissions_pb2.Scope]:
-    return [permissions_pb2.Scope(value=e) if isinstance(e, str)
-            else permissions_pb2.Scope(value=e[0], description=e[1]) for e in entries]
+    return [
+        permissions_pb2.Scope(value=e) if isinstance(e, str) else permissions_pb2.Scope(value=e[0], description=e[1])
+        for e in entries
+    ]
 
 
-async def update_scopes(caller: Caller, api_id: str, entries: Sequence[ScopeArg],
-                        metadata: Sequence[tuple[str, str]] | None = None) -> apis_pb2.UpdateScopesResponse:
+async def update_scopes(
+    caller: Caller, api_id: str, entries: Sequence[ScopeArg], metadata: Sequence[tuple[str, str]] | None = None
+) -> apis_pb2.UpdateScopesResponse:
     return await caller.apis.UpdateScopes(
         apis_pb2.UpdateScopesRequest(api_id=api_id, scopes=scopes_of(entries)),
-        metadata=caller.md if metadata is None else metadata)
-
-
-async def get_api(caller: Caller, api_id: str) -> apis_pb2.Api:
-    return (await caller.apis.GetApi(apis_pb2.GetApiRequest(api_id=api_id), metadata=caller.md)).api
-
-
-async def get_key(caller: Caller, key_id: str) -> keys_pb2.Key:
-    return (await caller.keys.GetKey(keys_pb2.GetKeyRequest(key_id=key_id), metadata=caller.md)).key
-
-
-async def get_role(caller: Caller, role_id: str) -> roles_pb2.Role:
-    return (await caller.roles.GetRole(roles_pb2.GetRoleRequest(role_id=role_id), metadata=caller.md)).role
+        metadata=caller.md if metadata is None else metadata,
+    )
 
 
 def values(api: apis_pb2.Api) -> list[str]:
@@ -65,7 +55,7 @@ async def test_ok_seed_json_body(admin: Caller) -> None:
     assert [(s.value, s.description) for s in response.api.scopes] == [("read:users", "Read users")]
     assert response.api.scopes[0].id.startswith("perm_")
     assert list(response.removed_scopes) == ["write:users"]
-    assert response.api == await get_api(admin, api.id)
+    assert response.api == await admin.get_api(api.id)
 
 
 async def test_ok_scopes_not_in_the_request_are_removed(admin: Caller) -> None:
@@ -75,9 +65,11 @@ async def test_ok_scopes_not_in_the_request_are_removed(admin: Caller) -> None:
     response = await update_scopes(admin, api.id, [("read:users", "Read users"), ("create:users", "Create users")])
 
     assert [(s.value, s.description) for s in response.api.scopes] == [
-        ("create:users", "Create users"), ("read:users", "Read users")]
+        ("create:users", "Create users"),
+        ("read:users", "Read users"),
+    ]
     assert sorted(response.removed_scopes) == ["delete:users", "write:users"]
-    assert values(await get_api(admin, api.id)) == ["create:users", "read:users"]
+    assert values(await admin.get_api(api.id)) == ["create:users", "read:users"]
 
 
 async def test_ok_empty_list_removes_every_scope_and_every_grant(admin: Caller) -> None:
@@ -90,8 +82,8 @@ async def test_ok_empty_list_removes_every_scope_and_every_grant(admin: Caller) 
     assert list(response.api.scopes) == []
     assert sorted(response.removed_scopes) == ["read:users", "write:users"]
     assert (response.keys_affected, response.roles_affected) == (1, 1)
-    assert list((await get_key(admin, key.id)).permissions) == []
-    assert list((await get_role(admin, role.id)).permissions) == []
+    assert list((await admin.get_key(key.id)).permissions) == []
+    assert list((await admin.get_role(role.id)).permissions) == []
     assert list((await admin.verify(secret)).permissions) == []
 
 
@@ -103,10 +95,12 @@ async def test_ok_kept_scope_keeps_its_id_and_takes_the_new_description(admin: C
     response = await update_scopes(admin, api.id, [("read:users", "Read users"), ("write:users", "Write users")])
 
     assert [(s.id, s.value, s.description) for s in response.api.scopes] == [
-        (ids["read:users"], "read:users", "Read users"), (ids["write:users"], "write:users", "Write users")]
+        (ids["read:users"], "read:users", "Read users"),
+        (ids["write:users"], "write:users", "Write users"),
+    ]
     assert (list(response.removed_scopes), response.keys_affected, response.roles_affected) == ([], 0, 0)
     # The key's grant follows the entry: same id, new description.
-    [held] = (await get_key(admin, key.id)).permissions
+    [held] = (await admin.get_key(key.id)).permissions
     assert (held.id, held.description) == (ids["read:users"], "Read users")
     assert (await admin.verify(secret, "read:users")).code == Code.VALID
 
@@ -114,10 +108,13 @@ async def test_ok_kept_scope_keeps_its_id_and_takes_the_new_description(admin: C
 async def test_ok_scope_ids_sent_in_the_request_are_ignored(admin: Caller) -> None:
     api = await admin.make_api(["a", "b"])
     ids = {s.value: s.id for s in api.scopes}
-    request = apis_pb2.UpdateScopesRequest(api_id=api.id, scopes=[
-        permissions_pb2.Scope(id=ids["b"], value="a"),  # another entry's id
-        permissions_pb2.Scope(id="perm_madeup", value="c"),
-    ])
+    request = apis_pb2.UpdateScopesRequest(
+        api_id=api.id,
+        scopes=[
+            permissions_pb2.Scope(id=ids["b"], value="a"),  # another entry's id
+            permissions_pb2.Scope(id="perm_madeup", value="c"),
+        ],
+    )
 
     response = await admin.apis.UpdateScopes(request, metadata=admin.md)
 
@@ -146,10 +143,10 @@ async def test_ok_removed_scope_leaves_every_key_and_role_of_the_api(admin: Call
     # A key or role that lost two scopes counts once; those that lost nothing do not count.
     assert (response.keys_affected, response.roles_affected) == (2, 1)
     assert sorted(response.removed_scopes) == ["drop.one", "drop.two"]
-    assert [p.name for p in (await get_key(admin, both.id)).permissions] == ["keep"]
-    assert [p.name for p in (await get_key(admin, one.id)).permissions] == []
-    assert [p.name for p in (await get_key(admin, untouched.id)).permissions] == ["keep"]
-    assert [p.name for p in (await get_role(admin, role.id)).permissions] == ["keep"]
+    assert [p.name for p in (await admin.get_key(both.id)).permissions] == ["keep"]
+    assert [p.name for p in (await admin.get_key(one.id)).permissions] == []
+    assert [p.name for p in (await admin.get_key(untouched.id)).permissions] == ["keep"]
+    assert [p.name for p in (await admin.get_role(role.id)).permissions] == ["keep"]
 
 
 async def test_ok_removal_shows_in_the_next_verify(admin: Caller) -> None:
@@ -174,25 +171,25 @@ async def test_ok_other_apis_are_untouched(admin: Caller) -> None:
     other = await admin.make_api(["read:users", "write:users"])
     await admin.make_role(other.id, "reader", ["read:users"])
     key, secret = await admin.make_key(other.id, ["write:users"], roles=["reader"])
-    other_before = await get_api(admin, other.id)
-    key_before = await get_key(admin, key.id)
+    other_before = await admin.get_api(other.id)
+    key_before = await admin.get_key(key.id)
 
     await update_scopes(admin, api.id, [])
 
-    assert await get_api(admin, other.id) == other_before
-    assert await get_key(admin, key.id) == key_before
+    assert await admin.get_api(other.id) == other_before
+    assert await admin.get_key(key.id) == key_before
     assert (await admin.verify(secret, "read:users AND write:users")).code == Code.VALID
 
 
-async def test_ok_added_scopes_can_be_granted_without_create_permission(admin: Caller,
-                                                                         make_caller: MakeCaller) -> None:
+async def test_ok_added_scopes_can_be_granted_without_create_permission(admin: Caller, make_caller: MakeCaller) -> None:
     api = await admin.make_api()
     key, secret = await admin.make_key(api.id)
     await update_scopes(admin, api.id, [("read:users", "Read users")])
     caller = await make_caller([f"api.{api.id}.update_key"])
 
     response = await caller.keys.SetPermissions(
-        keys_pb2.SetPermissionsRequest(key_id=key.id, permissions=["read:users"]), metadata=caller.md)
+        keys_pb2.SetPermissionsRequest(key_id=key.id, permissions=["read:users"]), metadata=caller.md
+    )
 
     assert [(p.name, p.description) for p in response.permissions] == [("read:users", "Read users")]
     assert (await admin.verify(secret, "read:users")).code == Code.VALID
@@ -233,8 +230,9 @@ async def test_ok_revision_grows_by_exactly_one(admin: Caller, store: SqliteStor
     assert (first.revision, second.revision) == (before + 1, before + 2)
 
 
-async def test_ok_unchanged_list_keeps_the_revision_and_changes_nothing(admin: Caller, store: SqliteStore,
-                                                                        db_path: Path) -> None:
+async def test_ok_unchanged_list_keeps_the_revision_and_changes_nothing(
+    admin: Caller, store: SqliteStore, db_path: Path
+) -> None:
     api = await admin.make_api([("a", "A"), ("b", "B")])
     await admin.make_key(api.id, ["a"])
     before = snapshot(db_path)
@@ -253,10 +251,13 @@ async def test_ok_boundaries(admin: Caller) -> None:
     longest, longest_description = "s" * 280, "d" * 500
     odd_but_valid = "Read:Users_v2-beta.*"
 
-    response = await update_scopes(admin, api.id, [(longest, longest_description),
-                                                   (odd_but_valid, "tabs\tand\nnewlines are text")])
+    response = await update_scopes(
+        admin, api.id, [(longest, longest_description), (odd_but_valid, "tabs\tand\nnewlines are text")]
+    )
     assert {s.value: s.description for s in response.api.scopes} == {
-        longest: longest_description, odd_but_valid: "tabs\tand\nnewlines are text"}
+        longest: longest_description,
+        odd_but_valid: "tabs\tand\nnewlines are text",
+    }
 
     most = [f"scope.{i:04d}" for i in range(1000)]
     response = await update_scopes(admin, api.id, most)
@@ -277,18 +278,21 @@ async def test_invalid_argument_api_id(admin: Caller, db_path: Path, api_id: str
     assert snapshot(db_path) == before
 
 
-@pytest.mark.parametrize(("entries", "field"), [
-    ([""], "scopes[0].value"),
-    (["read users"], "scopes[0].value"),
-    (["read/users"], "scopes[0].value"),
-    (["ok", "r\u00e9ad:users"], "scopes[1].value"),
-    (["a", "b", "s" * 281], "scopes[2].value"),
-    (["read:users\n"], "scopes[0].value"),
-    (["a", "b", "a"], "scopes[2].value"),
-    ([("read:users", "d" * 501)], "scopes[0].description"),
-    ([("read:users", "bell\x07")], "scopes[0].description"),
-    (["ok", ("read:users", "nul\x00")], "scopes[1].description"),
-])
+@pytest.mark.parametrize(
+    ("entries", "field"),
+    [
+        ([""], "scopes[0].value"),
+        (["read users"], "scopes[0].value"),
+        (["read/users"], "scopes[0].value"),
+        (["ok", "r\u00e9ad:users"], "scopes[1].value"),
+        (["a", "b", "s" * 281], "scopes[2].value"),
+        (["read:users\n"], "scopes[0].value"),
+        (["a", "b", "a"], "scopes[2].value"),
+        ([("read:users", "d" * 501)], "scopes[0].description"),
+        ([("read:users", "bell\x07")], "scopes[0].description"),
+        (["ok", ("read:users", "nul\x00")], "scopes[1].description"),
+    ],
+)
 async def test_invalid_argument_scopes(admin: Caller, db_path: Path, entries: list[ScopeArg], field: str) -> None:
     api = await admin.make_api(["a", ("read:users", "Read users")])
     await admin.make_key(api.id, ["a"])
@@ -323,21 +327,20 @@ async def test_invalid_argument_lists_every_bad_field_at_once(admin: Caller) -> 
         await update_scopes(admin, "api-nope", ["ok", "not ok", ("fine", "d" * 501), "ok"])
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert sorted(field_violations(e.value)) == [
-        "api_id", "scopes[1].value", "scopes[2].description", "scopes[3].value"]
+        "api_id",
+        "scopes[1].value",
+        "scopes[2].description",
+        "scopes[3].value",
+    ]
 
 
 # -- unauthenticated --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("metadata", [
-    (),
-    (("authorization", "Basic dXNlcjpwYXNz"),),
-    (("authorization", "Bearer"),),
-    (("authorization", "ksroot_unknownunknownunknownunknown12"),),
-    (("authorization", "Bearer ksroot_unknownunknownunknownunknown12"),),
-], ids=["missing", "basic", "empty-bearer", "no-scheme", "unknown"])
-async def test_unauthenticated_bad_credentials(admin: Caller, db_path: Path,
-                                               metadata: tuple[tuple[str, str], ...]) -> None:
+@pytest.mark.parametrize("metadata", BAD_AUTHORIZATION)
+async def test_unauthenticated_bad_credentials(
+    admin: Caller, db_path: Path, metadata: tuple[tuple[str, str], ...]
+) -> None:
     api = await admin.make_api(["read:users"])
     before = snapshot(db_path)
     with pytest.raises(grpc.aio.AioRpcError) as e:
@@ -347,26 +350,16 @@ async def test_unauthenticated_bad_credentials(admin: Caller, db_path: Path,
     assert snapshot(db_path) == before
 
 
-async def test_unauthenticated_disabled_root_key(admin: Caller, make_caller: MakeCaller,
-                                                 store: SqliteStore) -> None:
+@pytest.mark.parametrize("how", UNUSABLE_ROOT_KEYS)
+async def test_unauthenticated_root_key_no_longer_usable(
+    admin: Caller, unusable_caller: UnusableCaller, how: str
+) -> None:
     api = await admin.make_api(["read:users"])
-    caller = await make_caller(["api.*.update_api"])
-    await store.set_root_key_enabled(caller.root_key_id, False)
+    caller = await unusable_caller(how)
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await update_scopes(caller, api.id, [])
     assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert values(await get_api(admin, api.id)) == ["read:users"]
-
-
-async def test_unauthenticated_expired_root_key(admin: Caller, store: SqliteStore) -> None:
-    api = await admin.make_api(["read:users"])
-    secret = new_secret(ROOT_KEY_PREFIX)
-    record = await store.create_root_key("expired", hash_secret(secret), ["api.*.update_api"],
-                                         expires_ms=int(time.time() * 1000) - 60_000)
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await update_scopes(Caller(admin.channel, secret, record.id), api.id, [])
-    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert values(await get_api(admin, api.id)) == ["read:users"]
+    assert values(await admin.get_api(api.id)) == ["read:users"]
 
 
 async def test_unauthenticated_comes_before_validation(admin: Caller) -> None:
@@ -378,12 +371,16 @@ async def test_unauthenticated_comes_before_validation(admin: Caller) -> None:
 # -- permission_denied --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("permissions", [
-    ["api.{api}.read_api"],
-    ["api.*.read_api", "api.{other}.update_api", "api.{api}.update_key", "rbac.*.create_permission"],
-])
-async def test_permission_denied_read_api_without_update_api(admin: Caller, make_caller: MakeCaller,
-                                                             db_path: Path, permissions: list[str]) -> None:
+@pytest.mark.parametrize(
+    "permissions",
+    [
+        ["api.{api}.read_api"],
+        ["api.*.read_api", "api.{other}.update_api", "api.{api}.update_key", "rbac.*.create_permission"],
+    ],
+)
+async def test_permission_denied_read_api_without_update_api(
+    admin: Caller, make_caller: MakeCaller, db_path: Path, permissions: list[str]
+) -> None:
     api = await admin.make_api(["read:users"])
     other = await admin.make_api()
     caller = await make_caller([p.format(api=api.id, other=other.id) for p in permissions])
@@ -409,13 +406,18 @@ async def test_not_found_unknown_api(admin: Caller, db_path: Path, api_id: str) 
     assert snapshot(db_path) == before
 
 
-@pytest.mark.parametrize("permissions", [
-    ["api.{other}.update_api", "api.{other}.read_api"],
-    ["api.{api}.update_key", "api.{api}.read_key", "rbac.{api}.update_role", "rbac.{api}.read_role"],
-    [],
-], ids=["other-api", "cannot-read-api", "nothing"])
-async def test_not_found_api_the_caller_may_not_see(admin: Caller, make_caller: MakeCaller, db_path: Path,
-                                                    permissions: list[str]) -> None:
+@pytest.mark.parametrize(
+    "permissions",
+    [
+        ["api.{other}.update_api", "api.{other}.read_api"],
+        ["api.{api}.update_key", "api.{api}.read_key", "rbac.{api}.update_role", "rbac.{api}.read_role"],
+        [],
+    ],
+    ids=["other-api", "cannot-read-api", "nothing"],
+)
+async def test_not_found_api_the_caller_may_not_see(
+    admin: Caller, make_caller: MakeCaller, db_path: Path, permissions: list[str]
+) -> None:
     api = await admin.make_api(["read:users"])
     other = await admin.make_api()
     caller = await make_caller([p.format(api=api.id, other=other.id) for p in permissions])

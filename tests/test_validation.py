@@ -54,8 +54,7 @@ def test_ok_id(value: str) -> None:
 def test_invalid_argument_id(value: str) -> None:
     check = Validator()
     check.id("key_id", value, "key")
-    assert violations(check) == {
-        "key_id": "must match ^[a-zA-Z0-9_]+$ and be at most 64 characters, like key_3f9c2a"}
+    assert violations(check) == {"key_id": "must match ^[a-zA-Z0-9_]+$ and be at most 64 characters, like key_3f9c2a"}
 
 
 def test_invalid_argument_id_required() -> None:
@@ -64,23 +63,27 @@ def test_invalid_argument_id_required() -> None:
     assert violations(check) == {"api_id": "is required"}
 
 
-@pytest.mark.parametrize("value", [
-    "documents.read", "read:users", "api.*.update_key", "doc*", "*", "a-b_c:d.e*", "n" * 280, "documents."])
+@pytest.mark.parametrize(
+    "value", ["documents.read", "read:users", "api.*.update_key", "doc*", "*", "a-b_c:d.e*", "n" * 280, "documents."]
+)
 def test_ok_permission_name(value: str) -> None:
     check = Validator()
     assert check.permission_name("permissions[0]", value) is True
     assert violations(check) == {}
 
 
-@pytest.mark.parametrize(("value", "description"), [
-    ("", "must not be empty"),
-    ("n" * 281, "must be at most 280 characters (got 281)"),
-    ("documents read", r"must match ^[a-zA-Z0-9_:\-\.\*]+$"),
-    ("documents/read", r"must match ^[a-zA-Z0-9_:\-\.\*]+$"),
-    ("documents.réad", r"must match ^[a-zA-Z0-9_:\-\.\*]+$"),
-    ("documents.read\n", r"must match ^[a-zA-Z0-9_:\-\.\*]+$"),
-    ("a(b)", r"must match ^[a-zA-Z0-9_:\-\.\*]+$"),
-])
+@pytest.mark.parametrize(
+    ("value", "description"),
+    [
+        ("", "must not be empty"),
+        ("n" * 281, "must be at most 280 characters (got 281)"),
+        ("documents read", r"must match ^[a-zA-Z0-9_:\-\.\*]+$"),
+        ("documents/read", r"must match ^[a-zA-Z0-9_:\-\.\*]+$"),
+        ("documents.réad", r"must match ^[a-zA-Z0-9_:\-\.\*]+$"),
+        ("documents.read\n", r"must match ^[a-zA-Z0-9_:\-\.\*]+$"),
+        ("a(b)", r"must match ^[a-zA-Z0-9_:\-\.\*]+$"),
+    ],
+)
 def test_invalid_argument_permission_name(value: str, description: str) -> None:
     check = Validator()
     assert check.permission_name("permissions[3]", value) is False
@@ -159,13 +162,16 @@ def test_ok_scopes() -> None:
 
 def test_invalid_argument_scopes_named_by_index_and_field() -> None:
     check = Validator()
-    check.scopes("scopes", [
-        ("read:users", "ok"),
-        ("", "ok"),
-        ("read:users", "d" * 501),
-        ("bad value", "tab\tand newline\n are fine"),
-        ("x", "bell \x07"),
-    ])
+    check.scopes(
+        "scopes",
+        [
+            ("read:users", "ok"),
+            ("", "ok"),
+            ("read:users", "d" * 501),
+            ("bad value", "tab\tand newline\n are fine"),
+            ("x", "bell \x07"),
+        ],
+    )
     assert violations(check) == {
         "scopes[1].value": "must not be empty",
         "scopes[2].value": "duplicates scopes[0].value 'read:users'",
@@ -197,49 +203,58 @@ def test_invalid_argument_scopes_over_max_list() -> None:
     assert violations(check) == {"scopes": "must hold at most 1000 scopes (got 1001)"}
 
 
-@pytest.mark.parametrize(("value", "required", "expected"), [
-    ("a name", True, {}),
-    ("x" * 200, True, {}),
-    ("", False, {}),
-    ("multi\nline", False, {"name": "must not contain control characters"}),
-    ("tab\tinside", False, {"name": "must not contain control characters"}),
-    ("ünïcödé 名前", False, {}),
-    ("", True, {"name": "is required"}),
-    ("   ", True, {"name": "is required"}),
-    ("x" * 201, True, {"name": "must be at most 200 characters (got 201)"}),
-    ("nul\x00", False, {"name": "must not contain control characters"}),
-    ("escape\x1b[31m", False, {"name": "must not contain control characters"}),
-    ("carriage\rreturn", False, {"name": "must not contain control characters"}),
-    ("no\u00a0break space", False, {}),  # a space, not a control character
-    ("zero\u200bwidth", False, {}),  # a format character, not a control character
-])
+@pytest.mark.parametrize(
+    ("value", "required", "expected"),
+    [
+        ("a name", True, {}),
+        ("x" * 200, True, {}),
+        ("", False, {}),
+        ("multi\nline", False, {"name": "must not contain control characters"}),
+        ("tab\tinside", False, {"name": "must not contain control characters"}),
+        ("ünïcödé 名前", False, {}),
+        ("", True, {"name": "is required"}),
+        ("   ", True, {"name": "is required"}),
+        ("x" * 201, True, {"name": "must be at most 200 characters (got 201)"}),
+        ("nul\x00", False, {"name": "must not contain control characters"}),
+        ("escape\x1b[31m", False, {"name": "must not contain control characters"}),
+        ("carriage\rreturn", False, {"name": "must not contain control characters"}),
+        ("no\u00a0break space", False, {}),  # a space, not a control character
+        ("zero\u200bwidth", False, {}),  # a format character, not a control character
+    ],
+)
 def test_text(value: str, required: bool, expected: dict[str, str]) -> None:
     check = Validator()
     check.text("name", value, max_length=200, required=required)
     assert violations(check) == expected
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("multi\nline\ttext", {}),
-    ("nul\x00", {"description": "must not contain control characters"}),
-    ("carriage\rreturn", {"description": "must not contain control characters"}),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("multi\nline\ttext", {}),
+        ("nul\x00", {"description": "must not contain control characters"}),
+        ("carriage\rreturn", {"description": "must not contain control characters"}),
+    ],
+)
 def test_text_multiline(value: str, expected: dict[str, str]) -> None:
     check = Validator()
     check.text("description", value, max_length=500, multiline=True)
     assert violations(check) == expected
 
 
-@pytest.mark.parametrize(("value", "ok"), [
-    ("", True),  # no prefix
-    ("sk", True),
-    ("p" * 16, True),
-    ("my_prefix_1", True),
-    ("p" * 17, False),
-    ("sk-live", False),
-    ("sk.", False),
-    ("sk live", False),
-])
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("", True),  # no prefix
+        ("sk", True),
+        ("p" * 16, True),
+        ("my_prefix_1", True),
+        ("p" * 17, False),
+        ("sk-live", False),
+        ("sk.", False),
+        ("sk live", False),
+    ],
+)
 def test_prefix(value: str, ok: bool) -> None:
     check = Validator()
     check.prefix("prefix", value)
@@ -247,15 +262,18 @@ def test_prefix(value: str, ok: bool) -> None:
     assert violations(check) == expected
 
 
-@pytest.mark.parametrize(("seconds", "nanos", "ok"), [
-    (0, 0, True),
-    (1_700_000_000, 999_999_999, True),
-    (253402300799, 0, True),  # 9999-12-31T23:59:59Z
-    (253402300800, 0, False),
-    (-1, 0, False),
-    (0, -1, False),
-    (0, 1_000_000_000, False),
-])
+@pytest.mark.parametrize(
+    ("seconds", "nanos", "ok"),
+    [
+        (0, 0, True),
+        (1_700_000_000, 999_999_999, True),
+        (253402300799, 0, True),  # 9999-12-31T23:59:59Z
+        (253402300800, 0, False),
+        (-1, 0, False),
+        (0, -1, False),
+        (0, 1_000_000_000, False),
+    ],
+)
 def test_timestamp(seconds: int, nanos: int, ok: bool) -> None:
     check = Validator()
     assert check.timestamp("expire_time", seconds, nanos) is ok
@@ -263,12 +281,15 @@ def test_timestamp(seconds: int, nanos: int, ok: bool) -> None:
     assert violations(check) == expected
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("ksk_abc", {}),
-    ("s" * 512, {}),
-    ("", {"key": "is required"}),
-    ("s" * 513, {"key": "must be at most 512 characters"}),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("ksk_abc", {}),
+        ("s" * 512, {}),
+        ("", {"key": "is required"}),
+        ("s" * 513, {"key": "must be at most 512 characters"}),
+    ],
+)
 def test_secret(value: str, expected: dict[str, str]) -> None:
     check = Validator()
     check.secret("key", value)

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import grpc
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from keyscope.v1 import apis_pb2, keys_pb2, permissions_pb2, roles_pb2
 from server.cli import EXAMPLE_ROOT_KEY
-from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
-from server.store import SqliteStore
-from tests.client import Caller
-from tests.conftest import MakeCaller
+from tests.client import BAD_AUTHORIZATION, Caller, from_now
+from tests.conftest import UNUSABLE_ROOT_KEYS, MakeCaller, UnusableCaller
 from tests.rpc_errors import field_violations
 from tests.store_snapshot import snapshot
 
@@ -23,13 +19,9 @@ pytestmark = pytest.mark.asyncio
 Code = keys_pb2.VerifyKeyResponse.Code
 
 
-def _in(seconds: int) -> Timestamp:
-    return Timestamp(seconds=int(time.time()) + seconds)
-
-
 async def _expire(admin: Caller, key_id: str) -> None:
     # CreateKey refuses past expiries; UpdateKey may set one, which expires the key at once.
-    await admin.keys.UpdateKey(keys_pb2.UpdateKeyRequest(key_id=key_id, expire_time=_in(-60)), metadata=admin.md)
+    await admin.keys.UpdateKey(keys_pb2.UpdateKeyRequest(key_id=key_id, expire_time=from_now(-60)), metadata=admin.md)
 
 
 async def _disable(admin: Caller, key_id: str) -> None:
@@ -67,7 +59,7 @@ async def test_ok_effective_permissions_are_direct_and_roles_sorted_and_unique(a
 
 async def test_ok_reports_expire_time(admin: Caller) -> None:
     api = await admin.make_api()
-    expiry = _in(3600)
+    expiry = from_now(3600)
     _, secret = await admin.make_key(api.id, expire_time=expiry)
 
     answer = await admin.verify(secret)
@@ -89,38 +81,41 @@ async def test_ok_empty_query_is_no_query(admin: Caller, query: str) -> None:
 # -- ok: the query ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("held", "query", "missing"), [
-    (["documents.read"], "documents.read", []),
-    (["documents.read"], "documents.write", ["documents.write"]),
-    (["a", "b"], "a AND b", []),
-    (["a"], "a AND b", ["b"]),
-    (["b"], "a OR b", []),
-    ([], "a OR b", ["a", "b"]),
-    (["a"], "a and b", ["b"]),  # operators in any case
-    (["b"], "a oR b", []),
-    # AND binds tighter than OR: these hold only as a OR (b AND c) and (a AND b) OR c.
-    (["a"], "a OR b AND c", []),
-    (["c"], "a AND b OR c", []),
-    (["b"], "a OR b AND c", ["a", "c"]),
-    (["a"], "a AND (b OR c)", ["b", "c"]),
-    (["a", "c"], "a AND (b OR c)", []),
-    ([], "zeta AND alpha AND mid", ["zeta", "alpha", "mid"]),  # query order, not sorted
-    ([], "x AND x OR y AND x", ["x", "y"]),  # once each
-    (["x"], "x AND y AND x", ["y"]),
-    (["a", "b"], "  ( a\tAND\nb )  ", []),
-    (["read:users", "x-y_z"], "read:users AND x-y_z", []),
-    (["documents.read"], "Documents.read", ["Documents.read"]),  # case-sensitive names
-    # Wildcards in the key's permissions: `*` is one whole segment.
-    (["documents.*"], "documents.read", []),
-    (["documents.*"], "documents.read.own", ["documents.read.own"]),
-    (["documents.*"], "documents", ["documents"]),
-    (["*.read"], "documents.read AND billing.read", []),
-    (["doc*"], "documents", ["documents"]),  # `*` inside a segment is a literal
-    # A wildcard in the query is met only by a grant that matches it segment-wise.
-    (["documents.*"], "documents.*", []),
-    (["documents.read"], "documents.*", ["documents.*"]),
-    (["*.*"], "documents.*", []),
-])
+@pytest.mark.parametrize(
+    ("held", "query", "missing"),
+    [
+        (["documents.read"], "documents.read", []),
+        (["documents.read"], "documents.write", ["documents.write"]),
+        (["a", "b"], "a AND b", []),
+        (["a"], "a AND b", ["b"]),
+        (["b"], "a OR b", []),
+        ([], "a OR b", ["a", "b"]),
+        (["a"], "a and b", ["b"]),  # operators in any case
+        (["b"], "a oR b", []),
+        # AND binds tighter than OR: these hold only as a OR (b AND c) and (a AND b) OR c.
+        (["a"], "a OR b AND c", []),
+        (["c"], "a AND b OR c", []),
+        (["b"], "a OR b AND c", ["a", "c"]),
+        (["a"], "a AND (b OR c)", ["b", "c"]),
+        (["a", "c"], "a AND (b OR c)", []),
+        ([], "zeta AND alpha AND mid", ["zeta", "alpha", "mid"]),  # query order, not sorted
+        ([], "x AND x OR y AND x", ["x", "y"]),  # once each
+        (["x"], "x AND y AND x", ["y"]),
+        (["a", "b"], "  ( a\tAND\nb )  ", []),
+        (["read:users", "x-y_z"], "read:users AND x-y_z", []),
+        (["documents.read"], "Documents.read", ["Documents.read"]),  # case-sensitive names
+        # Wildcards in the key's permissions: `*` is one whole segment.
+        (["documents.*"], "documents.read", []),
+        (["documents.*"], "documents.read.own", ["documents.read.own"]),
+        (["documents.*"], "documents", ["documents"]),
+        (["*.read"], "documents.read AND billing.read", []),
+        (["doc*"], "documents", ["documents"]),  # `*` inside a segment is a literal
+        # A wildcard in the query is met only by a grant that matches it segment-wise.
+        (["documents.*"], "documents.*", []),
+        (["documents.read"], "documents.*", ["documents.*"]),
+        (["*.*"], "documents.*", []),
+    ],
+)
 async def test_ok_query(admin: Caller, held: list[str], query: str, missing: list[str]) -> None:
     api = await admin.make_api()
     _, secret = await admin.make_key(api.id, held)
@@ -248,8 +243,7 @@ async def test_ok_consistent_after_set_permissions(admin: Caller) -> None:
     api = await admin.make_api()
     key, secret = await admin.make_key(api.id, ["a"])
 
-    await admin.keys.SetPermissions(keys_pb2.SetPermissionsRequest(key_id=key.id, permissions=["b"]),
-                                    metadata=admin.md)
+    await admin.keys.SetPermissions(keys_pb2.SetPermissionsRequest(key_id=key.id, permissions=["b"]), metadata=admin.md)
 
     assert (await admin.verify(secret, "b")).code == Code.VALID
     assert list((await admin.verify(secret, "a")).missing_permissions) == ["a"]
@@ -286,8 +280,9 @@ async def test_ok_consistent_after_set_role_permissions(admin: Caller) -> None:
     role = await admin.make_role(api.id, "r", ["a"])
     _, secret = await admin.make_key(api.id, roles=["r"])
 
-    await admin.roles.SetRolePermissions(roles_pb2.SetRolePermissionsRequest(role_id=role.id, permissions=["b"]),
-                                         metadata=admin.md)
+    await admin.roles.SetRolePermissions(
+        roles_pb2.SetRolePermissionsRequest(role_id=role.id, permissions=["b"]), metadata=admin.md
+    )
 
     assert (await admin.verify(secret, "b")).code == Code.VALID
     assert (await admin.verify(secret, "a")).code == Code.INSUFFICIENT_PERMISSIONS
@@ -306,7 +301,7 @@ async def test_ok_consistent_after_update_key_enabled(admin: Caller) -> None:
 
 async def test_ok_consistent_after_update_key_expiry(admin: Caller) -> None:
     api = await admin.make_api()
-    key, secret = await admin.make_key(api.id, expire_time=_in(3600))
+    key, secret = await admin.make_key(api.id, expire_time=from_now(3600))
 
     await _expire(admin, key.id)
     assert (await admin.verify(secret)).code == Code.EXPIRED
@@ -341,12 +336,16 @@ async def test_not_found_root_key_secret_is_not_a_key(admin: Caller) -> None:
     assert answer == keys_pb2.VerifyKeyResponse(valid=False, code=Code.NOT_FOUND)
 
 
-@pytest.mark.parametrize("permissions", [
-    ["api.{own}.verify_key"],
-    ["api.{own}.verify_key", "api.{other}.read_key", "api.{other}.update_key"],
-])
+@pytest.mark.parametrize(
+    "permissions",
+    [
+        ["api.{own}.verify_key"],
+        ["api.{own}.verify_key", "api.{other}.read_key", "api.{other}.update_key"],
+    ],
+)
 async def test_not_found_key_of_an_api_the_caller_may_not_verify(
-        admin: Caller, make_caller: MakeCaller, permissions: list[str]) -> None:
+    admin: Caller, make_caller: MakeCaller, permissions: list[str]
+) -> None:
     own, other = await admin.make_api(), await admin.make_api()
     _, own_secret = await admin.make_key(own.id, ["a"])
     _, other_secret = await admin.make_key(other.id, ["a"])
@@ -398,23 +397,26 @@ async def test_invalid_argument_key(admin: Caller, key: str) -> None:
     assert "k" * 20 not in violations["key"]  # a secret is never echoed
 
 
-@pytest.mark.parametrize(("query", "position"), [
-    ("a AND", 6),  # the end of the query
-    ("AND a", 1),
-    ("(a OR b", 8),
-    ("a OR b)", 7),
-    ("a b", 3),
-    ("a & b", 3),
-    ("  &", 3),
-    ("()", 2),
-    ("a AND OR b", 7),
-    ("documents.read AND (documents.write OR )", 40),
-    ("é", 1),
-    ("a" * 281, 1),  # a name longer than 280 characters
-    ("b AND " + "a" * 281, 7),
-    ("(" * 33 + "a" + ")" * 33, 33),  # nested deeper than 32
-    ("a OR " * 200 + "a", 1001),  # longer than 1000 characters
-])
+@pytest.mark.parametrize(
+    ("query", "position"),
+    [
+        ("a AND", 6),  # the end of the query
+        ("AND a", 1),
+        ("(a OR b", 8),
+        ("a OR b)", 7),
+        ("a b", 3),
+        ("a & b", 3),
+        ("  &", 3),
+        ("()", 2),
+        ("a AND OR b", 7),
+        ("documents.read AND (documents.write OR )", 40),
+        ("é", 1),
+        ("a" * 281, 1),  # a name longer than 280 characters
+        ("b AND " + "a" * 281, 7),
+        ("(" * 33 + "a" + ")" * 33, 33),  # nested deeper than 32
+        ("a OR " * 200 + "a", 1001),  # longer than 1000 characters
+    ],
+)
 async def test_invalid_argument_malformed_query(admin: Caller, query: str, position: int) -> None:
     api = await admin.make_api()
     _, secret = await admin.make_key(api.id, ["a"])
@@ -438,14 +440,7 @@ async def test_invalid_argument_is_checked_before_the_key_is_looked_up(admin: Ca
 # -- unauthenticated -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("metadata", [
-    (),
-    (("authorization", "Basic dXNlcjpwYXNz"),),
-    (("authorization", "Bearer"),),
-    (("authorization", "Bearer two tokens"),),
-    (("authorization", "ksroot_no_scheme"),),
-    (("authorization", "Bearer ksroot_unknown0123456789"),),
-], ids=["missing", "basic", "no token", "two tokens", "no scheme", "unknown root key"])
+@pytest.mark.parametrize("metadata", BAD_AUTHORIZATION)
 async def test_unauthenticated_metadata(admin: Caller, metadata: tuple[tuple[str, str], ...]) -> None:
     api = await admin.make_api()
     _, secret = await admin.make_key(api.id)
@@ -456,30 +451,15 @@ async def test_unauthenticated_metadata(admin: Caller, metadata: tuple[tuple[str
     assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
-@pytest.mark.parametrize("how", ["disabled", "expired", "deleted"])
+@pytest.mark.parametrize("how", UNUSABLE_ROOT_KEYS)
 async def test_unauthenticated_root_key_no_longer_usable(
-        admin: Caller, store: SqliteStore, channel: grpc.aio.Channel, make_caller: MakeCaller, how: str) -> None:
+    admin: Caller, unusable_caller: UnusableCaller, how: str
+) -> None:
     api = await admin.make_api()
     _, secret = await admin.make_key(api.id)
-    caller = await _unusable_caller(how, store, channel, make_caller)
+    caller = await unusable_caller(how)
 
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await caller.verify(secret)
 
     assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
-
-
-async def _unusable_caller(how: str, store: SqliteStore, channel: grpc.aio.Channel,
-                           make_caller: MakeCaller) -> Caller:
-    """A caller whose root key holds every permission but is disabled, expired or deleted."""
-    if how == "expired":
-        secret = new_secret(ROOT_KEY_PREFIX)
-        record = await store.create_root_key("expired", hash_secret(secret), EXAMPLE_ROOT_KEY,
-                                             expires_ms=int(time.time() * 1000) - 60_000)
-        return Caller(channel, secret, record.id)
-    caller = await make_caller(EXAMPLE_ROOT_KEY)
-    if how == "disabled":
-        await store.set_root_key_enabled(caller.root_key_id, False)
-    else:
-        await store.delete_root_key(caller.root_key_id)
-    return caller

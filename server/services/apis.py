@@ -17,8 +17,9 @@ class ApiService(apis_pb2_grpc.ApiServiceServicer):
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    async def CreateApi(self, request: apis_pb2.CreateApiRequest,
-                        context: grpc.aio.ServicerContext) -> apis_pb2.CreateApiResponse:
+    async def CreateApi(
+        self, request: apis_pb2.CreateApiRequest, context: grpc.aio.ServicerContext
+    ) -> apis_pb2.CreateApiResponse:
         check = Validator()
         check.text("name", request.name, max_length=MAX_NAME, required=True)
         scopes = check.scopes("scopes", ((s.value, s.description) for s in request.scopes))
@@ -26,16 +27,18 @@ class ApiService(apis_pb2_grpc.ApiServiceServicer):
         written = await self._store.create_api(current_principal(), request.name, scopes)
         return apis_pb2.CreateApiResponse(api=api_message(written.value), revision=written.revision)
 
-    async def GetApi(self, request: apis_pb2.GetApiRequest,
-                     context: grpc.aio.ServicerContext) -> apis_pb2.GetApiResponse:
+    async def GetApi(
+        self, request: apis_pb2.GetApiRequest, context: grpc.aio.ServicerContext
+    ) -> apis_pb2.GetApiResponse:
         check = Validator()
         check.id("api_id", request.api_id, "api")
         check.done()
         api = await self._store.get_api(current_principal(), request.api_id)
         return apis_pb2.GetApiResponse(api=api_message(api))
 
-    async def UpdateScopes(self, request: apis_pb2.UpdateScopesRequest,
-                           context: grpc.aio.ServicerContext) -> apis_pb2.UpdateScopesResponse:
+    async def UpdateScopes(
+        self, request: apis_pb2.UpdateScopesRequest, context: grpc.aio.ServicerContext
+    ) -> apis_pb2.UpdateScopesResponse:
         check = Validator()
         check.id("api_id", request.api_id, "api")
         scopes = check.scopes("scopes", ((s.value, s.description) for s in request.scopes))

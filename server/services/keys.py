@@ -27,8 +27,9 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    async def CreateKey(self, request: keys_pb2.CreateKeyRequest,
-                        context: grpc.aio.ServicerContext) -> keys_pb2.CreateKeyResponse:
+    async def CreateKey(
+        self, request: keys_pb2.CreateKeyRequest, context: grpc.aio.ServicerContext
+    ) -> keys_pb2.CreateKeyResponse:
         check = Validator()
         check.id("api_id", request.api_id, "api")
         check.text("name", request.name, max_length=MAX_NAME)
@@ -61,16 +62,18 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
             revision=written.revision,
         )
 
-    async def GetKey(self, request: keys_pb2.GetKeyRequest,
-                     context: grpc.aio.ServicerContext) -> keys_pb2.GetKeyResponse:
+    async def GetKey(
+        self, request: keys_pb2.GetKeyRequest, context: grpc.aio.ServicerContext
+    ) -> keys_pb2.GetKeyResponse:
         check = Validator()
         check.id("key_id", request.key_id, "key")
         check.done()
         key = await self._store.get_key(current_principal(), request.key_id)
         return keys_pb2.GetKeyResponse(key=key_message(key))
 
-    async def UpdateKey(self, request: keys_pb2.UpdateKeyRequest,
-                        context: grpc.aio.ServicerContext) -> keys_pb2.UpdateKeyResponse:
+    async def UpdateKey(
+        self, request: keys_pb2.UpdateKeyRequest, context: grpc.aio.ServicerContext
+    ) -> keys_pb2.UpdateKeyResponse:
         check = Validator()
         check.id("key_id", request.key_id, "key")
         if request.HasField("name"):
@@ -80,8 +83,7 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
             check.timestamp("expire_time", request.expire_time.seconds, request.expire_time.nanos)
         if has_expiry and request.clear_expire_time:
             check.add("clear_expire_time", "cannot be combined with expire_time")
-        if not (request.HasField("name") or request.HasField("enabled") or has_expiry
-                or request.clear_expire_time):
+        if not (request.HasField("name") or request.HasField("enabled") or has_expiry or request.clear_expire_time):
             check.add("key_id", "nothing to update: set name, enabled, expire_time or clear_expire_time")
         check.done()
         changes = KeyChanges(
@@ -93,16 +95,18 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
         written = await self._store.update_key(current_principal(), request.key_id, changes)
         return keys_pb2.UpdateKeyResponse(key=key_message(written.value), revision=written.revision)
 
-    async def DeleteKey(self, request: keys_pb2.DeleteKeyRequest,
-                        context: grpc.aio.ServicerContext) -> keys_pb2.DeleteKeyResponse:
+    async def DeleteKey(
+        self, request: keys_pb2.DeleteKeyRequest, context: grpc.aio.ServicerContext
+    ) -> keys_pb2.DeleteKeyResponse:
         check = Validator()
         check.id("key_id", request.key_id, "key")
         check.done()
         revision = await self._store.delete_key(current_principal(), request.key_id)
         return keys_pb2.DeleteKeyResponse(revision=revision)
 
-    async def SetPermissions(self, request: keys_pb2.SetPermissionsRequest,
-                             context: grpc.aio.ServicerContext) -> keys_pb2.SetPermissionsResponse:
+    async def SetPermissions(
+        self, request: keys_pb2.SetPermissionsRequest, context: grpc.aio.ServicerContext
+    ) -> keys_pb2.SetPermissionsResponse:
         check = Validator()
         check.id("key_id", request.key_id, "key")
         names = check.permission_names("permissions", request.permissions)
@@ -114,18 +118,21 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
             revision=written.revision,
         )
 
-    async def SetRoles(self, request: keys_pb2.SetRolesRequest,
-                       context: grpc.aio.ServicerContext) -> keys_pb2.SetRolesResponse:
+    async def SetRoles(
+        self, request: keys_pb2.SetRolesRequest, context: grpc.aio.ServicerContext
+    ) -> keys_pb2.SetRolesResponse:
         check = Validator()
         check.id("key_id", request.key_id, "key")
         names = check.role_names("roles", request.roles)
         check.done()
         written = await self._store.set_roles(current_principal(), request.key_id, names)
-        return keys_pb2.SetRolesResponse(roles=[role_message(r) for r in written.value.roles],
-                                         revision=written.revision)
+        return keys_pb2.SetRolesResponse(
+            roles=[role_message(r) for r in written.value.roles], revision=written.revision
+        )
 
-    async def VerifyKey(self, request: keys_pb2.VerifyKeyRequest,
-                        context: grpc.aio.ServicerContext) -> keys_pb2.VerifyKeyResponse:
+    async def VerifyKey(
+        self, request: keys_pb2.VerifyKeyRequest, context: grpc.aio.ServicerContext
+    ) -> keys_pb2.VerifyKeyResponse:
         check = Validator()
         check.secret("key", request.key)
         query: Query | None = None

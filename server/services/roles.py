@@ -17,32 +17,36 @@ class RoleService(roles_pb2_grpc.RoleServiceServicer):
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    async def CreateRole(self, request: roles_pb2.CreateRoleRequest,
-                         context: grpc.aio.ServicerContext) -> roles_pb2.CreateRoleResponse:
+    async def CreateRole(
+        self, request: roles_pb2.CreateRoleRequest, context: grpc.aio.ServicerContext
+    ) -> roles_pb2.CreateRoleResponse:
         check = Validator()
         check.id("api_id", request.api_id, "api")
         check.role_name("name", request.name)
         check.text("description", request.description, max_length=MAX_DESCRIPTION, multiline=True)
         names = check.permission_names("permissions", request.permissions)
         check.done()
-        written = await self._store.create_role(current_principal(), request.api_id, request.name,
-                                                request.description, names)
+        written = await self._store.create_role(
+            current_principal(), request.api_id, request.name, request.description, names
+        )
         return roles_pb2.CreateRoleResponse(
             role=role_message(written.value),
             created_permissions=[permission_message(p) for p in written.created_permissions],
             revision=written.revision,
         )
 
-    async def GetRole(self, request: roles_pb2.GetRoleRequest,
-                      context: grpc.aio.ServicerContext) -> roles_pb2.GetRoleResponse:
+    async def GetRole(
+        self, request: roles_pb2.GetRoleRequest, context: grpc.aio.ServicerContext
+    ) -> roles_pb2.GetRoleResponse:
         check = Validator()
         check.id("role_id", request.role_id, "role")
         check.done()
         role = await self._store.get_role(current_principal(), request.role_id)
         return roles_pb2.GetRoleResponse(role=role_message(role))
 
-    async def SetRolePermissions(self, request: roles_pb2.SetRolePermissionsRequest,
-                                 context: grpc.aio.ServicerContext) -> roles_pb2.SetRolePermissionsResponse:
+    async def SetRolePermissions(
+        self, request: roles_pb2.SetRolePermissionsRequest, context: grpc.aio.ServicerContext
+    ) -> roles_pb2.SetRolePermissionsResponse:
         check = Validator()
         check.id("role_id", request.role_id, "role")
         names = check.permission_names("permissions", request.permissions)

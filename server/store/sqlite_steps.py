@@ -26,6 +26,7 @@ log = logging.getLogger("server.store.sqlite_store")
 
 Row = tuple[Any, ...]
 
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -72,8 +73,10 @@ async def migrate(db: aiosqlite.Connection) -> None:
     try:
         version = (await fetch_all(db, "PRAGMA user_version"))[0][0]
         if version > LATEST_VERSION:
-            raise StoreUnavailable(f"the database has schema version {version}, newer than this server "
-                                   f"knows ({LATEST_VERSION}); upgrade the server")
+            raise StoreUnavailable(
+                f"the database has schema version {version}, newer than this server "
+                f"knows ({LATEST_VERSION}); upgrade the server"
+            )
         for number in range(version + 1, LATEST_VERSION + 1):
             for statement in MIGRATIONS[number - 1]:
                 await db.execute_fetchall(statement)
@@ -100,16 +103,14 @@ async def current_revision(db: aiosqlite.Connection) -> int:
     return int(row[0])
 
 
-async def authorize_api(db: aiosqlite.Connection, principal: Principal, action: access.Action,
-                         api_id: str) -> None:
+async def authorize_api(db: aiosqlite.Connection, principal: Principal, action: access.Action, api_id: str) -> None:
     hidden = NotFound("api", [api_id])
     if await fetch_one(db, "SELECT 1 FROM apis WHERE id = ?", (api_id,)) is None:
         raise hidden
     principal.authorize(action, api_id, hidden)
 
 
-async def authorize_key(db: aiosqlite.Connection, principal: Principal, action: access.Action,
-                         key_id: str) -> str:
+async def authorize_key(db: aiosqlite.Connection, principal: Principal, action: access.Action, key_id: str) -> str:
     """The key's API id, once the caller may act on the key."""
     hidden = NotFound("key", [key_id])
     row = await fetch_one(db, "SELECT api_id FROM keys WHERE id = ?", (key_id,))
@@ -119,8 +120,7 @@ async def authorize_key(db: aiosqlite.Connection, principal: Principal, action: 
     return str(row[0])
 
 
-async def authorize_role(db: aiosqlite.Connection, principal: Principal, action: access.Action,
-                          role_id: str) -> str:
+async def authorize_role(db: aiosqlite.Connection, principal: Principal, action: access.Action, role_id: str) -> str:
     hidden = NotFound("role", [role_id])
     row = await fetch_one(db, "SELECT api_id FROM roles WHERE id = ?", (role_id,))
     if row is None:
@@ -129,24 +129,34 @@ async def authorize_role(db: aiosqlite.Connection, principal: Principal, action:
     return str(row[0])
 
 
-async def insert_permissions(db: aiosqlite.Connection, api_id: str, entries: Sequence[tuple[str, str]],
-                              now: int) -> list[PermissionEntry]:
+async def insert_permissions(
+    db: aiosqlite.Connection, api_id: str, entries: Sequence[tuple[str, str]], now: int
+) -> list[PermissionEntry]:
     created = [PermissionEntry(new_id("perm"), name, description) for name, description in entries]
     if created:
-        await fetch_all(db, "INSERT INTO permissions (id, api_id, name, description, created_at)"
-                        " SELECT j.value ->> 0, ?, j.value ->> 1, j.value ->> 2, ? FROM json_each(?) AS j",
-                    (api_id, now, as_json([[p.id, p.name, p.description] for p in created])))
+        await fetch_all(
+            db,
+            "INSERT INTO permissions (id, api_id, name, description, created_at)"
+            " SELECT j.value ->> 0, ?, j.value ->> 1, j.value ->> 2, ? FROM json_each(?) AS j",
+            (api_id, now, as_json([[p.id, p.name, p.description] for p in created])),
+        )
     return created
 
 
-async def resolve_permissions(db: aiosqlite.Connection, principal: Principal, api_id: str,
-                               names: Sequence[str], now: int) -> tuple[list[str], tuple[PermissionEntry, ...]]:
+async def resolve_permissions(
+    db: aiosqlite.Connection, principal: Principal, api_id: str, names: Sequence[str], now: int
+) -> tuple[list[str], tuple[PermissionEntry, ...]]:
     """Ids of the named catalog entries, creating the unknown ones if the caller may."""
     if not names:
         return [], ()
-    found = {r[1]: r[0] for r in await fetch_all(
-        db, "SELECT id, name FROM permissions WHERE api_id = ? AND name IN (SELECT value FROM json_each(?))",
-        (api_id, as_json(names)))}
+    found = {
+        r[1]: r[0]
+        for r in await fetch_all(
+            db,
+            "SELECT id, name FROM permissions WHERE api_id = ? AND name IN (SELECT value FROM json_each(?))",
+            (api_id, as_json(names)),
+        )
+    }
     unknown = [name for name in dict.fromkeys(names) if name not in found]
     created: list[PermissionEntry] = []
     if unknown:
@@ -154,8 +164,11 @@ async def resolve_permissions(db: aiosqlite.Connection, principal: Principal, ap
         if not principal.allows(required):
             shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
             raise PermissionDenied(
-                required, reason="PERMISSIONS_NOT_IN_CATALOG", subjects=unknown,
-                message=f"not in the API's catalog: {shown}; creating them needs {required}")
+                required,
+                reason="PERMISSIONS_NOT_IN_CATALOG",
+                subjects=unknown,
+                message=f"not in the API's catalog: {shown}; creating them needs {required}",
+            )
         created = await insert_permissions(db, api_id, [(name, "") for name in unknown], now)
         found.update((p.name, p.id) for p in created)
     return list(dict.fromkeys(found[name] for name in names)), tuple(created)
@@ -164,27 +177,48 @@ async def resolve_permissions(db: aiosqlite.Connection, principal: Principal, ap
 async def resolve_roles(db: aiosqlite.Connection, api_id: str, names: Sequence[str]) -> list[str]:
     if not names:
         return []
-    found = {r[1]: r[0] for r in await fetch_all(
-        db, "SELECT id, name FROM roles WHERE api_id = ? AND name IN (SELECT value FROM json_each(?))",
-        (api_id, as_json(names)))}
+    found = {
+        r[1]: r[0]
+        for r in await fetch_all(
+            db,
+            "SELECT id, name FROM roles WHERE api_id = ? AND name IN (SELECT value FROM json_each(?))",
+            (api_id, as_json(names)),
+        )
+    }
     unknown = [name for name in dict.fromkeys(names) if name not in found]
     if unknown:
         raise NotFound("role", unknown)
     return list(dict.fromkeys(found[name] for name in names))
 
 
-async def link(db: aiosqlite.Connection, table: str, owner_column: str, target_column: str,
-                owner_id: str, target_ids: Sequence[str]) -> None:
+async def link(
+    db: aiosqlite.Connection,
+    table: str,
+    owner_column: str,
+    target_column: str,
+    owner_id: str,
+    target_ids: Sequence[str],
+) -> None:
     if target_ids:
-        await fetch_all(db, f"INSERT INTO {table} ({owner_column}, {target_column})"
-                        " SELECT ?, value FROM json_each(?)", (owner_id, as_json(target_ids)))
+        await fetch_all(
+            db,
+            f"INSERT INTO {table} ({owner_column}, {target_column}) SELECT ?, value FROM json_each(?)",
+            (owner_id, as_json(target_ids)),
+        )
 
 
-async def replace_links(db: aiosqlite.Connection, table: str, owner_column: str, target_column: str,
-                         owner_id: str, target_ids: Sequence[str]) -> bool:
+async def replace_links(
+    db: aiosqlite.Connection,
+    table: str,
+    owner_column: str,
+    target_column: str,
+    owner_id: str,
+    target_ids: Sequence[str],
+) -> bool:
     """Make the owner's links exactly `target_ids`; True if that changed anything."""
-    current = {r[0] for r in await fetch_all(db, f"SELECT {target_column} FROM {table} WHERE {owner_column} = ?",
-                                         (owner_id,))}
+    current = {
+        r[0] for r in await fetch_all(db, f"SELECT {target_column} FROM {table} WHERE {owner_column} = ?", (owner_id,))
+    }
     if current == set(target_ids):
         return False
     await fetch_all(db, f"DELETE FROM {table} WHERE {owner_column} = ?", (owner_id,))
@@ -202,11 +236,17 @@ async def finish_key_change(db: aiosqlite.Connection, key_id: str, now: int, cha
 async def touch_grantees(db: aiosqlite.Connection, permission_ids_json: str, now: int) -> tuple[int, int]:
     """Mark the keys and roles holding these permissions as changed now; how many of each."""
     keys = await fetch_all(
-        db, "UPDATE keys SET updated_at = ? WHERE id IN (SELECT key_id FROM key_permissions"
-            " WHERE permission_id IN (SELECT value FROM json_each(?))) RETURNING id", (now, permission_ids_json))
+        db,
+        "UPDATE keys SET updated_at = ? WHERE id IN (SELECT key_id FROM key_permissions"
+        " WHERE permission_id IN (SELECT value FROM json_each(?))) RETURNING id",
+        (now, permission_ids_json),
+    )
     roles = await fetch_all(
-        db, "UPDATE roles SET updated_at = ? WHERE id IN (SELECT role_id FROM role_permissions"
-            " WHERE permission_id IN (SELECT value FROM json_each(?))) RETURNING id", (now, permission_ids_json))
+        db,
+        "UPDATE roles SET updated_at = ? WHERE id IN (SELECT role_id FROM role_permissions"
+        " WHERE permission_id IN (SELECT value FROM json_each(?))) RETURNING id",
+        (now, permission_ids_json),
+    )
     return len(keys), len(roles)
 
 
@@ -217,33 +257,54 @@ async def load_api(db: aiosqlite.Connection, api_id: str) -> ApiRecord:
     row = await fetch_one(db, "SELECT id, name, created_at, updated_at FROM apis WHERE id = ?", (api_id,))
     if row is None:
         raise NotFound("api", [api_id])
-    scopes = tuple(PermissionEntry(*r) for r in await fetch_all(
-        db, "SELECT id, name, description FROM permissions WHERE api_id = ? ORDER BY name", (api_id,)))
+    scopes = tuple(
+        PermissionEntry(*r)
+        for r in await fetch_all(
+            db, "SELECT id, name, description FROM permissions WHERE api_id = ? ORDER BY name", (api_id,)
+        )
+    )
     return ApiRecord(row[0], row[1], scopes, row[2], row[3])
 
 
 async def load_roles(db: aiosqlite.Connection, role_ids: Sequence[str]) -> list[RoleRecord]:
     ids = as_json(role_ids)
     grants: dict[str, list[PermissionEntry]] = {role_id: [] for role_id in role_ids}
-    for r in await fetch_all(db, "SELECT rp.role_id, p.id, p.name, p.description FROM role_permissions rp"
-                             " JOIN permissions p ON p.id = rp.permission_id"
-                             " WHERE rp.role_id IN (SELECT value FROM json_each(?)) ORDER BY p.name", (ids,)):
+    for r in await fetch_all(
+        db,
+        "SELECT rp.role_id, p.id, p.name, p.description FROM role_permissions rp"
+        " JOIN permissions p ON p.id = rp.permission_id"
+        " WHERE rp.role_id IN (SELECT value FROM json_each(?)) ORDER BY p.name",
+        (ids,),
+    ):
         grants[r[0]].append(PermissionEntry(r[1], r[2], r[3]))
-    rows = await fetch_all(db, "SELECT id, api_id, name, description, created_at, updated_at FROM roles"
-                           " WHERE id IN (SELECT value FROM json_each(?)) ORDER BY name", (ids,))
+    rows = await fetch_all(
+        db,
+        "SELECT id, api_id, name, description, created_at, updated_at FROM roles"
+        " WHERE id IN (SELECT value FROM json_each(?)) ORDER BY name",
+        (ids,),
+    )
     if len(rows) != len(grants):
         raise NotFound("role", [role_id for role_id in role_ids if role_id not in {r[0] for r in rows}])
     return [RoleRecord(r[0], r[1], r[2], r[3], tuple(grants[r[0]]), r[4], r[5]) for r in rows]
 
 
 async def load_key(db: aiosqlite.Connection, key_id: str) -> KeyRecord:
-    row = await fetch_one(db, "SELECT id, api_id, name, start, enabled, expires_at, created_at, updated_at"
-                         " FROM keys WHERE id = ?", (key_id,))
+    row = await fetch_one(
+        db,
+        "SELECT id, api_id, name, start, enabled, expires_at, created_at, updated_at FROM keys WHERE id = ?",
+        (key_id,),
+    )
     if row is None:
         raise NotFound("key", [key_id])
-    permissions = tuple(PermissionEntry(*r) for r in await fetch_all(
-        db, "SELECT p.id, p.name, p.description FROM key_permissions kp"
-            " JOIN permissions p ON p.id = kp.permission_id WHERE kp.key_id = ? ORDER BY p.name", (key_id,)))
+    permissions = tuple(
+        PermissionEntry(*r)
+        for r in await fetch_all(
+            db,
+            "SELECT p.id, p.name, p.description FROM key_permissions kp"
+            " JOIN permissions p ON p.id = kp.permission_id WHERE kp.key_id = ? ORDER BY p.name",
+            (key_id,),
+        )
+    )
     role_ids = [r[0] for r in await fetch_all(db, "SELECT role_id FROM key_roles WHERE key_id = ?", (key_id,))]
     roles = tuple(await load_roles(db, role_ids)) if role_ids else ()
     return KeyRecord(row[0], row[1], row[2], row[3], bool(row[4]), row[5], permissions, roles, row[6], row[7])

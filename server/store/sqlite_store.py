@@ -64,6 +64,7 @@ from server.validation import ScopeSpec
 
 __all__ = ["SqliteStore"]
 
+
 def _probe(path: Path) -> None:
     sqlite3.connect(path).close()
 
@@ -161,23 +162,32 @@ class SqliteStore:
 
     # -- root keys -----------------------------------------------------------
 
-    async def create_root_key(self, name: str, secret_hash: bytes, permissions: Sequence[str],
-                              expires_ms: int | None = None) -> RootKeyRecord:
+    async def create_root_key(
+        self, name: str, secret_hash: bytes, permissions: Sequence[str], expires_ms: int | None = None
+    ) -> RootKeyRecord:
         root_key_id = new_id("root")
         now = now_ms()
         unique = sorted(set(permissions))
         async with self._write() as db:
-            await fetch_all(db, "INSERT INTO root_keys (id, name, secret_hash, enabled, expires_at, created_at)"
-                            " VALUES (?, ?, ?, 1, ?, ?)", (root_key_id, name, secret_hash, expires_ms, now))
-            await fetch_all(db, "INSERT INTO root_key_permissions (root_key_id, name)"
-                            " SELECT ?, value FROM json_each(?)", (root_key_id, as_json(unique)))
+            await fetch_all(
+                db,
+                "INSERT INTO root_keys (id, name, secret_hash, enabled, expires_at, created_at)"
+                " VALUES (?, ?, ?, 1, ?, ?)",
+                (root_key_id, name, secret_hash, expires_ms, now),
+            )
+            await fetch_all(
+                db,
+                "INSERT INTO root_key_permissions (root_key_id, name) SELECT ?, value FROM json_each(?)",
+                (root_key_id, as_json(unique)),
+            )
             await bump_revision(db)
         return RootKeyRecord(root_key_id, name, tuple(unique), True, expires_ms, now)
 
     async def set_root_key_enabled(self, root_key_id: str, enabled: bool) -> None:
         async with self._write() as db:
-            rows = await fetch_all(db, "UPDATE root_keys SET enabled = ? WHERE id = ? RETURNING id",
-                               (int(enabled), root_key_id))
+            rows = await fetch_all(
+                db, "UPDATE root_keys SET enabled = ? WHERE id = ? RETURNING id", (int(enabled), root_key_id)
+            )
             if not rows:
                 raise NotFound("root key", [root_key_id])
             await bump_revision(db)
@@ -191,17 +201,21 @@ class SqliteStore:
 
     async def list_root_keys(self) -> list[RootKeyRecord]:
         async with self._read() as db:
-            rows = await fetch_all(db, "SELECT r.id, r.name, r.enabled, r.expires_at, r.created_at,"
-                                   " (SELECT json_group_array(name) FROM root_key_permissions"
-                                   "  WHERE root_key_id = r.id) FROM root_keys r ORDER BY r.created_at, r.id")
-        return [RootKeyRecord(r[0], r[1], tuple(sorted(json.loads(r[5]))), bool(r[2]), r[3], r[4])
-                for r in rows]
+            rows = await fetch_all(
+                db,
+                "SELECT r.id, r.name, r.enabled, r.expires_at, r.created_at,"
+                " (SELECT json_group_array(name) FROM root_key_permissions"
+                "  WHERE root_key_id = r.id) FROM root_keys r ORDER BY r.created_at, r.id",
+            )
+        return [RootKeyRecord(r[0], r[1], tuple(sorted(json.loads(r[5]))), bool(r[2]), r[3], r[4]) for r in rows]
 
     async def authenticate(self, secret_hash: bytes, now_ms: int) -> Principal:
         row = await self._query(
             "SELECT r.id, r.enabled, r.expires_at,"
             " (SELECT json_group_array(name) FROM root_key_permissions WHERE root_key_id = r.id)"
-            " FROM root_keys r WHERE r.secret_hash = ?", (secret_hash,))
+            " FROM root_keys r WHERE r.secret_hash = ?",
+            (secret_hash,),
+        )
         if row is None:
             raise Unauthenticated("unknown root key")
         if not row[1]:
@@ -212,14 +226,14 @@ class SqliteStore:
 
     # -- APIs -------------------------------------------------------------------
 
-    async def create_api(self, principal: Principal, name: str,
-                         scopes: Sequence[ScopeSpec]) -> Written[ApiRecord]:
+    async def create_api(self, principal: Principal, name: str, scopes: Sequence[ScopeSpec]) -> Written[ApiRecord]:
         principal.require(access.CREATE_API)
         api_id = new_id("api")
         now = now_ms()
         async with self._write() as db:
-            await fetch_all(db, "INSERT INTO apis (id, name, created_at, updated_at) VALUES (?, ?, ?, ?)",
-                        (api_id, name, now, now))
+            await fetch_all(
+                db, "INSERT INTO apis (id, name, created_at, updated_at) VALUES (?, ?, ?, ?)", (api_id, name, now, now)
+            )
             await insert_permissions(db, api_id, [(s.value, s.description) for s in scopes], now)
             revision = await bump_revision(db)
             api = await load_api(db, api_id)
@@ -230,29 +244,39 @@ class SqliteStore:
             await authorize_api(db, principal, access.READ_API, api_id)
             return await load_api(db, api_id)
 
-    async def update_scopes(self, principal: Principal, api_id: str,
-                            scopes: Sequence[ScopeSpec]) -> ScopesUpdate:
+    async def update_scopes(self, principal: Principal, api_id: str, scopes: Sequence[ScopeSpec]) -> ScopesUpdate:
         now = now_ms()
         async with self._write() as db:
             await authorize_api(db, principal, access.UPDATE_API, api_id)
-            current = {r[1]: (r[0], r[2]) for r in await fetch_all(
-                db, "SELECT id, name, description FROM permissions WHERE api_id = ?", (api_id,))}
+            current = {
+                r[1]: (r[0], r[2])
+                for r in await fetch_all(
+                    db, "SELECT id, name, description FROM permissions WHERE api_id = ?", (api_id,)
+                )
+            }
             wanted = {s.value: s.description for s in scopes}
             removed = sorted(name for name in current if name not in wanted)
             removed_ids = as_json([current[name][0] for name in removed])
-            described = [[current[value][0], description] for value, description in wanted.items()
-                         if value in current and current[value][1] != description]
+            described = [
+                [current[value][0], description]
+                for value, description in wanted.items()
+                if value in current and current[value][1] != description
+            ]
             added = [(value, description) for value, description in wanted.items() if value not in current]
             keys_affected = roles_affected = 0
             if removed:
                 keys_affected, roles_affected = await touch_grantees(db, removed_ids, now)
                 # ON DELETE CASCADE takes the grants to keys and roles with them.
-                await fetch_all(db, "DELETE FROM permissions WHERE id IN (SELECT value FROM json_each(?))",
-                                (removed_ids,))
+                await fetch_all(
+                    db, "DELETE FROM permissions WHERE id IN (SELECT value FROM json_each(?))", (removed_ids,)
+                )
             if described:
-                await fetch_all(db, "UPDATE permissions SET description = j.value ->> 1"
-                                " FROM json_each(?) AS j WHERE permissions.id = j.value ->> 0",
-                            (as_json(described),))
+                await fetch_all(
+                    db,
+                    "UPDATE permissions SET description = j.value ->> 1"
+                    " FROM json_each(?) AS j WHERE permissions.id = j.value ->> 0",
+                    (as_json(described),),
+                )
             await insert_permissions(db, api_id, added, now)
             if removed or described or added:
                 await fetch_all(db, "UPDATE apis SET updated_at = ? WHERE id = ?", (now, api_id))
@@ -271,10 +295,12 @@ class SqliteStore:
             await authorize_api(db, principal, access.CREATE_KEY, new.api_id)
             role_ids = await resolve_roles(db, new.api_id, new.roles)
             permission_ids, created = await resolve_permissions(db, principal, new.api_id, new.permissions, now)
-            await fetch_all(db, "INSERT INTO keys (id, api_id, secret_hash, start, name, enabled, expires_at,"
-                            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (key_id, new.api_id, new.secret_hash, new.start, new.name, int(new.enabled),
-                         new.expires_ms, now, now))
+            await fetch_all(
+                db,
+                "INSERT INTO keys (id, api_id, secret_hash, start, name, enabled, expires_at,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (key_id, new.api_id, new.secret_hash, new.start, new.name, int(new.enabled), new.expires_ms, now, now),
+            )
             await link(db, "key_permissions", "key_id", "permission_id", key_id, permission_ids)
             await link(db, "key_roles", "key_id", "role_id", key_id, role_ids)
             revision = await bump_revision(db)
@@ -296,8 +322,11 @@ class SqliteStore:
             enabled = bool(row[1]) if changes.enabled is None else changes.enabled
             expires = None if changes.clear_expiry else (row[2] if changes.expires_ms is None else changes.expires_ms)
             if (name, enabled, expires) != (row[0], bool(row[1]), row[2]):
-                await fetch_all(db, "UPDATE keys SET name = ?, enabled = ?, expires_at = ?, updated_at = ?"
-                                " WHERE id = ?", (name, int(enabled), expires, now, key_id))
+                await fetch_all(
+                    db,
+                    "UPDATE keys SET name = ?, enabled = ?, expires_at = ?, updated_at = ? WHERE id = ?",
+                    (name, int(enabled), expires, now, key_id),
+                )
                 revision = await bump_revision(db)
             else:
                 revision = await current_revision(db)
@@ -310,8 +339,7 @@ class SqliteStore:
             await fetch_all(db, "DELETE FROM keys WHERE id = ?", (key_id,))
             return await bump_revision(db)
 
-    async def set_permissions(self, principal: Principal, key_id: str,
-                              names: Sequence[str]) -> Written[KeyRecord]:
+    async def set_permissions(self, principal: Principal, key_id: str, names: Sequence[str]) -> Written[KeyRecord]:
         now = now_ms()
         async with self._write() as db:
             api_id = await authorize_key(db, principal, access.UPDATE_KEY, key_id)
@@ -343,16 +371,20 @@ class SqliteStore:
             "   JOIN permissions p ON p.id = rp.permission_id WHERE kr.key_id = k.id)),"
             " (SELECT json_group_array(r.name) FROM key_roles kr JOIN roles r ON r.id = kr.role_id"
             "  WHERE kr.key_id = k.id)"
-            " FROM keys k WHERE k.secret_hash = ?", (secret_hash,))
+            " FROM keys k WHERE k.secret_hash = ?",
+            (secret_hash,),
+        )
         if row is None:
             return None
-        return KeyVerification(row[0], row[1], bool(row[2]), row[3],
-                               tuple(sorted(json.loads(row[4]))), tuple(sorted(json.loads(row[5]))))
+        return KeyVerification(
+            row[0], row[1], bool(row[2]), row[3], tuple(sorted(json.loads(row[4]))), tuple(sorted(json.loads(row[5])))
+        )
 
     # -- roles -------------------------------------------------------------------
 
-    async def create_role(self, principal: Principal, api_id: str, name: str, description: str,
-                          permissions: Sequence[str]) -> Written[RoleRecord]:
+    async def create_role(
+        self, principal: Principal, api_id: str, name: str, description: str, permissions: Sequence[str]
+    ) -> Written[RoleRecord]:
         role_id = new_id("role")
         now = now_ms()
         async with self._write() as db:
@@ -360,8 +392,11 @@ class SqliteStore:
             if await fetch_one(db, "SELECT 1 FROM roles WHERE api_id = ? AND name = ?", (api_id, name)):
                 raise AlreadyExists("role", name)
             permission_ids, created = await resolve_permissions(db, principal, api_id, permissions, now)
-            await fetch_all(db, "INSERT INTO roles (id, api_id, name, description, created_at, updated_at)"
-                            " VALUES (?, ?, ?, ?, ?, ?)", (role_id, api_id, name, description, now, now))
+            await fetch_all(
+                db,
+                "INSERT INTO roles (id, api_id, name, description, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (role_id, api_id, name, description, now, now),
+            )
             await link(db, "role_permissions", "role_id", "permission_id", role_id, permission_ids)
             revision = await bump_revision(db)
             role = (await load_roles(db, [role_id]))[0]
@@ -372,14 +407,14 @@ class SqliteStore:
             await authorize_role(db, principal, access.READ_ROLE, role_id)
             return (await load_roles(db, [role_id]))[0]
 
-    async def set_role_permissions(self, principal: Principal, role_id: str,
-                                   names: Sequence[str]) -> Written[RoleRecord]:
+    async def set_role_permissions(
+        self, principal: Principal, role_id: str, names: Sequence[str]
+    ) -> Written[RoleRecord]:
         now = now_ms()
         async with self._write() as db:
             api_id = await authorize_role(db, principal, access.UPDATE_ROLE, role_id)
             permission_ids, created = await resolve_permissions(db, principal, api_id, names, now)
-            changed = await replace_links(db, "role_permissions", "role_id", "permission_id", role_id,
-                                           permission_ids)
+            changed = await replace_links(db, "role_permissions", "role_id", "permission_id", role_id, permission_ids)
             if changed or created:
                 await fetch_all(db, "UPDATE roles SET updated_at = ? WHERE id = ?", (now, role_id))
                 revision = await bump_revision(db)
