@@ -143,21 +143,26 @@ async def insert_permissions(
     return created
 
 
+async def ids_by_name(
+    db: aiosqlite.Connection, table: str, api_id: str, names: Sequence[str]
+) -> tuple[dict[str, str], list[str]]:
+    """The ids of an API's named permissions or roles, and the names it does not have (once each, in order)."""
+    rows = await fetch_all(
+        db,
+        f"SELECT id, name FROM {table} WHERE api_id = ? AND name IN (SELECT value FROM json_each(?))",
+        (api_id, as_json(names)),
+    )
+    found = {name: id_ for id_, name in rows}
+    return found, [name for name in dict.fromkeys(names) if name not in found]
+
+
 async def resolve_permissions(
     db: aiosqlite.Connection, principal: Principal, api_id: str, names: Sequence[str], now: int
 ) -> tuple[list[str], tuple[PermissionEntry, ...]]:
     """Ids of the named catalog entries, creating the unknown ones if the caller may."""
     if not names:
         return [], ()
-    found = {
-        r[1]: r[0]
-        for r in await fetch_all(
-            db,
-            "SELECT id, name FROM permissions WHERE api_id = ? AND name IN (SELECT value FROM json_each(?))",
-            (api_id, as_json(names)),
-        )
-    }
-    unknown = [name for name in dict.fromkeys(names) if name not in found]
+    found, unknown = await ids_by_name(db, "permissions", api_id, names)
     created: list[PermissionEntry] = []
     if unknown:
         required = access.CREATE_PERMISSION.permission(api_id)
@@ -177,15 +182,7 @@ async def resolve_permissions(
 async def resolve_roles(db: aiosqlite.Connection, api_id: str, names: Sequence[str]) -> list[str]:
     if not names:
         return []
-    found = {
-        r[1]: r[0]
-        for r in await fetch_all(
-            db,
-            "SELECT id, name FROM roles WHERE api_id = ? AND name IN (SELECT value FROM json_each(?))",
-            (api_id, as_json(names)),
-        )
-    }
-    unknown = [name for name in dict.fromkeys(names) if name not in found]
+    found, unknown = await ids_by_name(db, "roles", api_id, names)
     if unknown:
         raise NotFound("role", unknown)
     return list(dict.fromkeys(found[name] for name in names))
