@@ -24,5 +24,3 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # aiosqlite logs every statement with its parameters at DEBUG, secret hashes included.
-    logging.getLogger("aiosqlite").setLevel(max(logging.INFO, root.level))

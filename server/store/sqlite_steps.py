@@ -1,6 +1,7 @@
-"""The SQL steps that SqliteStore's operations are made of.
+"""The SQL steps that the store's operations are made of.
 
-Each takes the connection of an open transaction; none begins or ends one.
+Plain sqlite3, run on the connection's own thread. Each takes the connection of
+an open transaction; none begins or ends one.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-
-import aiosqlite
 
 from server import access
 from server.access import Principal
@@ -47,31 +46,28 @@ def store_faults() -> Iterator[None]:
         raise StoreUnavailable() from exc
 
 
-async def fetch_all(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-    # execute_fetchall runs, fetches and closes in one trip to the connection's thread.
-    return list(await db.execute_fetchall(sql, params))  # type: ignore[arg-type]
+def fetch_all(db: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+    return db.execute(sql, params).fetchall()
 
 
-async def fetch_one(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> Row | None:
-    rows = await fetch_all(db, sql, params)
+def fetch_one(db: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> Row | None:
+    rows = fetch_all(db, sql, params)
     return rows[0] if rows else None
 
 
-async def rollback(db: aiosqlite.Connection) -> None:
-    try:
-        await db.execute_fetchall("ROLLBACK")
-    except (sqlite3.Error, ValueError):
-        pass  # no transaction left to end, or the connection is gone
+def rollback(db: sqlite3.Connection) -> None:
+    if db.in_transaction:
+        db.execute("ROLLBACK")
 
 
 # -- schema ------------------------------------------------------------------------
 
 
-async def migrate(db: aiosqlite.Connection) -> None:
-    # Another process may be migrating too: read the version inside the write lock.
-    await db.execute_fetchall("BEGIN IMMEDIATE")
+def migrate(db: sqlite3.Connection) -> None:
+    # Another process may be migrating too: read the version inside SQLite's write lock.
+    db.execute("BEGIN IMMEDIATE")
     try:
-        version = (await fetch_all(db, "PRAGMA user_version"))[0][0]
+        version = (fetch_all(db, "PRAGMA user_version"))[0][0]
         if version > LATEST_VERSION:
             raise StoreUnavailable(
                 f"the database has schema version {version}, newer than this server "
@@ -79,62 +75,62 @@ async def migrate(db: aiosqlite.Connection) -> None:
             )
         for number in range(version + 1, LATEST_VERSION + 1):
             for statement in MIGRATIONS[number - 1]:
-                await db.execute_fetchall(statement)
-            await db.execute_fetchall(f"PRAGMA user_version = {number}")
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {number}")
             log.info("store schema migrated to version %d", number)
-        await db.execute_fetchall("COMMIT")
+        db.execute("COMMIT")
     except BaseException:
-        await rollback(db)
+        rollback(db)
         raise
 
 
 # -- steps shared by the operations ---------------------------------------------------
 
 
-async def bump_revision(db: aiosqlite.Connection) -> int:
-    row = await fetch_one(db, "UPDATE meta SET revision = revision + 1 RETURNING revision")
+def bump_revision(db: sqlite3.Connection) -> int:
+    row = fetch_one(db, "UPDATE meta SET revision = revision + 1 RETURNING revision")
     assert row is not None
     return int(row[0])
 
 
-async def current_revision(db: aiosqlite.Connection) -> int:
-    row = await fetch_one(db, "SELECT revision FROM meta")
+def current_revision(db: sqlite3.Connection) -> int:
+    row = fetch_one(db, "SELECT revision FROM meta")
     assert row is not None
     return int(row[0])
 
 
-async def authorize_api(db: aiosqlite.Connection, principal: Principal, action: access.Action, api_id: str) -> None:
+def authorize_api(db: sqlite3.Connection, principal: Principal, action: access.Action, api_id: str) -> None:
     hidden = NotFound("api", [api_id])
-    if await fetch_one(db, "SELECT 1 FROM apis WHERE id = ?", (api_id,)) is None:
+    if fetch_one(db, "SELECT 1 FROM apis WHERE id = ?", (api_id,)) is None:
         raise hidden
     principal.authorize(action, api_id, hidden)
 
 
-async def authorize_key(db: aiosqlite.Connection, principal: Principal, action: access.Action, key_id: str) -> str:
+def authorize_key(db: sqlite3.Connection, principal: Principal, action: access.Action, key_id: str) -> str:
     """The key's API id, once the caller may act on the key."""
     hidden = NotFound("key", [key_id])
-    row = await fetch_one(db, "SELECT api_id FROM keys WHERE id = ?", (key_id,))
+    row = fetch_one(db, "SELECT api_id FROM keys WHERE id = ?", (key_id,))
     if row is None:
         raise hidden
     principal.authorize(action, row[0], hidden)
     return str(row[0])
 
 
-async def authorize_role(db: aiosqlite.Connection, principal: Principal, action: access.Action, role_id: str) -> str:
+def authorize_role(db: sqlite3.Connection, principal: Principal, action: access.Action, role_id: str) -> str:
     hidden = NotFound("role", [role_id])
-    row = await fetch_one(db, "SELECT api_id FROM roles WHERE id = ?", (role_id,))
+    row = fetch_one(db, "SELECT api_id FROM roles WHERE id = ?", (role_id,))
     if row is None:
         raise hidden
     principal.authorize(action, row[0], hidden)
     return str(row[0])
 
 
-async def insert_permissions(
-    db: aiosqlite.Connection, api_id: str, entries: Sequence[tuple[str, str]], now: int
+def insert_permissions(
+    db: sqlite3.Connection, api_id: str, entries: Sequence[tuple[str, str]], now: int
 ) -> list[PermissionEntry]:
     created = [PermissionEntry(new_id("perm"), name, description) for name, description in entries]
     if created:
-        await fetch_all(
+        fetch_all(
             db,
             "INSERT INTO permissions (id, api_id, name, description, created_at)"
             " SELECT j.value ->> 0, ?, j.value ->> 1, j.value ->> 2, ? FROM json_each(?) AS j",
@@ -143,11 +139,11 @@ async def insert_permissions(
     return created
 
 
-async def ids_by_name(
-    db: aiosqlite.Connection, table: str, api_id: str, names: Sequence[str]
+def ids_by_name(
+    db: sqlite3.Connection, table: str, api_id: str, names: Sequence[str]
 ) -> tuple[dict[str, str], list[str]]:
     """The ids of an API's named permissions or roles, and the names it does not have (once each, in order)."""
-    rows = await fetch_all(
+    rows = fetch_all(
         db,
         f"SELECT id, name FROM {table} WHERE api_id = ? AND name IN (SELECT value FROM json_each(?))",
         (api_id, as_json(names)),
@@ -156,13 +152,13 @@ async def ids_by_name(
     return found, [name for name in dict.fromkeys(names) if name not in found]
 
 
-async def resolve_permissions(
-    db: aiosqlite.Connection, principal: Principal, api_id: str, names: Sequence[str], now: int
+def resolve_permissions(
+    db: sqlite3.Connection, principal: Principal, api_id: str, names: Sequence[str], now: int
 ) -> tuple[list[str], tuple[PermissionEntry, ...]]:
     """Ids of the named catalog entries, creating the unknown ones if the caller may."""
     if not names:
         return [], ()
-    found, unknown = await ids_by_name(db, "permissions", api_id, names)
+    found, unknown = ids_by_name(db, "permissions", api_id, names)
     created: list[PermissionEntry] = []
     if unknown:
         required = access.CREATE_PERMISSION.permission(api_id)
@@ -174,22 +170,22 @@ async def resolve_permissions(
                 subjects=unknown,
                 message=f"not in the API's catalog: {shown}; creating them needs {required}",
             )
-        created = await insert_permissions(db, api_id, [(name, "") for name in unknown], now)
+        created = insert_permissions(db, api_id, [(name, "") for name in unknown], now)
         found.update((p.name, p.id) for p in created)
     return list(dict.fromkeys(found[name] for name in names)), tuple(created)
 
 
-async def resolve_roles(db: aiosqlite.Connection, api_id: str, names: Sequence[str]) -> list[str]:
+def resolve_roles(db: sqlite3.Connection, api_id: str, names: Sequence[str]) -> list[str]:
     if not names:
         return []
-    found, unknown = await ids_by_name(db, "roles", api_id, names)
+    found, unknown = ids_by_name(db, "roles", api_id, names)
     if unknown:
         raise NotFound("role", unknown)
     return list(dict.fromkeys(found[name] for name in names))
 
 
-async def link(
-    db: aiosqlite.Connection,
+def link(
+    db: sqlite3.Connection,
     table: str,
     owner_column: str,
     target_column: str,
@@ -197,15 +193,15 @@ async def link(
     target_ids: Sequence[str],
 ) -> None:
     if target_ids:
-        await fetch_all(
+        fetch_all(
             db,
             f"INSERT INTO {table} ({owner_column}, {target_column}) SELECT ?, value FROM json_each(?)",
             (owner_id, as_json(target_ids)),
         )
 
 
-async def replace_links(
-    db: aiosqlite.Connection,
+def replace_links(
+    db: sqlite3.Connection,
     table: str,
     owner_column: str,
     target_column: str,
@@ -214,31 +210,31 @@ async def replace_links(
 ) -> bool:
     """Make the owner's links exactly `target_ids`; True if that changed anything."""
     current = {
-        r[0] for r in await fetch_all(db, f"SELECT {target_column} FROM {table} WHERE {owner_column} = ?", (owner_id,))
+        r[0] for r in fetch_all(db, f"SELECT {target_column} FROM {table} WHERE {owner_column} = ?", (owner_id,))
     }
     if current == set(target_ids):
         return False
-    await fetch_all(db, f"DELETE FROM {table} WHERE {owner_column} = ?", (owner_id,))
-    await link(db, table, owner_column, target_column, owner_id, target_ids)
+    fetch_all(db, f"DELETE FROM {table} WHERE {owner_column} = ?", (owner_id,))
+    link(db, table, owner_column, target_column, owner_id, target_ids)
     return True
 
 
-async def finish_key_change(db: aiosqlite.Connection, key_id: str, now: int, changed: bool) -> int:
+def finish_key_change(db: sqlite3.Connection, key_id: str, now: int, changed: bool) -> int:
     if not changed:
-        return await current_revision(db)
-    await fetch_all(db, "UPDATE keys SET updated_at = ? WHERE id = ?", (now, key_id))
-    return await bump_revision(db)
+        return current_revision(db)
+    fetch_all(db, "UPDATE keys SET updated_at = ? WHERE id = ?", (now, key_id))
+    return bump_revision(db)
 
 
-async def touch_grantees(db: aiosqlite.Connection, permission_ids_json: str, now: int) -> tuple[int, int]:
+def touch_grantees(db: sqlite3.Connection, permission_ids_json: str, now: int) -> tuple[int, int]:
     """Mark the keys and roles holding these permissions as changed now; how many of each."""
-    keys = await fetch_all(
+    keys = fetch_all(
         db,
         "UPDATE keys SET updated_at = ? WHERE id IN (SELECT key_id FROM key_permissions"
         " WHERE permission_id IN (SELECT value FROM json_each(?))) RETURNING id",
         (now, permission_ids_json),
     )
-    roles = await fetch_all(
+    roles = fetch_all(
         db,
         "UPDATE roles SET updated_at = ? WHERE id IN (SELECT role_id FROM role_permissions"
         " WHERE permission_id IN (SELECT value FROM json_each(?))) RETURNING id",
@@ -250,23 +246,23 @@ async def touch_grantees(db: aiosqlite.Connection, permission_ids_json: str, now
 # -- loading whole resources --------------------------------------------------------------
 
 
-async def load_api(db: aiosqlite.Connection, api_id: str) -> ApiRecord:
-    row = await fetch_one(db, "SELECT id, name, created_at, updated_at FROM apis WHERE id = ?", (api_id,))
+def load_api(db: sqlite3.Connection, api_id: str) -> ApiRecord:
+    row = fetch_one(db, "SELECT id, name, created_at, updated_at FROM apis WHERE id = ?", (api_id,))
     if row is None:
         raise NotFound("api", [api_id])
     scopes = tuple(
         PermissionEntry(*r)
-        for r in await fetch_all(
+        for r in fetch_all(
             db, "SELECT id, name, description FROM permissions WHERE api_id = ? ORDER BY name", (api_id,)
         )
     )
     return ApiRecord(row[0], row[1], scopes, row[2], row[3])
 
 
-async def load_roles(db: aiosqlite.Connection, role_ids: Sequence[str]) -> list[RoleRecord]:
+def load_roles(db: sqlite3.Connection, role_ids: Sequence[str]) -> list[RoleRecord]:
     ids = as_json(role_ids)
     grants: dict[str, list[PermissionEntry]] = {role_id: [] for role_id in role_ids}
-    for r in await fetch_all(
+    for r in fetch_all(
         db,
         "SELECT rp.role_id, p.id, p.name, p.description FROM role_permissions rp"
         " JOIN permissions p ON p.id = rp.permission_id"
@@ -274,7 +270,7 @@ async def load_roles(db: aiosqlite.Connection, role_ids: Sequence[str]) -> list[
         (ids,),
     ):
         grants[r[0]].append(PermissionEntry(r[1], r[2], r[3]))
-    rows = await fetch_all(
+    rows = fetch_all(
         db,
         "SELECT id, api_id, name, description, created_at, updated_at FROM roles"
         " WHERE id IN (SELECT value FROM json_each(?)) ORDER BY name",
@@ -285,8 +281,8 @@ async def load_roles(db: aiosqlite.Connection, role_ids: Sequence[str]) -> list[
     return [RoleRecord(r[0], r[1], r[2], r[3], tuple(grants[r[0]]), r[4], r[5]) for r in rows]
 
 
-async def load_key(db: aiosqlite.Connection, key_id: str) -> KeyRecord:
-    row = await fetch_one(
+def load_key(db: sqlite3.Connection, key_id: str) -> KeyRecord:
+    row = fetch_one(
         db,
         "SELECT id, api_id, name, start, enabled, expires_at, created_at, updated_at FROM keys WHERE id = ?",
         (key_id,),
@@ -295,13 +291,13 @@ async def load_key(db: aiosqlite.Connection, key_id: str) -> KeyRecord:
         raise NotFound("key", [key_id])
     permissions = tuple(
         PermissionEntry(*r)
-        for r in await fetch_all(
+        for r in fetch_all(
             db,
             "SELECT p.id, p.name, p.description FROM key_permissions kp"
             " JOIN permissions p ON p.id = kp.permission_id WHERE kp.key_id = ? ORDER BY p.name",
             (key_id,),
         )
     )
-    role_ids = [r[0] for r in await fetch_all(db, "SELECT role_id FROM key_roles WHERE key_id = ?", (key_id,))]
-    roles = tuple(await load_roles(db, role_ids)) if role_ids else ()
+    role_ids = [r[0] for r in fetch_all(db, "SELECT role_id FROM key_roles WHERE key_id = ?", (key_id,))]
+    roles = tuple(load_roles(db, role_ids)) if role_ids else ()
     return KeyRecord(row[0], row[1], row[2], row[3], bool(row[4]), row[5], permissions, roles, row[6], row[7])

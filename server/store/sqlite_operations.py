@@ -1,0 +1,322 @@
+"""The store's operations as plain functions of a sqlite3 connection.
+
+SqliteStore runs each one whole on the connection's own thread, inside one
+transaction (writes: `BEGIN IMMEDIATE`, reads: a snapshot), so an operation is
+one trip from the event loop, and a cancelled call still ends in a commit or a
+rollback, never halfway. Each checks the caller's permissions in the same
+transaction as its work, and bumps the store-wide revision when it changed
+something.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+
+from server import access
+from server.access import Principal
+from server.credentials import new_id
+from server.errors import AlreadyExists, NotFound, Unauthenticated
+from server.store.models import (
+    ApiRecord,
+    KeyChanges,
+    KeyRecord,
+    KeyVerification,
+    NewKey,
+    RoleRecord,
+    RootKeyRecord,
+    ScopesUpdate,
+    Written,
+)
+from server.store.sqlite_steps import (
+    as_json,
+    authorize_api,
+    authorize_key,
+    authorize_role,
+    bump_revision,
+    current_revision,
+    fetch_all,
+    fetch_one,
+    finish_key_change,
+    insert_permissions,
+    link,
+    load_api,
+    load_key,
+    load_roles,
+    now_ms,
+    replace_links,
+    resolve_permissions,
+    resolve_roles,
+    touch_grantees,
+)
+from server.validation import ScopeSpec
+
+# -- root keys -----------------------------------------------------------
+
+
+def create_root_key(
+    db: sqlite3.Connection, name: str, secret_hash: bytes, permissions: Sequence[str], expires_ms: int | None = None
+) -> RootKeyRecord:
+    root_key_id = new_id("root")
+    now = now_ms()
+    unique = sorted(set(permissions))
+    fetch_all(
+        db,
+        "INSERT INTO root_keys (id, name, secret_hash, enabled, expires_at, created_at) VALUES (?, ?, ?, 1, ?, ?)",
+        (root_key_id, name, secret_hash, expires_ms, now),
+    )
+    fetch_all(
+        db,
+        "INSERT INTO root_key_permissions (root_key_id, name) SELECT ?, value FROM json_each(?)",
+        (root_key_id, as_json(unique)),
+    )
+    bump_revision(db)
+    return RootKeyRecord(root_key_id, name, tuple(unique), True, expires_ms, now)
+
+
+def set_root_key_enabled(db: sqlite3.Connection, root_key_id: str, enabled: bool) -> None:
+    rows = fetch_all(db, "UPDATE root_keys SET enabled = ? WHERE id = ? RETURNING id", (int(enabled), root_key_id))
+    if not rows:
+        raise NotFound("root key", [root_key_id])
+    bump_revision(db)
+
+
+def delete_root_key(db: sqlite3.Connection, root_key_id: str) -> None:
+    rows = fetch_all(db, "DELETE FROM root_keys WHERE id = ? RETURNING id", (root_key_id,))
+    if not rows:
+        raise NotFound("root key", [root_key_id])
+    bump_revision(db)
+
+
+def list_root_keys(db: sqlite3.Connection) -> list[RootKeyRecord]:
+    rows = fetch_all(
+        db,
+        "SELECT r.id, r.name, r.enabled, r.expires_at, r.created_at,"
+        " (SELECT json_group_array(name) FROM root_key_permissions"
+        "  WHERE root_key_id = r.id) FROM root_keys r ORDER BY r.created_at, r.id",
+    )
+    return [RootKeyRecord(r[0], r[1], tuple(sorted(json.loads(r[5]))), bool(r[2]), r[3], r[4]) for r in rows]
+
+
+def authenticate(db: sqlite3.Connection, secret_hash: bytes, now: int) -> Principal:
+    row = fetch_one(
+        db,
+        "SELECT r.id, r.enabled, r.expires_at,"
+        " (SELECT json_group_array(name) FROM root_key_permissions WHERE root_key_id = r.id)"
+        " FROM root_keys r WHERE r.secret_hash = ?",
+        (secret_hash,),
+    )
+    if row is None:
+        raise Unauthenticated("unknown root key")
+    if not row[1]:
+        raise Unauthenticated("the root key is disabled")
+    if row[2] is not None and row[2] <= now:
+        raise Unauthenticated("the root key has expired")
+    return Principal(row[0], tuple(json.loads(row[3])))
+
+
+# -- APIs -------------------------------------------------------------------
+
+
+def create_api(
+    db: sqlite3.Connection, principal: Principal, name: str, scopes: Sequence[ScopeSpec]
+) -> Written[ApiRecord]:
+    principal.require(access.CREATE_API)
+    api_id = new_id("api")
+    now = now_ms()
+    fetch_all(db, "INSERT INTO apis (id, name, created_at, updated_at) VALUES (?, ?, ?, ?)", (api_id, name, now, now))
+    insert_permissions(db, api_id, [(s.value, s.description) for s in scopes], now)
+    revision = bump_revision(db)
+    api = load_api(db, api_id)
+    return Written(api, revision)
+
+
+def get_api(db: sqlite3.Connection, principal: Principal, api_id: str) -> ApiRecord:
+    authorize_api(db, principal, access.READ_API, api_id)
+    return load_api(db, api_id)
+
+
+def update_scopes(
+    db: sqlite3.Connection, principal: Principal, api_id: str, scopes: Sequence[ScopeSpec]
+) -> ScopesUpdate:
+    now = now_ms()
+    authorize_api(db, principal, access.UPDATE_API, api_id)
+    current = {
+        r[1]: (r[0], r[2])
+        for r in fetch_all(db, "SELECT id, name, description FROM permissions WHERE api_id = ?", (api_id,))
+    }
+    wanted = {s.value: s.description for s in scopes}
+    removed = sorted(name for name in current if name not in wanted)
+    removed_ids = as_json([current[name][0] for name in removed])
+    described = [
+        [current[value][0], description]
+        for value, description in wanted.items()
+        if value in current and current[value][1] != description
+    ]
+    added = [(value, description) for value, description in wanted.items() if value not in current]
+    keys_affected = roles_affected = 0
+    if removed:
+        keys_affected, roles_affected = touch_grantees(db, removed_ids, now)
+        # ON DELETE CASCADE takes the grants to keys and roles with them.
+        fetch_all(db, "DELETE FROM permissions WHERE id IN (SELECT value FROM json_each(?))", (removed_ids,))
+    if described:
+        fetch_all(
+            db,
+            "UPDATE permissions SET description = j.value ->> 1"
+            " FROM json_each(?) AS j WHERE permissions.id = j.value ->> 0",
+            (as_json(described),),
+        )
+    insert_permissions(db, api_id, added, now)
+    if removed or described or added:
+        fetch_all(db, "UPDATE apis SET updated_at = ? WHERE id = ?", (now, api_id))
+        revision = bump_revision(db)
+    else:
+        revision = current_revision(db)
+    api = load_api(db, api_id)
+    return ScopesUpdate(api, tuple(removed), keys_affected, roles_affected, revision)
+
+
+# -- keys -------------------------------------------------------------------
+
+
+def create_key(db: sqlite3.Connection, principal: Principal, new: NewKey) -> Written[KeyRecord]:
+    key_id = new_id("key")
+    now = now_ms()
+    authorize_api(db, principal, access.CREATE_KEY, new.api_id)
+    role_ids = resolve_roles(db, new.api_id, new.roles)
+    permission_ids, created = resolve_permissions(db, principal, new.api_id, new.permissions, now)
+    fetch_all(
+        db,
+        "INSERT INTO keys (id, api_id, secret_hash, start, name, enabled, expires_at,"
+        " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (key_id, new.api_id, new.secret_hash, new.start, new.name, int(new.enabled), new.expires_ms, now, now),
+    )
+    link(db, "key_permissions", "key_id", "permission_id", key_id, permission_ids)
+    link(db, "key_roles", "key_id", "role_id", key_id, role_ids)
+    revision = bump_revision(db)
+    key = load_key(db, key_id)
+    return Written(key, revision, created)
+
+
+def get_key(db: sqlite3.Connection, principal: Principal, key_id: str) -> KeyRecord:
+    authorize_key(db, principal, access.READ_KEY, key_id)
+    return load_key(db, key_id)
+
+
+def update_key(db: sqlite3.Connection, principal: Principal, key_id: str, changes: KeyChanges) -> Written[KeyRecord]:
+    now = now_ms()
+    authorize_key(db, principal, access.UPDATE_KEY, key_id)
+    row = fetch_one(db, "SELECT name, enabled, expires_at FROM keys WHERE id = ?", (key_id,))
+    assert row is not None
+    name = row[0] if changes.name is None else changes.name
+    enabled = bool(row[1]) if changes.enabled is None else changes.enabled
+    expires = None if changes.clear_expiry else (row[2] if changes.expires_ms is None else changes.expires_ms)
+    if (name, enabled, expires) != (row[0], bool(row[1]), row[2]):
+        fetch_all(
+            db,
+            "UPDATE keys SET name = ?, enabled = ?, expires_at = ?, updated_at = ? WHERE id = ?",
+            (name, int(enabled), expires, now, key_id),
+        )
+        revision = bump_revision(db)
+    else:
+        revision = current_revision(db)
+    key = load_key(db, key_id)
+    return Written(key, revision)
+
+
+def delete_key(db: sqlite3.Connection, principal: Principal, key_id: str) -> int:
+    authorize_key(db, principal, access.DELETE_KEY, key_id)
+    fetch_all(db, "DELETE FROM keys WHERE id = ?", (key_id,))
+    return bump_revision(db)
+
+
+def set_permissions(
+    db: sqlite3.Connection, principal: Principal, key_id: str, names: Sequence[str]
+) -> Written[KeyRecord]:
+    now = now_ms()
+    api_id = authorize_key(db, principal, access.UPDATE_KEY, key_id)
+    permission_ids, created = resolve_permissions(db, principal, api_id, names, now)
+    changed = replace_links(db, "key_permissions", "key_id", "permission_id", key_id, permission_ids)
+    revision = finish_key_change(db, key_id, now, changed or bool(created))
+    key = load_key(db, key_id)
+    return Written(key, revision, created)
+
+
+def set_roles(
+    db: sqlite3.Connection, principal: Principal, key_id: str, role_names: Sequence[str]
+) -> Written[KeyRecord]:
+    now = now_ms()
+    api_id = authorize_key(db, principal, access.UPDATE_KEY, key_id)
+    role_ids = resolve_roles(db, api_id, role_names)
+    changed = replace_links(db, "key_roles", "key_id", "role_id", key_id, role_ids)
+    revision = finish_key_change(db, key_id, now, changed)
+    key = load_key(db, key_id)
+    return Written(key, revision)
+
+
+def verify_key(db: sqlite3.Connection, secret_hash: bytes) -> KeyVerification | None:
+    # One statement: the key, its effective permissions and its roles in one snapshot.
+    row = fetch_one(
+        db,
+        "SELECT k.id, k.api_id, k.enabled, k.expires_at,"
+        " (SELECT json_group_array(name) FROM ("
+        "   SELECT p.name AS name FROM key_permissions kp"
+        "   JOIN permissions p ON p.id = kp.permission_id WHERE kp.key_id = k.id"
+        "   UNION"
+        "   SELECT p.name FROM key_roles kr JOIN role_permissions rp ON rp.role_id = kr.role_id"
+        "   JOIN permissions p ON p.id = rp.permission_id WHERE kr.key_id = k.id)),"
+        " (SELECT json_group_array(r.name) FROM key_roles kr JOIN roles r ON r.id = kr.role_id"
+        "  WHERE kr.key_id = k.id)"
+        " FROM keys k WHERE k.secret_hash = ?",
+        (secret_hash,),
+    )
+    if row is None:
+        return None
+    return KeyVerification(
+        row[0], row[1], bool(row[2]), row[3], tuple(sorted(json.loads(row[4]))), tuple(sorted(json.loads(row[5])))
+    )
+
+
+# -- roles -------------------------------------------------------------------
+
+
+def create_role(
+    db: sqlite3.Connection, principal: Principal, api_id: str, name: str, description: str, permissions: Sequence[str]
+) -> Written[RoleRecord]:
+    role_id = new_id("role")
+    now = now_ms()
+    authorize_api(db, principal, access.CREATE_ROLE, api_id)
+    if fetch_one(db, "SELECT 1 FROM roles WHERE api_id = ? AND name = ?", (api_id, name)):
+        raise AlreadyExists("role", name)
+    permission_ids, created = resolve_permissions(db, principal, api_id, permissions, now)
+    fetch_all(
+        db,
+        "INSERT INTO roles (id, api_id, name, description, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+        (role_id, api_id, name, description, now, now),
+    )
+    link(db, "role_permissions", "role_id", "permission_id", role_id, permission_ids)
+    revision = bump_revision(db)
+    role = (load_roles(db, [role_id]))[0]
+    return Written(role, revision, created)
+
+
+def get_role(db: sqlite3.Connection, principal: Principal, role_id: str) -> RoleRecord:
+    authorize_role(db, principal, access.READ_ROLE, role_id)
+    return (load_roles(db, [role_id]))[0]
+
+
+def set_role_permissions(
+    db: sqlite3.Connection, principal: Principal, role_id: str, names: Sequence[str]
+) -> Written[RoleRecord]:
+    now = now_ms()
+    api_id = authorize_role(db, principal, access.UPDATE_ROLE, role_id)
+    permission_ids, created = resolve_permissions(db, principal, api_id, names, now)
+    changed = replace_links(db, "role_permissions", "role_id", "permission_id", role_id, permission_ids)
+    if changed or created:
+        fetch_all(db, "UPDATE roles SET updated_at = ? WHERE id = ?", (now, role_id))
+        revision = bump_revision(db)
+    else:
+        revision = current_revision(db)
+    role = (load_roles(db, [role_id]))[0]
+    return Written(role, revision, created)
