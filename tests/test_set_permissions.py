@@ -359,6 +359,39 @@ async def test_unauthenticated_comes_before_validation(admin: Caller) -> None:
 # -- permission_denied --------------------------------------------------------------------------------
 
 
+async def test_permission_denied_among_concurrent_calls_changes_only_its_own_key(
+    admin: Caller, make_caller: MakeCaller, store: SqliteStore
+) -> None:
+    # Concurrent writes may share one SQLite transaction: a denied one must leave no trace,
+    # and must not take the others down with it.
+    api = await admin.make_api(["documents.read", "documents.write"])
+    keys = [(await admin.make_key(api.id, ["documents.read"]))[0] for _ in range(10)]
+    limited = await make_caller([f"api.{api.id}.update_key", f"api.{api.id}.read_key"])  # cannot create
+    before = await store.revision()
+
+    results = await asyncio.gather(
+        *(
+            set_permissions(limited, key.id, ["documents.write"] if i % 2 == 0 else ["documents.write", f"new.{i}"])
+            for i, key in enumerate(keys)
+        ),
+        return_exceptions=True,
+    )
+
+    for i, (key, result) in enumerate(zip(keys, results, strict=True)):
+        if i % 2 == 0:
+            assert isinstance(result, keys_pb2.SetPermissionsResponse)
+            assert [p.name for p in result.permissions] == ["documents.write"]
+            assert await direct_names(admin, key.id) == ["documents.write"]
+        else:
+            assert isinstance(result, grpc.aio.AioRpcError)
+            assert result.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert await direct_names(admin, key.id) == ["documents.read"]
+    assert sorted(r.revision for r in results if isinstance(r, keys_pb2.SetPermissionsResponse)) == list(
+        range(before + 1, before + 6)
+    )
+    assert set(await admin.catalog(api.id)) == {"documents.read", "documents.write"}
+
+
 async def test_permission_denied_read_key_without_update_key(
     admin: Caller, make_caller: MakeCaller, db_path: Path
 ) -> None:

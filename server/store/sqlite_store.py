@@ -2,10 +2,11 @@
 
 Two connections, each on its own thread (server.store.sqlite_thread): a writer,
 whose transactions run one at a time (`BEGIN IMMEDIATE`, so writers in other
-processes wait on SQLite's busy timeout rather than fail), and a reader, whose
-snapshots never see a write before it commits. Each operation of
-server.store.sqlite_operations runs whole on one of them, in one transaction
-and one trip from the event loop.
+processes wait on SQLite's busy timeout rather than fail) and carry the writes
+waiting at that moment together (server.store.sqlite_batches), and a reader,
+whose snapshots never see a write before it commits. Each operation of
+server.store.sqlite_operations runs whole on one of them, in one trip from the
+event loop.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from server.store.models import (
     ScopesUpdate,
     Written,
 )
+from server.store.sqlite_batches import WriteBatcher
 from server.store.sqlite_steps import current_revision, migrate, rollback, store_faults
 from server.store.sqlite_thread import SqliteThread
 from server.validation import ScopeSpec
@@ -41,17 +43,6 @@ T = TypeVar("T")
 
 def _use_wal(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA journal_mode = WAL").fetchall()
-
-
-def _write_transaction(db: sqlite3.Connection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        result = fn(db, *args)
-        db.execute("COMMIT")
-    except BaseException:
-        rollback(db)
-        raise
-    return result
 
 
 def _read_transaction(db: sqlite3.Connection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
@@ -69,6 +60,7 @@ class SqliteStore:
         self.path = path
         self._writer = writer
         self._reader = reader
+        self._batches = WriteBatcher(writer)
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------
@@ -96,17 +88,25 @@ class SqliteStore:
             return
         self._closed = True
         # Work already sent runs first: each thread closes its connection after it.
+        await self._batches.close()
         await asyncio.gather(self._writer.close(), self._reader.close())
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
         self._check_open()
         with store_faults():
-            return await self._writer.run(_write_transaction, fn, args)
+            result: T = await self._batches.submit(fn, args)
+            return result
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         self._check_open()
         with store_faults():
             return await self._reader.run(_read_transaction, fn, args)
+
+    async def _read_one_statement(self, fn: Callable[..., T], *args: Any) -> T:
+        """For reads of one statement, which is a snapshot by itself: no BEGIN and ROLLBACK around it."""
+        self._check_open()
+        with store_faults():
+            return await self._reader.run(fn, *args)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -132,7 +132,7 @@ class SqliteStore:
         return await self._read(operations.list_root_keys)
 
     async def authenticate(self, secret_hash: bytes, now_ms: int) -> Principal:
-        return await self._read(operations.authenticate, secret_hash, now_ms)
+        return await self._read_one_statement(operations.authenticate, secret_hash, now_ms)
 
     # -- APIs -------------------------------------------------------------------
 
@@ -166,7 +166,7 @@ class SqliteStore:
         return await self._write(operations.set_roles, principal, key_id, tuple(role_names))
 
     async def verify_key(self, secret_hash: bytes) -> KeyVerification | None:
-        return await self._read(operations.verify_key, secret_hash)
+        return await self._read_one_statement(operations.verify_key, secret_hash)
 
     # -- roles -------------------------------------------------------------------
 
