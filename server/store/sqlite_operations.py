@@ -52,6 +52,27 @@ from server.store.sqlite_steps import (
 )
 from server.validation import ScopeSpec
 
+__all__ = [
+    "authenticate",
+    "create_api",
+    "create_key",
+    "create_role",
+    "create_root_key",
+    "delete_key",
+    "delete_root_key",
+    "get_api",
+    "get_key",
+    "get_role",
+    "list_root_keys",
+    "set_permissions",
+    "set_role_permissions",
+    "set_roles",
+    "set_root_key_enabled",
+    "update_key",
+    "update_scopes",
+    "verify_key",
+]
+
 # -- root keys -----------------------------------------------------------
 
 

@@ -21,6 +21,32 @@ from server.errors import NotFound, PermissionDenied, StoreUnavailable
 from server.store.models import ApiRecord, KeyRecord, PermissionEntry, RoleRecord
 from server.store.sqlite_schema import LATEST_VERSION, MIGRATIONS
 
+__all__ = [
+    "as_json",
+    "authorize_api",
+    "authorize_key",
+    "authorize_role",
+    "bump_revision",
+    "current_revision",
+    "fetch_all",
+    "fetch_one",
+    "finish_key_change",
+    "ids_by_name",
+    "insert_permissions",
+    "link",
+    "load_api",
+    "load_key",
+    "load_roles",
+    "migrate",
+    "now_ms",
+    "replace_links",
+    "resolve_permissions",
+    "resolve_roles",
+    "rollback",
+    "store_faults",
+    "touch_grantees",
+]
+
 log = logging.getLogger("server.store.sqlite_store")
 
 Row = tuple[Any, ...]
