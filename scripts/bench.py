@@ -4,7 +4,7 @@ What runs: the real server (`python -m server serve`) as a separate process on a
 seeded beforehand (schema through `SqliteStore.open`, a root key through `SqliteStore.create_root_key`, then one
 API, a catalog of 50 permissions, a few roles and `--keys` keys bulk-inserted with sqlite3 in one transaction).
 The load comes from a second process (multiprocessing, "spawn") that keeps `--concurrency` grpc.aio calls in flight
-on one channel; key secrets reach it through the process pipe and are never written to disk.
+over 8 connections; key secrets reach it through the process pipe and are never written to disk.
 
 What is measured, per scenario round of `--seconds`: requests/s, p50/p95/p99 latency of each call as the client saw
 it, and the CPU time (utime + stime from /proc, the server process and its descendants) the server spent per request.
@@ -78,6 +78,7 @@ WARM_KEYS = 1000
 MIXED_KEYS = 100
 NAMES_PER_WRITE = 5
 WRITE_SHARE = 0.05
+CONNECTIONS = 8
 VERIFIED = (keys_pb2.VerifyKeyResponse.VALID, keys_pb2.VerifyKeyResponse.INSUFFICIENT_PERMISSIONS)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -271,8 +272,7 @@ class Write:
 
 @dataclass
 class LoadGenerator:
-    keys: keys_pb2_grpc.KeyServiceStub
-    health: health_pb2_grpc.HealthStub
+    channels: list[grpc.aio.Channel]  # one connection each, so that several workers share the load
     server_pid: int
     workload: Workload
     concurrency: int
@@ -283,6 +283,9 @@ class LoadGenerator:
     stale: int = 0
     history: dict[int, list[Write]] = field(default_factory=dict)  # the mixed keys' writes, by key index
     prepared: set[str] = field(default_factory=set)
+
+    def _channel(self) -> grpc.aio.Channel:
+        return self.rng.choice(self.channels)
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
@@ -302,7 +305,7 @@ class LoadGenerator:
 
     def _operations(self) -> dict[str, Callable[[], Awaitable[Any]]]:
         return {
-            "health": lambda: self.health.Check(health_pb2.HealthCheckRequest()),
+            "health": lambda: health_pb2_grpc.HealthStub(self._channel()).Check(health_pb2.HealthCheckRequest()),
             "verify-warm": lambda: self._verify(self._warm_key()),
             "verify-cold": lambda: self._verify(self._fresh_key()),
             "set-permissions": lambda: self._set_permissions(
@@ -356,7 +359,7 @@ class LoadGenerator:
 
     async def _verify(self, index: int) -> keys_pb2.VerifyKeyResponse:
         request = keys_pb2.VerifyKeyRequest(key=self.workload.secrets[index], permissions=QUERY)
-        response = await self.keys.VerifyKey(request, metadata=self.metadata)
+        response = await keys_pb2_grpc.KeyServiceStub(self._channel()).VerifyKey(request, metadata=self.metadata)
         if response.code not in VERIFIED:
             code = keys_pb2.VerifyKeyResponse.Code.Name(response.code)
             raise BenchError(f"VerifyKey of {self.workload.key_ids[index]} answered {code}")
@@ -364,7 +367,7 @@ class LoadGenerator:
 
     async def _set_permissions(self, index: int, names: Iterable[str]) -> int:
         request = keys_pb2.SetPermissionsRequest(key_id=self.workload.key_ids[index], permissions=sorted(names))
-        response = await self.keys.SetPermissions(request, metadata=self.metadata)
+        response = await keys_pb2_grpc.KeyServiceStub(self._channel()).SetPermissions(request, metadata=self.metadata)
         return int(response.revision)
 
     async def _mixed(self) -> None:
@@ -394,19 +397,22 @@ def client_process(conn: Connection, port: int, server_pid: int, workload: Workl
 
 
 async def _serve_commands(conn: Connection, port: int, server_pid: int, workload: Workload, concurrency: int) -> None:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        load = LoadGenerator(
-            keys_pb2_grpc.KeyServiceStub(channel),
-            health_pb2_grpc.HealthStub(channel),
-            server_pid,
-            workload,
-            concurrency,
-        )
+    # Several connections, as several client processes would open: with --workers the kernel spreads
+    # connections (not calls) over the workers. A private subchannel pool keeps each channel's own connection.
+    channels = [
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(CONNECTIONS)
+    ]
+    try:
+        load = LoadGenerator(channels, server_pid, workload, concurrency)
         while (command := await asyncio.to_thread(conn.recv)) is not None:
             try:
                 conn.send(("ok", await load.measure(*command)))
             except Exception:  # reported to the parent, which stops the run
                 conn.send(("error", traceback.format_exc()))
+    finally:
+        for channel in channels:
+            await channel.close()
 
 
 @dataclass

@@ -16,6 +16,7 @@ from server.errors import DomainError
 from server.factory import ServerConfig, start_server
 from server.logs import configure_logging
 from server.store import SqliteStore
+from server.workers import supervise
 
 __all__ = ["main"]
 
@@ -78,6 +79,17 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds calls in flight get to finish on shutdown (default %(default)s)",
     )
     serve.add_argument(
+        "--workers",
+        type=int,
+        default=int(env.get("KEYSCOPE_WORKERS", "1")),
+        help="server processes sharing the port and the database (env KEYSCOPE_WORKERS; default %(default)s)",
+    )
+    serve.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="share the port with other processes (SO_REUSEPORT); --workers sets it for its workers",
+    )
+    serve.add_argument(
         "--max-message-bytes",
         type=int,
         default=4 * 1024 * 1024,
@@ -129,6 +141,19 @@ async def _serve(db: str, config: ServerConfig, grace: float) -> None:
     log.info("stopped")
 
 
+async def _migrate(db: str) -> None:
+    store = await SqliteStore.open(db)
+    await store.close()
+
+
+def _worker_command(options: argparse.Namespace) -> list[str]:
+    return [
+        sys.executable, "-m", "server", "serve", "--reuse-port", "--workers", "1",
+        "--db", options.db, "--log-level", options.log_level, "--host", options.host, "--port", str(options.port),
+        "--grace", str(options.grace), "--max-message-bytes", str(options.max_message_bytes),
+    ]  # fmt: skip
+
+
 async def _create_root_key(db: str, name: str, permissions: Sequence[str], expires_in_days: float | None) -> str:
     secret = new_secret(ROOT_KEY_PREFIX)
     expires_ms = None
@@ -165,8 +190,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parser.parse_args(argv)
     configure_logging(options.log_level)
     try:
+        if options.command == "serve" and options.workers > 1:
+            if options.port == 0:
+                parser.error("--workers needs a fixed --port: workers cannot share a port picked at random")
+            asyncio.run(_migrate(options.db))  # once, before the workers open the file
+            return supervise(_worker_command(options), options.workers)
         if options.command == "serve":
-            config = ServerConfig(host=options.host, port=options.port, max_message_bytes=options.max_message_bytes)
+            if options.workers < 1:
+                parser.error("--workers must be at least 1")
+            config = ServerConfig(
+                host=options.host,
+                port=options.port,
+                max_message_bytes=options.max_message_bytes,
+                reuse_port=options.reuse_port,
+            )
             asyncio.run(_serve(options.db, config, options.grace))
         elif options.command == "create-root-key":
             permissions = list(options.permissions) + (list(EXAMPLE_ROOT_KEY) if options.all else [])

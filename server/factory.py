@@ -27,6 +27,8 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 50051
     max_message_bytes: int = 4 * 1024 * 1024
+    # Let other processes listen on the same port (`serve --workers`); off, a second server there is an error.
+    reuse_port: bool = False
 
 
 @dataclass
@@ -47,8 +49,7 @@ async def start_server(store: Store, config: ServerConfig) -> RunningServer:
         options=[
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes),
-            # One process owns the port; a second server on it is an error, not a silent split.
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", int(config.reuse_port)),
         ],
     )
     apis_pb2_grpc.add_ApiServiceServicer_to_server(ApiService(store), server)

@@ -8,7 +8,7 @@ from server.request_context import request_id_var
 
 __all__ = ["RequestIdFilter", "configure_logging"]
 
-FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+FORMAT = "%(asctime)s %(levelname)s %(process)d %(name)s [%(request_id)s] %(message)s"
 
 
 class RequestIdFilter(logging.Filter):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -17,25 +16,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from keyscope.v1 import apis_pb2, apis_pb2_grpc
 from server.cli import EXAMPLE_ROOT_KEY
+from tests.processes import ROOT, create_root_key, free_port, run
 
-ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = ["serve", "create-root-key", "list-root-keys", "disable-root-key", "delete-root-key"]
-
-
-def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    for name in ("KEYSCOPE_DB", "KEYSCOPE_PORT", "KEYSCOPE_HOST", "KEYSCOPE_LOG_LEVEL"):
-        env.pop(name, None)
-    return subprocess.run(
-        [sys.executable, "-m", "server", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
-    )
-
-
-def create_root_key(cwd: Path, db: Path, *permissions: str) -> str:
-    flags = [arg for p in permissions for arg in ("-p", p)]
-    result = run(cwd, "create-root-key", "--db", str(db), *flags)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
 
 
 def root_key_ids(cwd: Path, db: Path) -> list[str]:
@@ -145,12 +128,6 @@ def test_not_found_unknown_root_key(tmp_path: Path, command: str) -> None:
     assert result.returncode == 1
     assert "error: root key not found: root_doesnotexist" in result.stderr
     assert len(root_key_ids(tmp_path, db)) == 1
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_ok_serve_until_sigterm(tmp_path: Path) -> None:

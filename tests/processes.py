@@ -1,0 +1,74 @@
+"""Running `python -m server` as a separate process, as people and deployments do."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def server_env() -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for name in ("KEYSCOPE_DB", "KEYSCOPE_PORT", "KEYSCOPE_HOST", "KEYSCOPE_LOG_LEVEL", "KEYSCOPE_WORKERS"):
+        env.pop(name, None)
+    return env
+
+
+def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "server", *args], cwd=cwd, env=server_env(), capture_output=True, text=True, timeout=60
+    )
+
+
+def create_root_key(cwd: Path, db: Path, *permissions: str) -> str:
+    flags = [arg for p in permissions for arg in ("-p", p)]
+    result = run(cwd, "create-root-key", "--db", str(db), *flags)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_serve(cwd: Path, db: Path, port: int, *flags: str) -> subprocess.Popen[str]:
+    """`python -m server serve`, its log captured, once its health check answers SERVING."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server", "serve", "--db", str(db), "--port", str(port), *flags],
+        cwd=cwd,
+        env=server_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=30)
+            answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    except BaseException:
+        process.kill()
+        process.communicate()
+        raise
+    return process
+
+
+def stop(process: subprocess.Popen[str], sig: int) -> tuple[int, str]:
+    """Send `sig`, wait for the exit; the exit code and the log."""
+    process.send_signal(sig)
+    try:
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    return process.returncode, stderr
