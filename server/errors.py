@@ -17,6 +17,7 @@ __all__ = [
     "InvalidArgument",
     "NotFound",
     "PermissionDenied",
+    "RevisionNotReached",
     "StoreUnavailable",
     "Unauthenticated",
 ]
@@ -82,6 +83,15 @@ class AlreadyExists(DomainError):
         self.resource_type = resource_type
         self.name = name
         super().__init__(f"{resource_type} already exists: {name}")
+
+
+class RevisionNotReached(DomainError):
+    """A read asked for a store revision (`min_revision`) newer than the store has."""
+
+    def __init__(self, requested: int, current: int) -> None:
+        self.requested = requested
+        self.current = current
+        super().__init__(f"min_revision {requested} is ahead of the store, which is at revision {current}")
 
 
 class StoreUnavailable(DomainError):

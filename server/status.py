@@ -21,6 +21,7 @@ from server.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    RevisionNotReached,
     StoreUnavailable,
     Unauthenticated,
 )
@@ -92,6 +93,13 @@ def _details(exc: DomainError) -> tuple[int, str, list[Message]]:
     if isinstance(exc, AlreadyExists):
         info = error_details_pb2.ResourceInfo(resource_type=exc.resource_type, resource_name=exc.name)
         return code_pb2.ALREADY_EXISTS, message, [info]
+    if isinstance(exc, RevisionNotReached):
+        info = error_details_pb2.ErrorInfo(
+            reason="REVISION_NOT_REACHED",
+            domain=DOMAIN,
+            metadata={"min_revision": str(exc.requested), "revision": str(exc.current)},
+        )
+        return code_pb2.OUT_OF_RANGE, message, [info]
     if isinstance(exc, StoreUnavailable):
         return code_pb2.UNAVAILABLE, message, []
     raise TypeError(f"no status for {type(exc).__name__}")  # a new DomainError needs a case here

@@ -130,6 +130,10 @@ class Validator:
         self.add(field, "must lie between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z")
         return False
 
+    def min_revision(self, value: int) -> None:
+        if value < 0:
+            self.add("min_revision", "must not be negative (0: no constraint)")
+
     def secret(self, field: str, value: str) -> None:
         # Never echo the value: it is a secret.
         if not value:

@@ -32,8 +32,9 @@ class ApiService(apis_pb2_grpc.ApiServiceServicer):
     ) -> apis_pb2.GetApiResponse:
         check = Validator()
         check.id("api_id", request.api_id, "api")
+        check.min_revision(request.min_revision)
         check.done()
-        api = await self._store.get_api(current_principal(), request.api_id)
+        api = await self._store.get_api(current_principal(), request.api_id, request.min_revision)
         return apis_pb2.GetApiResponse(api=api_message(api))
 
     async def UpdateScopes(

@@ -67,8 +67,9 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
     ) -> keys_pb2.GetKeyResponse:
         check = Validator()
         check.id("key_id", request.key_id, "key")
+        check.min_revision(request.min_revision)
         check.done()
-        key = await self._store.get_key(current_principal(), request.key_id)
+        key = await self._store.get_key(current_principal(), request.key_id, request.min_revision)
         return keys_pb2.GetKeyResponse(key=key_message(key))
 
     async def UpdateKey(
@@ -141,6 +142,7 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
                 query = parse_query(request.permissions)
             except QuerySyntaxError as exc:
                 check.add("permissions", str(exc))
+        check.min_revision(request.min_revision)
         check.done()
-        found = await self._store.verify_key(hash_secret(request.key))
+        found = await self._store.verify_key(hash_secret(request.key), request.min_revision)
         return verdict(found, current_principal(), query, _now_ms())

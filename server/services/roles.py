@@ -40,8 +40,9 @@ class RoleService(roles_pb2_grpc.RoleServiceServicer):
     ) -> roles_pb2.GetRoleResponse:
         check = Validator()
         check.id("role_id", request.role_id, "role")
+        check.min_revision(request.min_revision)
         check.done()
-        role = await self._store.get_role(current_principal(), request.role_id)
+        role = await self._store.get_role(current_principal(), request.role_id, request.min_revision)
         return roles_pb2.GetRoleResponse(role=role_message(role))
 
     async def SetRolePermissions(

@@ -46,6 +46,7 @@ from server.store.sqlite_steps import (
     load_roles,
     now_ms,
     replace_links,
+    require_revision,
     resolve_permissions,
     resolve_roles,
     touch_grantees,
@@ -153,7 +154,8 @@ def create_api(
     return Written(api, revision)
 
 
-def get_api(db: sqlite3.Connection, principal: Principal, api_id: str) -> ApiRecord:
+def get_api(db: sqlite3.Connection, principal: Principal, api_id: str, min_revision: int) -> ApiRecord:
+    require_revision(current_revision(db), min_revision)
     authorize_api(db, principal, access.READ_API, api_id)
     return load_api(db, api_id)
 
@@ -220,7 +222,8 @@ def create_key(db: sqlite3.Connection, principal: Principal, new: NewKey) -> Wri
     return Written(key, revision, created)
 
 
-def get_key(db: sqlite3.Connection, principal: Principal, key_id: str) -> KeyRecord:
+def get_key(db: sqlite3.Connection, principal: Principal, key_id: str, min_revision: int) -> KeyRecord:
+    require_revision(current_revision(db), min_revision)
     authorize_key(db, principal, access.READ_KEY, key_id)
     return load_key(db, key_id)
 
@@ -276,11 +279,11 @@ def set_roles(
     return Written(key, revision)
 
 
-def verify_key(db: sqlite3.Connection, secret_hash: bytes) -> KeyVerification | None:
-    # One statement: the key, its effective permissions and its roles in one snapshot.
+def verify_key(db: sqlite3.Connection, secret_hash: bytes, min_revision: int) -> KeyVerification | None:
+    # One statement, hence one snapshot: the store's revision, the key, its effective permissions and roles.
     row = fetch_one(
         db,
-        "SELECT k.id, k.api_id, k.enabled, k.expires_at,"
+        "SELECT m.revision, k.id, k.api_id, k.enabled, k.expires_at,"
         " (SELECT json_group_array(name) FROM ("
         "   SELECT p.name AS name FROM key_permissions kp"
         "   JOIN permissions p ON p.id = kp.permission_id WHERE kp.key_id = k.id"
@@ -289,13 +292,15 @@ def verify_key(db: sqlite3.Connection, secret_hash: bytes) -> KeyVerification | 
         "   JOIN permissions p ON p.id = rp.permission_id WHERE kr.key_id = k.id)),"
         " (SELECT json_group_array(r.name) FROM key_roles kr JOIN roles r ON r.id = kr.role_id"
         "  WHERE kr.key_id = k.id)"
-        " FROM keys k WHERE k.secret_hash = ?",
+        " FROM meta m LEFT JOIN keys k ON k.secret_hash = ?",
         (secret_hash,),
     )
-    if row is None:
+    assert row is not None
+    require_revision(row[0], min_revision)
+    if row[1] is None:
         return None
     return KeyVerification(
-        row[0], row[1], bool(row[2]), row[3], tuple(sorted(json.loads(row[4]))), tuple(sorted(json.loads(row[5])))
+        row[1], row[2], bool(row[3]), row[4], tuple(sorted(json.loads(row[5]))), tuple(sorted(json.loads(row[6])))
     )
 
 
@@ -322,7 +327,8 @@ def create_role(
     return Written(role, revision, created)
 
 
-def get_role(db: sqlite3.Connection, principal: Principal, role_id: str) -> RoleRecord:
+def get_role(db: sqlite3.Connection, principal: Principal, role_id: str, min_revision: int) -> RoleRecord:
+    require_revision(current_revision(db), min_revision)
     authorize_role(db, principal, access.READ_ROLE, role_id)
     return (load_roles(db, [role_id]))[0]
 

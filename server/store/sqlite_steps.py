@@ -17,7 +17,7 @@ from typing import Any
 from server import access
 from server.access import Principal
 from server.credentials import new_id
-from server.errors import NotFound, PermissionDenied, StoreUnavailable
+from server.errors import NotFound, PermissionDenied, RevisionNotReached, StoreUnavailable
 from server.store.models import ApiRecord, KeyRecord, PermissionEntry, RoleRecord
 from server.store.sqlite_schema import LATEST_VERSION, MIGRATIONS
 
@@ -40,6 +40,7 @@ __all__ = [
     "migrate",
     "now_ms",
     "replace_links",
+    "require_revision",
     "resolve_permissions",
     "resolve_roles",
     "rollback",
@@ -123,6 +124,12 @@ def current_revision(db: sqlite3.Connection) -> int:
     row = fetch_one(db, "SELECT revision FROM meta")
     assert row is not None
     return int(row[0])
+
+
+def require_revision(current: int, min_revision: int) -> None:
+    """A read's snapshot must be at `min_revision` or later."""
+    if current < min_revision:
+        raise RevisionNotReached(min_revision, current)
 
 
 def authorize_api(db: sqlite3.Connection, principal: Principal, action: access.Action, api_id: str) -> None:

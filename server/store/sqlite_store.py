@@ -139,8 +139,8 @@ class SqliteStore:
     async def create_api(self, principal: Principal, name: str, scopes: Sequence[ScopeSpec]) -> Written[ApiRecord]:
         return await self._write(operations.create_api, principal, name, tuple(scopes))
 
-    async def get_api(self, principal: Principal, api_id: str) -> ApiRecord:
-        return await self._read(operations.get_api, principal, api_id)
+    async def get_api(self, principal: Principal, api_id: str, min_revision: int = 0) -> ApiRecord:
+        return await self._read(operations.get_api, principal, api_id, min_revision)
 
     async def update_scopes(self, principal: Principal, api_id: str, scopes: Sequence[ScopeSpec]) -> ScopesUpdate:
         return await self._write(operations.update_scopes, principal, api_id, tuple(scopes))
@@ -150,8 +150,8 @@ class SqliteStore:
     async def create_key(self, principal: Principal, new: NewKey) -> Written[KeyRecord]:
         return await self._write(operations.create_key, principal, new)
 
-    async def get_key(self, principal: Principal, key_id: str) -> KeyRecord:
-        return await self._read(operations.get_key, principal, key_id)
+    async def get_key(self, principal: Principal, key_id: str, min_revision: int = 0) -> KeyRecord:
+        return await self._read(operations.get_key, principal, key_id, min_revision)
 
     async def update_key(self, principal: Principal, key_id: str, changes: KeyChanges) -> Written[KeyRecord]:
         return await self._write(operations.update_key, principal, key_id, changes)
@@ -165,8 +165,8 @@ class SqliteStore:
     async def set_roles(self, principal: Principal, key_id: str, role_names: Sequence[str]) -> Written[KeyRecord]:
         return await self._write(operations.set_roles, principal, key_id, tuple(role_names))
 
-    async def verify_key(self, secret_hash: bytes) -> KeyVerification | None:
-        return await self._read_one_statement(operations.verify_key, secret_hash)
+    async def verify_key(self, secret_hash: bytes, min_revision: int = 0) -> KeyVerification | None:
+        return await self._read_one_statement(operations.verify_key, secret_hash, min_revision)
 
     # -- roles -------------------------------------------------------------------
 
@@ -175,8 +175,8 @@ class SqliteStore:
     ) -> Written[RoleRecord]:
         return await self._write(operations.create_role, principal, api_id, name, description, tuple(permissions))
 
-    async def get_role(self, principal: Principal, role_id: str) -> RoleRecord:
-        return await self._read(operations.get_role, principal, role_id)
+    async def get_role(self, principal: Principal, role_id: str, min_revision: int = 0) -> RoleRecord:
+        return await self._read(operations.get_role, principal, role_id, min_revision)
 
     async def set_role_permissions(
         self, principal: Principal, role_id: str, names: Sequence[str]

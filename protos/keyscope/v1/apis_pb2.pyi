@@ -112,15 +112,22 @@ class GetApiRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     API_ID_FIELD_NUMBER: _builtins.int
+    MIN_REVISION_FIELD_NUMBER: _builtins.int
     api_id: _builtins.str
+    min_revision: _builtins.int
+    """Optional: the answer reflects at least this store revision (a mutation's
+    `revision`). A revision the store has not reached is OUT_OF_RANGE, never
+    a stale answer. 0 or unset: no constraint.
+    """
     def __init__(
         self,
         *,
         api_id: _builtins.str = ...,
+        min_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_id", b"api_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_id", b"api_id", "min_revision", b"min_revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -172,15 +172,22 @@ class GetKeyRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     KEY_ID_FIELD_NUMBER: _builtins.int
+    MIN_REVISION_FIELD_NUMBER: _builtins.int
     key_id: _builtins.str
+    min_revision: _builtins.int
+    """Optional: the answer reflects at least this store revision (a mutation's
+    `revision`). A revision the store has not reached is OUT_OF_RANGE, never
+    a stale answer. 0 or unset: no constraint.
+    """
     def __init__(
         self,
         *,
         key_id: _builtins.str = ...,
+        min_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "min_revision", b"min_revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -428,6 +435,7 @@ class VerifyKeyRequest(_message.Message):
 
     KEY_FIELD_NUMBER: _builtins.int
     PERMISSIONS_FIELD_NUMBER: _builtins.int
+    MIN_REVISION_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """The key's secret, as the key's holder presented it."""
     permissions: _builtins.str
@@ -435,15 +443,21 @@ class VerifyKeyRequest(_message.Message):
     parentheses; AND binds tighter than OR. At most 1000 characters.
     Example: `documents.read AND (documents.write OR admin)`.
     """
+    min_revision: _builtins.int
+    """Optional: the answer reflects at least this store revision (a mutation's
+    `revision`). A revision the store has not reached is OUT_OF_RANGE, never
+    a stale answer. 0 or unset: no constraint.
+    """
     def __init__(
         self,
         *,
         key: _builtins.str = ...,
         permissions: _builtins.str = ...,
+        min_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "permissions", b"permissions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "min_revision", b"min_revision", "permissions", b"permissions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -130,15 +130,22 @@ class GetRoleRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ROLE_ID_FIELD_NUMBER: _builtins.int
+    MIN_REVISION_FIELD_NUMBER: _builtins.int
     role_id: _builtins.str
+    min_revision: _builtins.int
+    """Optional: the answer reflects at least this store revision (a mutation's
+    `revision`). A revision the store has not reached is OUT_OF_RANGE, never
+    a stale answer. 0 or unset: no constraint.
+    """
     def __init__(
         self,
         *,
         role_id: _builtins.str = ...,
+        min_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["role_id", b"role_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_revision", b"min_revision", "role_id", b"role_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
