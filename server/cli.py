@@ -16,6 +16,7 @@ from server.errors import DomainError
 from server.factory import ServerConfig, start_server
 from server.logs import configure_logging
 from server.store import SqliteStore
+from server.store.verify_cache import CacheLimits
 from server.workers import supervise
 
 __all__ = ["main"]
@@ -90,6 +91,19 @@ def _parser() -> argparse.ArgumentParser:
         help="share the port with other processes (SO_REUSEPORT); --workers sets it for its workers",
     )
     serve.add_argument(
+        "--cache-entries",
+        type=int,
+        default=int(env.get("KEYSCOPE_CACHE_ENTRIES", "100000")),
+        help="keys and root keys the verification cache holds at most (env KEYSCOPE_CACHE_ENTRIES; "
+        "default %(default)s)",
+    )
+    serve.add_argument(
+        "--cache-mib",
+        type=int,
+        default=int(env.get("KEYSCOPE_CACHE_MIB", "64")),
+        help="memory the verification cache may use, roughly (env KEYSCOPE_CACHE_MIB; default %(default)s)",
+    )
+    serve.add_argument(
         "--max-message-bytes",
         type=int,
         default=4 * 1024 * 1024,
@@ -124,8 +138,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _serve(db: str, config: ServerConfig, grace: float) -> None:
-    store = await SqliteStore.open(db)
+async def _serve(db: str, config: ServerConfig, grace: float, cache: CacheLimits) -> None:
+    store = await SqliteStore.open(db, cache=cache)
     try:
         running = await start_server(store, config)
         stop = asyncio.Event()
@@ -151,6 +165,7 @@ def _worker_command(options: argparse.Namespace) -> list[str]:
         sys.executable, "-m", "server", "serve", "--reuse-port", "--workers", "1",
         "--db", options.db, "--log-level", options.log_level, "--host", options.host, "--port", str(options.port),
         "--grace", str(options.grace), "--max-message-bytes", str(options.max_message_bytes),
+        "--cache-entries", str(options.cache_entries), "--cache-mib", str(options.cache_mib),
     ]  # fmt: skip
 
 
@@ -204,7 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 max_message_bytes=options.max_message_bytes,
                 reuse_port=options.reuse_port,
             )
-            asyncio.run(_serve(options.db, config, options.grace))
+            cache = CacheLimits(entries=options.cache_entries, bytes=options.cache_mib * 1024 * 1024)
+            asyncio.run(_serve(options.db, config, options.grace, cache))
         elif options.command == "create-root-key":
             permissions = list(options.permissions) + (list(EXAMPLE_ROOT_KEY) if options.all else [])
             if not permissions:

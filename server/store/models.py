@@ -13,6 +13,7 @@ __all__ = [
     "NewKey",
     "PermissionEntry",
     "RoleRecord",
+    "RootKeyGrant",
     "RootKeyRecord",
     "ScopesUpdate",
     "Written",
@@ -74,6 +75,18 @@ class KeyVerification:
     expires_ms: int | None
     permissions: tuple[str, ...]  # effective: direct and through roles, sorted, unique
     roles: tuple[str, ...]
+    revision: int  # the store revision this was read at
+
+
+@dataclass(frozen=True)
+class RootKeyGrant:
+    """What authentication needs of a root key, and the store revision it was read at."""
+
+    id: str
+    permissions: tuple[str, ...]
+    enabled: bool
+    expires_ms: int | None
+    revision: int
 
 
 @dataclass(frozen=True)

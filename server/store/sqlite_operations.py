@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from server import access
 from server.access import Principal
 from server.credentials import new_id
-from server.errors import AlreadyExists, NotFound, Unauthenticated
+from server.errors import AlreadyExists, NotFound
 from server.store.models import (
     ApiRecord,
     KeyChanges,
@@ -25,11 +25,13 @@ from server.store.models import (
     KeyVerification,
     NewKey,
     RoleRecord,
+    RootKeyGrant,
     RootKeyRecord,
     ScopesUpdate,
     Written,
 )
 from server.store.sqlite_steps import (
+    CHANGES_KEPT,
     as_json,
     authorize_api,
     authorize_key,
@@ -54,7 +56,7 @@ from server.store.sqlite_steps import (
 from server.validation import ScopeSpec
 
 __all__ = [
-    "authenticate",
+    "changes_since",
     "create_api",
     "create_key",
     "create_role",
@@ -65,6 +67,7 @@ __all__ = [
     "get_key",
     "get_role",
     "list_root_keys",
+    "root_key_grant",
     "set_permissions",
     "set_role_permissions",
     "set_roles",
@@ -101,14 +104,14 @@ def set_root_key_enabled(db: sqlite3.Connection, root_key_id: str, enabled: bool
     rows = fetch_all(db, "UPDATE root_keys SET enabled = ? WHERE id = ? RETURNING id", (int(enabled), root_key_id))
     if not rows:
         raise NotFound("root key", [root_key_id])
-    bump_revision(db)
+    bump_revision(db, ("root", root_key_id))
 
 
 def delete_root_key(db: sqlite3.Connection, root_key_id: str) -> None:
     rows = fetch_all(db, "DELETE FROM root_keys WHERE id = ? RETURNING id", (root_key_id,))
     if not rows:
         raise NotFound("root key", [root_key_id])
-    bump_revision(db)
+    bump_revision(db, ("root", root_key_id))
 
 
 def list_root_keys(db: sqlite3.Connection) -> list[RootKeyRecord]:
@@ -121,21 +124,29 @@ def list_root_keys(db: sqlite3.Connection) -> list[RootKeyRecord]:
     return [RootKeyRecord(r[0], r[1], tuple(sorted(json.loads(r[5]))), bool(r[2]), r[3], r[4]) for r in rows]
 
 
-def authenticate(db: sqlite3.Connection, secret_hash: bytes, now: int) -> Principal:
+def root_key_grant(db: sqlite3.Connection, secret_hash: bytes) -> RootKeyGrant | None:
     row = fetch_one(
         db,
-        "SELECT r.id, r.enabled, r.expires_at,"
+        "SELECT m.revision, r.id, r.enabled, r.expires_at,"
         " (SELECT json_group_array(name) FROM root_key_permissions WHERE root_key_id = r.id)"
-        " FROM root_keys r WHERE r.secret_hash = ?",
+        " FROM meta m LEFT JOIN root_keys r ON r.secret_hash = ?",
         (secret_hash,),
     )
-    if row is None:
-        raise Unauthenticated("unknown root key")
-    if not row[1]:
-        raise Unauthenticated("the root key is disabled")
-    if row[2] is not None and row[2] <= now:
-        raise Unauthenticated("the root key has expired")
-    return Principal(row[0], tuple(json.loads(row[3])))
+    assert row is not None
+    if row[1] is None:
+        return None
+    return RootKeyGrant(row[1], tuple(json.loads(row[4])), bool(row[2]), row[3], row[0])
+
+
+def changes_since(db: sqlite3.Connection, revision: int) -> tuple[int, bool, list[tuple[int, str, str]]]:
+    """The store's revision; whether the change log still holds every change after `revision`; those changes."""
+    current = current_revision(db)
+    rows = fetch_all(
+        db,
+        "SELECT revision, kind, id FROM changes WHERE revision > ? AND revision <= ? ORDER BY revision",
+        (revision, current),
+    )
+    return current, revision >= current - CHANGES_KEPT, [(r, kind, id_) for r, kind, id_ in rows]
 
 
 # -- APIs -------------------------------------------------------------------
@@ -193,7 +204,7 @@ def update_scopes(
     insert_permissions(db, api_id, added, now)
     if removed or described or added:
         fetch_all(db, "UPDATE apis SET updated_at = ? WHERE id = ?", (now, api_id))
-        revision = bump_revision(db)
+        revision = bump_revision(db, ("api", api_id))
     else:
         revision = current_revision(db)
     api = load_api(db, api_id)
@@ -242,7 +253,7 @@ def update_key(db: sqlite3.Connection, principal: Principal, key_id: str, change
             "UPDATE keys SET name = ?, enabled = ?, expires_at = ?, updated_at = ? WHERE id = ?",
             (name, int(enabled), expires, now, key_id),
         )
-        revision = bump_revision(db)
+        revision = bump_revision(db, ("key", key_id))
     else:
         revision = current_revision(db)
     key = load_key(db, key_id)
@@ -252,7 +263,7 @@ def update_key(db: sqlite3.Connection, principal: Principal, key_id: str, change
 def delete_key(db: sqlite3.Connection, principal: Principal, key_id: str) -> int:
     authorize_key(db, principal, access.DELETE_KEY, key_id)
     fetch_all(db, "DELETE FROM keys WHERE id = ?", (key_id,))
-    return bump_revision(db)
+    return bump_revision(db, ("key", key_id))
 
 
 def set_permissions(
@@ -300,7 +311,13 @@ def verify_key(db: sqlite3.Connection, secret_hash: bytes, min_revision: int) ->
     if row[1] is None:
         return None
     return KeyVerification(
-        row[1], row[2], bool(row[3]), row[4], tuple(sorted(json.loads(row[5]))), tuple(sorted(json.loads(row[6])))
+        row[1],
+        row[2],
+        bool(row[3]),
+        row[4],
+        tuple(sorted(json.loads(row[5]))),
+        tuple(sorted(json.loads(row[6]))),
+        row[0],
     )
 
 
@@ -342,7 +359,7 @@ def set_role_permissions(
     changed = replace_links(db, "role_permissions", "role_id", "permission_id", role_id, permission_ids)
     if changed or created:
         fetch_all(db, "UPDATE roles SET updated_at = ? WHERE id = ?", (now, role_id))
-        revision = bump_revision(db)
+        revision = bump_revision(db, ("api", api_id))
     else:
         revision = current_revision(db)
     role = (load_roles(db, [role_id]))[0]

@@ -84,6 +84,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID""",
         "CREATE INDEX key_roles_by_role ON key_roles (role_id)",
     ),
+    # 2: the change log: what each revision changed, for caches to catch up on (kind: key, api or root).
+    (
+        """CREATE TABLE changes (
+            revision INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            id TEXT NOT NULL
+        )""",
+        "CREATE INDEX changes_by_revision ON changes (revision)",
+    ),
 )
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -22,6 +22,7 @@ from server.store.models import ApiRecord, KeyRecord, PermissionEntry, RoleRecor
 from server.store.sqlite_schema import LATEST_VERSION, MIGRATIONS
 
 __all__ = [
+    "CHANGES_KEPT",
     "as_json",
     "authorize_api",
     "authorize_key",
@@ -114,10 +115,23 @@ def migrate(db: sqlite3.Connection) -> None:
 # -- steps shared by the operations ---------------------------------------------------
 
 
-def bump_revision(db: sqlite3.Connection) -> int:
+CHANGES_KEPT = 100_000  # revisions of the change log kept; a cache further behind starts afresh
+
+
+def bump_revision(db: sqlite3.Connection, *changed: tuple[str, str]) -> int:
+    """Count one change of the store, and log what it changed that caches may hold: ("key", key_id),
+    ("api", api_id) for every key of an API, ("root", root_key_id)."""
     row = fetch_one(db, "UPDATE meta SET revision = revision + 1 RETURNING revision")
     assert row is not None
-    return int(row[0])
+    revision = int(row[0])
+    if changed:
+        fetch_all(
+            db,
+            "INSERT INTO changes (revision, kind, id) SELECT ?, j.value ->> 0, j.value ->> 1 FROM json_each(?) AS j",
+            (revision, as_json([list(c) for c in changed])),
+        )
+        fetch_all(db, "DELETE FROM changes WHERE revision <= ?", (revision - CHANGES_KEPT,))
+    return revision
 
 
 def current_revision(db: sqlite3.Connection) -> int:
@@ -256,7 +270,7 @@ def finish_key_change(db: sqlite3.Connection, key_id: str, now: int, changed: bo
     if not changed:
         return current_revision(db)
     fetch_all(db, "UPDATE keys SET updated_at = ? WHERE id = ?", (now, key_id))
-    return bump_revision(db)
+    return bump_revision(db, ("key", key_id))
 
 
 def touch_grantees(db: sqlite3.Connection, permission_ids_json: str, now: int) -> tuple[int, int]:

@@ -31,14 +31,18 @@ from server.store.models import (
     ScopesUpdate,
     Written,
 )
+from server.store.root_keys import admit
 from server.store.sqlite_batches import WriteBatcher
-from server.store.sqlite_steps import current_revision, migrate, rollback, store_faults
+from server.store.sqlite_steps import current_revision, migrate, require_revision, rollback, store_faults
 from server.store.sqlite_thread import SqliteThread
+from server.store.verify_cache import CacheLimits, VerifyCache
 from server.validation import ScopeSpec
 
 __all__ = ["SqliteStore"]
 
 T = TypeVar("T")
+
+DEFAULT_LIMITS = CacheLimits()
 
 
 def _use_wal(db: sqlite3.Connection) -> None:
@@ -56,17 +60,26 @@ def _read_transaction(db: sqlite3.Connection, fn: Callable[..., T], args: tuple[
 class SqliteStore:
     """Implements server.store.interface.Store. Open with `await SqliteStore.open(path)`."""
 
-    def __init__(self, path: Path, writer: SqliteThread, reader: SqliteThread) -> None:
+    def __init__(
+        self, path: Path, writer: SqliteThread, reader: SqliteThread, monitor: sqlite3.Connection, limits: CacheLimits
+    ) -> None:
         self.path = path
         self._writer = writer
         self._reader = reader
         self._batches = WriteBatcher(writer)
+        # Used on the event loop's thread, for two cheap reads: has anything been committed since it last
+        # looked (PRAGMA data_version, no I/O), and if so, the change log since the cache's revision.
+        self._monitor = monitor
+        self._data_version = -1
+        self.cache = VerifyCache(limits)
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------
 
     @classmethod
-    async def open(cls, path: str | Path, *, busy_timeout_ms: int = 5000) -> SqliteStore:
+    async def open(
+        cls, path: str | Path, *, busy_timeout_ms: int = 5000, cache: CacheLimits = DEFAULT_LIMITS
+    ) -> SqliteStore:
         path = Path(path)
         pragmas = (f"busy_timeout = {int(busy_timeout_ms)}", "foreign_keys = ON", "synchronous = FULL")
         threads: list[SqliteThread] = []
@@ -77,11 +90,12 @@ class SqliteStore:
                 writer, reader = threads
                 await writer.run(_use_wal)
                 await writer.run(migrate)
+                monitor = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except BaseException:
             for thread in threads:
                 await thread.close()
             raise
-        return cls(path, writer, reader)
+        return cls(path, writer, reader, monitor, cache)
 
     async def close(self) -> None:
         if self._closed:
@@ -90,6 +104,7 @@ class SqliteStore:
         # Work already sent runs first: each thread closes its connection after it.
         await self._batches.close()
         await asyncio.gather(self._writer.close(), self._reader.close())
+        self._monitor.close()
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
         self._check_open()
@@ -107,6 +122,16 @@ class SqliteStore:
         self._check_open()
         with store_faults():
             return await self._reader.run(fn, *args)
+
+    def _catch_up(self, min_revision: int) -> None:
+        """Bring the cache up to every change committed so far, by any process; then check `min_revision`."""
+        self._check_open()
+        with store_faults():
+            version = self._monitor.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._data_version or min_revision > self.cache.seen:
+                self._data_version = version  # read before the changes: a commit in between shows next time
+                self.cache.apply(*_read_transaction(self._monitor, operations.changes_since, (self.cache.seen,)))
+        require_revision(self.cache.seen, min_revision)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -132,7 +157,13 @@ class SqliteStore:
         return await self._read(operations.list_root_keys)
 
     async def authenticate(self, secret_hash: bytes, now_ms: int) -> Principal:
-        return await self._read_one_statement(operations.authenticate, secret_hash, now_ms)
+        self._catch_up(0)
+        grant = self.cache.root(secret_hash)
+        if grant is None:
+            grant = await self._read_one_statement(operations.root_key_grant, secret_hash)
+            if grant is not None:
+                self.cache.put_root(secret_hash, grant)
+        return admit(grant, now_ms)
 
     # -- APIs -------------------------------------------------------------------
 
@@ -166,7 +197,13 @@ class SqliteStore:
         return await self._write(operations.set_roles, principal, key_id, tuple(role_names))
 
     async def verify_key(self, secret_hash: bytes, min_revision: int = 0) -> KeyVerification | None:
-        return await self._read_one_statement(operations.verify_key, secret_hash, min_revision)
+        self._catch_up(min_revision)
+        found = self.cache.key(secret_hash)
+        if found is None:
+            found = await self._read_one_statement(operations.verify_key, secret_hash, min_revision)
+            if found is not None:
+                self.cache.put_key(secret_hash, found)
+        return found
 
     # -- roles -------------------------------------------------------------------
 
