@@ -63,12 +63,12 @@ def start_serve(cwd: Path, db: Path, port: int, *flags: str) -> subprocess.Popen
 
 
 def stop(process: subprocess.Popen[str], sig: int) -> tuple[int, str]:
-    """Send `sig`, wait for the exit; the exit code and the log."""
+    """Send `sig`, wait for the exit; the exit code and all the process wrote (stdout, then stderr: the log)."""
     process.send_signal(sig)
     try:
-        _, stderr = process.communicate(timeout=60)
+        stdout, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
             process.communicate()
-    return process.returncode, stderr
+    return process.returncode, stdout + stderr

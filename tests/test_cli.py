@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from keyscope.v1 import apis_pb2, apis_pb2_grpc
 from server.cli import EXAMPLE_ROOT_KEY
-from tests.processes import ROOT, create_root_key, free_port, run
+from tests.processes import create_root_key, free_port, run, start_serve, stop
 
 COMMANDS = ["serve", "create-root-key", "list-root-keys", "disable-root-key", "delete-root-key"]
 
@@ -134,21 +130,9 @@ def test_ok_serve_until_sigterm(tmp_path: Path) -> None:
     db = tmp_path / "keyscope.db"
     secret = create_root_key(tmp_path, db, "api.*.create_api")
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "server", "serve", "--db", str(db), "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_serve(tmp_path, db, port)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            grpc.channel_ready_future(channel).result(timeout=20)
-            health = health_pb2_grpc.HealthStub(channel)
-            answer = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
-            assert answer.status == health_pb2.HealthCheckResponse.SERVING
             # The key the CLI created works against the server it serves.
             created = apis_pb2_grpc.ApiServiceStub(channel).CreateApi(
                 apis_pb2.CreateApiRequest(name="from the cli"),
@@ -156,14 +140,10 @@ def test_ok_serve_until_sigterm(tmp_path: Path) -> None:
                 timeout=10,
             )
             assert created.api.id.startswith("api_")
-        process.send_signal(signal.SIGTERM)
-        stdout, stderr = process.communicate(timeout=30)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 0, stderr
-    assert f"keyscope serving on 127.0.0.1:{port}" in stderr
-    assert "stopping: no new calls" in stderr
-    assert stderr.rstrip().endswith("stopped")
-    assert secret not in stdout + stderr
+        code, output = stop(process, signal.SIGTERM)
+    assert code == 0, output
+    assert f"keyscope serving on 127.0.0.1:{port}" in output
+    assert "stopping: no new calls" in output
+    assert output.rstrip().endswith("stopped")
+    assert secret not in output
