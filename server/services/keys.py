@@ -114,7 +114,7 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
         check.done()
         written = await self._store.set_permissions(current_principal(), request.key_id, names)
         return keys_pb2.SetPermissionsResponse(
-            permissions=[permission_message(p) for p in written.value.permissions],
+            permissions=[permission_message(p) for p in written.value],
             created_permissions=[permission_message(p) for p in written.created_permissions],
             revision=written.revision,
         )

@@ -24,6 +24,7 @@ from server.store.models import (
     KeyRecord,
     KeyVerification,
     NewKey,
+    PermissionEntry,
     RoleRecord,
     RootKeyGrant,
     RootKeyRecord,
@@ -44,6 +45,7 @@ from server.store.sqlite_steps import (
     insert_permissions,
     link,
     load_api,
+    load_direct_permissions,
     load_key,
     load_roles,
     now_ms,
@@ -268,14 +270,14 @@ def delete_key(db: sqlite3.Connection, principal: Principal, key_id: str) -> int
 
 def set_permissions(
     db: sqlite3.Connection, principal: Principal, key_id: str, names: Sequence[str]
-) -> Written[KeyRecord]:
+) -> Written[tuple[PermissionEntry, ...]]:
+    """The key's direct permissions after the change (all SetPermissions answers with)."""
     now = now_ms()
     api_id = authorize_key(db, principal, access.UPDATE_KEY, key_id)
     permission_ids, created = resolve_permissions(db, principal, api_id, names, now)
     changed = replace_links(db, "key_permissions", "key_id", "permission_id", key_id, permission_ids)
     revision = finish_key_change(db, key_id, now, changed or bool(created))
-    key = load_key(db, key_id)
-    return Written(key, revision, created)
+    return Written(load_direct_permissions(db, key_id), revision, created)
 
 
 def set_roles(

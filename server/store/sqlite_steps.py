@@ -36,6 +36,7 @@ __all__ = [
     "insert_permissions",
     "link",
     "load_api",
+    "load_direct_permissions",
     "load_key",
     "load_roles",
     "migrate",
@@ -130,7 +131,8 @@ def bump_revision(db: sqlite3.Connection, *changed: tuple[str, str]) -> int:
             "INSERT INTO changes (revision, kind, id) SELECT ?, j.value ->> 0, j.value ->> 1 FROM json_each(?) AS j",
             (revision, as_json([list(c) for c in changed])),
         )
-        fetch_all(db, "DELETE FROM changes WHERE revision <= ?", (revision - CHANGES_KEPT,))
+        if revision % 1000 == 0:  # prune now and then; what is kept only grows by 1000 revisions
+            fetch_all(db, "DELETE FROM changes WHERE revision <= ?", (revision - CHANGES_KEPT,))
     return revision
 
 
@@ -256,14 +258,10 @@ def replace_links(
     target_ids: Sequence[str],
 ) -> bool:
     """Make the owner's links exactly `target_ids`; True if that changed anything."""
-    current = {
-        r[0] for r in fetch_all(db, f"SELECT {target_column} FROM {table} WHERE {owner_column} = ?", (owner_id,))
-    }
-    if current == set(target_ids):
-        return False
-    fetch_all(db, f"DELETE FROM {table} WHERE {owner_column} = ?", (owner_id,))
+    # Replacing is the common case: delete and learn the old links in one statement.
+    old = fetch_all(db, f"DELETE FROM {table} WHERE {owner_column} = ? RETURNING {target_column}", (owner_id,))
     link(db, table, owner_column, target_column, owner_id, target_ids)
-    return True
+    return {r[0] for r in old} != set(target_ids)
 
 
 def finish_key_change(db: sqlite3.Connection, key_id: str, now: int, changed: bool) -> int:
@@ -328,6 +326,16 @@ def load_roles(db: sqlite3.Connection, role_ids: Sequence[str]) -> list[RoleReco
     return [RoleRecord(r[0], r[1], r[2], r[3], tuple(grants[r[0]]), r[4], r[5]) for r in rows]
 
 
+def load_direct_permissions(db: sqlite3.Connection, key_id: str) -> tuple[PermissionEntry, ...]:
+    rows = fetch_all(
+        db,
+        "SELECT p.id, p.name, p.description FROM key_permissions kp"
+        " JOIN permissions p ON p.id = kp.permission_id WHERE kp.key_id = ? ORDER BY p.name",
+        (key_id,),
+    )
+    return tuple(PermissionEntry(*r) for r in rows)
+
+
 def load_key(db: sqlite3.Connection, key_id: str) -> KeyRecord:
     row = fetch_one(
         db,
@@ -336,15 +344,7 @@ def load_key(db: sqlite3.Connection, key_id: str) -> KeyRecord:
     )
     if row is None:
         raise NotFound("key", [key_id])
-    permissions = tuple(
-        PermissionEntry(*r)
-        for r in fetch_all(
-            db,
-            "SELECT p.id, p.name, p.description FROM key_permissions kp"
-            " JOIN permissions p ON p.id = kp.permission_id WHERE kp.key_id = ? ORDER BY p.name",
-            (key_id,),
-        )
-    )
+    permissions = load_direct_permissions(db, key_id)
     role_ids = [r[0] for r in fetch_all(db, "SELECT role_id FROM key_roles WHERE key_id = ?", (key_id,))]
     roles = tuple(load_roles(db, role_ids)) if role_ids else ()
     return KeyRecord(row[0], row[1], row[2], row[3], bool(row[4]), row[5], permissions, roles, row[6], row[7])

@@ -26,6 +26,7 @@ from server.store.models import (
     KeyRecord,
     KeyVerification,
     NewKey,
+    PermissionEntry,
     RoleRecord,
     RootKeyRecord,
     ScopesUpdate,
@@ -190,7 +191,9 @@ class SqliteStore:
     async def delete_key(self, principal: Principal, key_id: str) -> int:
         return await self._write(operations.delete_key, principal, key_id)
 
-    async def set_permissions(self, principal: Principal, key_id: str, names: Sequence[str]) -> Written[KeyRecord]:
+    async def set_permissions(
+        self, principal: Principal, key_id: str, names: Sequence[str]
+    ) -> Written[tuple[PermissionEntry, ...]]:
         return await self._write(operations.set_permissions, principal, key_id, tuple(names))
 
     async def set_roles(self, principal: Principal, key_id: str, role_names: Sequence[str]) -> Written[KeyRecord]:
