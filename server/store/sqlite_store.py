@@ -91,7 +91,7 @@ class SqliteStore:
                 writer, reader = threads
                 await writer.run(_use_wal)
                 await writer.run(migrate)
-                monitor = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+                monitor = sqlite3.connect(path, isolation_level=None)
         except BaseException:
             for thread in threads:
                 await thread.close()
@@ -128,10 +128,12 @@ class SqliteStore:
         """Bring the cache up to every change committed so far, by any process; then check `min_revision`."""
         self._check_open()
         with store_faults():
+            # The version is read before the changes, so a commit in between shows at the next call; it is
+            # kept only once the changes are applied, so a failed catch-up is tried again.
             version = self._monitor.execute("PRAGMA data_version").fetchone()[0]
             if version != self._data_version or min_revision > self.cache.seen:
-                self._data_version = version  # read before the changes: a commit in between shows next time
                 self.cache.apply(*_read_transaction(self._monitor, operations.changes_since, (self.cache.seen,)))
+                self._data_version = version
         require_revision(self.cache.seen, min_revision)
 
     def _check_open(self) -> None:
