@@ -24,8 +24,7 @@ log = logging.getLogger("keyscope")
 
 def supervise(worker_command: Sequence[str], count: int) -> int:
     """Run `count` copies of `worker_command` until they end; 0 if they were asked to stop and all exited 0."""
-    workers = [subprocess.Popen(list(worker_command)) for _ in range(count)]
-    log.info("started %d workers: %s", count, " ".join(str(w.pid) for w in workers))
+    workers: list[subprocess.Popen[bytes]] = []
     stopping = False
 
     def stop_all(signum: int, frame: FrameType | None) -> None:
@@ -35,8 +34,13 @@ def supervise(worker_command: Sequence[str], count: int) -> int:
             if worker.returncode is None:
                 worker.send_signal(signal.SIGTERM)
 
+    # Before the first worker starts, so that no signal can leave workers behind.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, stop_all)
+    for _ in range(count):
+        if not stopping:
+            workers.append(subprocess.Popen(list(worker_command)))
+    log.info("started %d workers: %s", len(workers), " ".join(str(w.pid) for w in workers))
 
     failed = False
     by_pid = {worker.pid: worker for worker in workers}
