@@ -27,7 +27,7 @@ def supervise(worker_command: Sequence[str], count: int) -> int:
     workers: list[subprocess.Popen[bytes]] = []
     stopping = False
 
-    def stop_all(signum: int, frame: FrameType | None) -> None:
+    def stop_all(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
         for worker in workers:

@@ -41,7 +41,7 @@ from server.store.sqlite_steps import (
     current_revision,
     fetch_all,
     fetch_one,
-    finish_key_change,
+    finish_change,
     insert_permissions,
     link,
     load_api,
@@ -204,11 +204,7 @@ def update_scopes(
             (as_json(described),),
         )
     insert_permissions(db, api_id, added, now)
-    if removed or described or added:
-        fetch_all(db, "UPDATE apis SET updated_at = ? WHERE id = ?", (now, api_id))
-        revision = bump_revision(db, ("api", api_id))
-    else:
-        revision = current_revision(db)
+    revision = finish_change(db, "apis", api_id, now, bool(removed or described or added), ("api", api_id))
     api = load_api(db, api_id)
     return ScopesUpdate(api, tuple(removed), keys_affected, roles_affected, revision)
 
@@ -276,7 +272,7 @@ def set_permissions(
     api_id = authorize_key(db, principal, access.UPDATE_KEY, key_id)
     permission_ids, created = resolve_permissions(db, principal, api_id, names, now)
     changed = replace_links(db, "key_permissions", "key_id", "permission_id", key_id, permission_ids)
-    revision = finish_key_change(db, key_id, now, changed or bool(created))
+    revision = finish_change(db, "keys", key_id, now, changed or bool(created), ("key", key_id))
     return Written(load_direct_permissions(db, key_id), revision, created)
 
 
@@ -287,7 +283,7 @@ def set_roles(
     api_id = authorize_key(db, principal, access.UPDATE_KEY, key_id)
     role_ids = resolve_roles(db, api_id, role_names)
     changed = replace_links(db, "key_roles", "key_id", "role_id", key_id, role_ids)
-    revision = finish_key_change(db, key_id, now, changed)
+    revision = finish_change(db, "keys", key_id, now, changed, ("key", key_id))
     key = load_key(db, key_id)
     return Written(key, revision)
 
@@ -359,10 +355,6 @@ def set_role_permissions(
     api_id = authorize_role(db, principal, access.UPDATE_ROLE, role_id)
     permission_ids, created = resolve_permissions(db, principal, api_id, names, now)
     changed = replace_links(db, "role_permissions", "role_id", "permission_id", role_id, permission_ids)
-    if changed or created:
-        fetch_all(db, "UPDATE roles SET updated_at = ? WHERE id = ?", (now, role_id))
-        revision = bump_revision(db, ("api", api_id))
-    else:
-        revision = current_revision(db)
+    revision = finish_change(db, "roles", role_id, now, changed or bool(created), ("api", api_id))
     role = (load_roles(db, [role_id]))[0]
     return Written(role, revision, created)

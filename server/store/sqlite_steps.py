@@ -31,7 +31,7 @@ __all__ = [
     "current_revision",
     "fetch_all",
     "fetch_one",
-    "finish_key_change",
+    "finish_change",
     "ids_by_name",
     "insert_permissions",
     "link",
@@ -157,17 +157,19 @@ def authorize_api(db: sqlite3.Connection, principal: Principal, action: access.A
 
 def authorize_key(db: sqlite3.Connection, principal: Principal, action: access.Action, key_id: str) -> str:
     """The key's API id, once the caller may act on the key."""
-    hidden = NotFound("key", [key_id])
-    row = fetch_one(db, "SELECT api_id FROM keys WHERE id = ?", (key_id,))
-    if row is None:
-        raise hidden
-    principal.authorize(action, row[0], hidden)
-    return str(row[0])
+    return _authorize_in_api(db, principal, action, "keys", "key", key_id)
 
 
 def authorize_role(db: sqlite3.Connection, principal: Principal, action: access.Action, role_id: str) -> str:
-    hidden = NotFound("role", [role_id])
-    row = fetch_one(db, "SELECT api_id FROM roles WHERE id = ?", (role_id,))
+    """The role's API id, once the caller may act on the role."""
+    return _authorize_in_api(db, principal, action, "roles", "role", role_id)
+
+
+def _authorize_in_api(
+    db: sqlite3.Connection, principal: Principal, action: access.Action, table: str, kind: str, row_id: str
+) -> str:
+    hidden = NotFound(kind, [row_id])
+    row = fetch_one(db, f"SELECT api_id FROM {table} WHERE id = ?", (row_id,))
     if row is None:
         raise hidden
     principal.authorize(action, row[0], hidden)
@@ -264,11 +266,15 @@ def replace_links(
     return {r[0] for r in old} != set(target_ids)
 
 
-def finish_key_change(db: sqlite3.Connection, key_id: str, now: int, changed: bool) -> int:
+def finish_change(
+    db: sqlite3.Connection, table: str, row_id: str, now: int, changed: bool, affected: tuple[str, str]
+) -> int:
+    """The revision after a replacement: if it changed anything, the row is marked updated and the revision
+    bumped, logging `affected`; otherwise the current revision, unchanged."""
     if not changed:
         return current_revision(db)
-    fetch_all(db, "UPDATE keys SET updated_at = ? WHERE id = ?", (now, key_id))
-    return bump_revision(db, ("key", key_id))
+    fetch_all(db, f"UPDATE {table} SET updated_at = ? WHERE id = ?", (now, row_id))
+    return bump_revision(db, affected)
 
 
 def touch_grantees(db: sqlite3.Connection, permission_ids_json: str, now: int) -> tuple[int, int]:
