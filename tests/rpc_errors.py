@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
 import grpc
+import pytest
 from google.rpc import error_details_pb2, status_pb2
+
+from tests.store_snapshot import snapshot
+
+
+async def rejected(db_path: Path, call: Callable[[], Awaitable[object]], code: grpc.StatusCode) -> grpc.aio.AioRpcError:
+    """Runs `call()`, which must fail with `code` and leave the SQLite file exactly as it was; returns the error.
+
+    `call` is a zero-argument callable so the snapshot is taken before the request is sent.
+    """
+    before = snapshot(db_path)
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await call()
+    assert e.value.code() == code
+    assert snapshot(db_path) == before
+    return e.value
 
 
 def _details(error: grpc.aio.AioRpcError) -> list:

@@ -12,8 +12,7 @@ from keyscope.v1 import apis_pb2, permissions_pb2
 from server.store import SqliteStore
 from tests.client import BAD_AUTHORIZATION, Caller
 from tests.conftest import MakeCaller
-from tests.rpc_errors import error_info, field_violations, request_id
-from tests.store_snapshot import snapshot
+from tests.rpc_errors import error_info, field_violations, rejected, request_id
 
 pytestmark = pytest.mark.asyncio
 
@@ -150,12 +149,8 @@ async def test_ok_wildcards_that_cover_create_api(make_caller: MakeCaller, permi
     ],
 )
 async def test_invalid_argument_name(admin: Caller, db_path: Path, name: str, description: str) -> None:
-    before = snapshot(db_path)
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await create_api(admin, request(name))
-    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert field_violations(e.value) == {"name": description}
-    assert snapshot(db_path) == before
+    error = await rejected(db_path, lambda: create_api(admin, request(name)), grpc.StatusCode.INVALID_ARGUMENT)
+    assert field_violations(error) == {"name": description}
 
 
 @pytest.mark.parametrize(
@@ -186,36 +181,34 @@ async def test_invalid_argument_name(admin: Caller, db_path: Path, name: str, de
 async def test_invalid_argument_scopes(
     admin: Caller, db_path: Path, scopes: list[tuple[str, str]], violations: dict[str, str]
 ) -> None:
-    before = snapshot(db_path)
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await create_api(admin, request("documents", scopes))
-    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert field_violations(e.value) == violations
-    assert snapshot(db_path) == before
+    error = await rejected(
+        db_path, lambda: create_api(admin, request("documents", scopes)), grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert field_violations(error) == violations
 
 
 async def test_invalid_argument_more_than_a_thousand_scopes(admin: Caller, db_path: Path) -> None:
-    before = snapshot(db_path)
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await create_api(admin, request(scopes=[(f"scope.{i}", "") for i in range(1001)]))
-    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert field_violations(e.value) == {"scopes": "must hold at most 1000 scopes (got 1001)"}
-    assert snapshot(db_path) == before
+    error = await rejected(
+        db_path,
+        lambda: create_api(admin, request(scopes=[(f"scope.{i}", "") for i in range(1001)])),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert field_violations(error) == {"scopes": "must hold at most 1000 scopes (got 1001)"}
 
 
 async def test_invalid_argument_lists_every_bad_field_at_once(admin: Caller, db_path: Path) -> None:
-    before = snapshot(db_path)
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await create_api(admin, request("", [("ok", ""), ("bad value", ""), ("ok", "d" * 501)]))
-    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert field_violations(e.value) == {
+    error = await rejected(
+        db_path,
+        lambda: create_api(admin, request("", [("ok", ""), ("bad value", ""), ("ok", "d" * 501)])),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert field_violations(error) == {
         "name": "is required",
         "scopes[1].value": PATTERN,
         "scopes[2].value": "duplicates scopes[0].value 'ok'",
         "scopes[2].description": "must be at most 500 characters (got 501)",
     }
-    assert request_id(e.value)
-    assert snapshot(db_path) == before
+    assert request_id(error)
 
 
 # -- unauthenticated ------------------------------------------------------------------------------
@@ -223,11 +216,11 @@ async def test_invalid_argument_lists_every_bad_field_at_once(admin: Caller, db_
 
 @pytest.mark.parametrize("metadata", BAD_AUTHORIZATION)
 async def test_unauthenticated(admin: Caller, db_path: Path, metadata: tuple[tuple[str, str], ...]) -> None:
-    before = snapshot(db_path)
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await create_api(admin, request("documents", [("documents.read", "")]), metadata=metadata)
-    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert snapshot(db_path) == before
+    await rejected(
+        db_path,
+        lambda: create_api(admin, request("documents", [("documents.read", "")]), metadata=metadata),
+        grpc.StatusCode.UNAUTHENTICATED,
+    )
 
 
 # -- permission denied ----------------------------------------------------------------------------
@@ -249,14 +242,14 @@ async def test_permission_denied_without_create_api(
     make_caller: MakeCaller, db_path: Path, permissions: list[str]
 ) -> None:
     caller = await make_caller(permissions)
-    before = snapshot(db_path)
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await create_api(caller, request("documents", [("documents.read", "")]))
-    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    info = error_info(e.value)
+    error = await rejected(
+        db_path,
+        lambda: create_api(caller, request("documents", [("documents.read", "")])),
+        grpc.StatusCode.PERMISSION_DENIED,
+    )
+    info = error_info(error)
     assert info.reason == "MISSING_PERMISSION"
     assert info.metadata["permission"] == "api.*.create_api"
-    assert snapshot(db_path) == before
 
 
 async def test_invalid_argument_is_checked_before_permission(make_caller: MakeCaller) -> None:

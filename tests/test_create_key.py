@@ -15,7 +15,7 @@ from keyscope.v1 import keys_pb2
 from server.store import SqliteStore
 from tests.client import BAD_AUTHORIZATION, Caller, from_now
 from tests.conftest import UNUSABLE_ROOT_KEYS, MakeCaller, UnusableCaller
-from tests.rpc_errors import error_info, field_violations, resource_names
+from tests.rpc_errors import error_info, field_violations, rejected, resource_names
 from tests.store_snapshot import snapshot
 
 pytestmark = pytest.mark.asyncio
@@ -220,14 +220,8 @@ async def test_invalid_argument(admin: Caller, db_path: Path, case: tuple[dict[s
     fields, field = case
     api = await admin.make_api()
     request = {"api_id": api.id, **fields}
-    before = snapshot(db_path)
-
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await _create(admin, **request)
-
-    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert field in field_violations(e.value)
-    assert snapshot(db_path) == before
+    error = await rejected(db_path, lambda: _create(admin, **request), grpc.StatusCode.INVALID_ARGUMENT)
+    assert field in field_violations(error)
 
 
 async def test_invalid_argument_lists_every_bad_field(admin: Caller) -> None:
@@ -259,13 +253,11 @@ async def test_ok_limits_are_inclusive(admin: Caller) -> None:
 @pytest.mark.parametrize("metadata", BAD_AUTHORIZATION)
 async def test_unauthenticated_metadata(admin: Caller, db_path: Path, metadata: tuple[tuple[str, str], ...]) -> None:
     api = await admin.make_api()
-    before = snapshot(db_path)
-
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await admin.keys.CreateKey(keys_pb2.CreateKeyRequest(api_id=api.id), metadata=metadata)
-
-    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert snapshot(db_path) == before
+    await rejected(
+        db_path,
+        lambda: admin.keys.CreateKey(keys_pb2.CreateKeyRequest(api_id=api.id), metadata=metadata),
+        grpc.StatusCode.UNAUTHENTICATED,
+    )
 
 
 @pytest.mark.parametrize("how", UNUSABLE_ROOT_KEYS)
@@ -274,13 +266,7 @@ async def test_unauthenticated_root_key_no_longer_usable(
 ) -> None:
     api = await admin.make_api()
     caller = await unusable_caller(how)
-    before = snapshot(db_path)
-
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await _create(caller, api_id=api.id)
-
-    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert snapshot(db_path) == before
+    await rejected(db_path, lambda: _create(caller, api_id=api.id), grpc.StatusCode.UNAUTHENTICATED)
 
 
 # -- permission denied ---------------------------------------------------------------------------------
@@ -294,15 +280,9 @@ async def test_permission_denied_without_create_key(
     caller = await make_caller(
         [f"api.{api.id}.{sees_with}", f"api.{api.id}.update_key", f"rbac.{api.id}.create_permission"]
     )
-    before = snapshot(db_path)
-
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await _create(caller, api_id=api.id)
-
-    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    info = error_info(e.value)
+    error = await rejected(db_path, lambda: _create(caller, api_id=api.id), grpc.StatusCode.PERMISSION_DENIED)
+    info = error_info(error)
     assert (info.reason, info.metadata["permission"]) == ("MISSING_PERMISSION", f"api.{api.id}.create_key")
-    assert snapshot(db_path) == before
 
 
 async def test_permission_denied_unknown_permissions_without_create_permission(
@@ -310,31 +290,23 @@ async def test_permission_denied_unknown_permissions_without_create_permission(
 ) -> None:
     api = await admin.make_api(["known"])
     caller = await make_caller([f"api.{api.id}.create_key"])
-    before = snapshot(db_path)
-
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await _create(caller, api_id=api.id, permissions=["known", "new.one", "new.two"])
-
-    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    info = error_info(e.value)
+    error = await rejected(
+        db_path,
+        lambda: _create(caller, api_id=api.id, permissions=["known", "new.one", "new.two"]),
+        grpc.StatusCode.PERMISSION_DENIED,
+    )
+    info = error_info(error)
     assert info.metadata["permission"] == f"rbac.{api.id}.create_permission"
     assert "new.one" in info.metadata["permissions_not_in_catalog"]
     assert "new.two" in info.metadata["permissions_not_in_catalog"]
-    assert snapshot(db_path) == before  # no key, and no catalog entry
 
 
 # -- not found ---------------------------------------------------------------------------------------
 
 
 async def test_not_found_unknown_api(admin: Caller, db_path: Path) -> None:
-    before = snapshot(db_path)
-
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await _create(admin, api_id="api_does_not_exist")
-
-    assert e.value.code() == grpc.StatusCode.NOT_FOUND
-    assert resource_names(e.value) == ["api_does_not_exist"]
-    assert snapshot(db_path) == before
+    error = await rejected(db_path, lambda: _create(admin, api_id="api_does_not_exist"), grpc.StatusCode.NOT_FOUND)
+    assert resource_names(error) == ["api_does_not_exist"]
 
 
 @pytest.mark.parametrize(
@@ -366,26 +338,18 @@ async def test_not_found_api_the_caller_may_not_see(
 async def test_not_found_unknown_roles(admin: Caller, db_path: Path) -> None:
     api = await admin.make_api()
     await admin.make_role(api.id, "reader")
-    before = snapshot(db_path)
-
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await _create(
+    error = await rejected(
+        db_path,
+        lambda: _create(
             admin, api_id=api.id, permissions=["new.permission"], roles=["ghost", "reader", "phantom", "ghost"]
-        )
-
-    assert e.value.code() == grpc.StatusCode.NOT_FOUND
-    assert resource_names(e.value) == ["ghost", "phantom"]
-    assert snapshot(db_path) == before  # no key, and `new.permission` not added to the catalog
+        ),
+        grpc.StatusCode.NOT_FOUND,
+    )
+    assert resource_names(error) == ["ghost", "phantom"]
 
 
 async def test_not_found_role_of_another_api(admin: Caller, db_path: Path) -> None:
     api, other = await admin.make_api(), await admin.make_api()
     await admin.make_role(other.id, "reader")
-    before = snapshot(db_path)
-
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await _create(admin, api_id=api.id, roles=["reader"])
-
-    assert e.value.code() == grpc.StatusCode.NOT_FOUND
-    assert resource_names(e.value) == ["reader"]
-    assert snapshot(db_path) == before
+    error = await rejected(db_path, lambda: _create(admin, api_id=api.id, roles=["reader"]), grpc.StatusCode.NOT_FOUND)
+    assert resource_names(error) == ["reader"]

@@ -11,7 +11,7 @@ from keyscope.v1 import keys_pb2
 from server.store import SqliteStore
 from tests.client import BAD_AUTHORIZATION, INVALID_KEY_IDS, Caller
 from tests.conftest import UNUSABLE_ROOT_KEYS, MakeCaller, UnusableCaller
-from tests.rpc_errors import error_info, field_violations, resource_names
+from tests.rpc_errors import error_info, field_violations, rejected, resource_names
 from tests.store_snapshot import snapshot
 
 pytestmark = pytest.mark.asyncio
@@ -73,14 +73,8 @@ async def test_ok_caller_with_delete_key_only(admin: Caller, make_caller: MakeCa
 async def test_invalid_argument_key_id(admin: Caller, db_path: Path, key_id: str) -> None:
     api = await admin.make_api()
     await admin.make_key(api.id)
-    before = snapshot(db_path)
-
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await _delete(admin, key_id)
-
-    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert list(field_violations(e.value)) == ["key_id"]
-    assert snapshot(db_path) == before
+    error = await rejected(db_path, lambda: _delete(admin, key_id), grpc.StatusCode.INVALID_ARGUMENT)
+    assert list(field_violations(error)) == ["key_id"]
 
 
 # -- unauthenticated ----------------------------------------------------------------------------------
@@ -90,13 +84,11 @@ async def test_invalid_argument_key_id(admin: Caller, db_path: Path, key_id: str
 async def test_unauthenticated_metadata(admin: Caller, db_path: Path, metadata: tuple[tuple[str, str], ...]) -> None:
     api = await admin.make_api()
     key, _ = await admin.make_key(api.id)
-    before = snapshot(db_path)
-
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await admin.keys.DeleteKey(keys_pb2.DeleteKeyRequest(key_id=key.id), metadata=metadata)
-
-    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert snapshot(db_path) == before
+    await rejected(
+        db_path,
+        lambda: admin.keys.DeleteKey(keys_pb2.DeleteKeyRequest(key_id=key.id), metadata=metadata),
+        grpc.StatusCode.UNAUTHENTICATED,
+    )
 
 
 @pytest.mark.parametrize("how", UNUSABLE_ROOT_KEYS)
@@ -106,13 +98,7 @@ async def test_unauthenticated_root_key_no_longer_usable(
     api = await admin.make_api()
     key, _ = await admin.make_key(api.id)
     caller = await unusable_caller(how)
-    before = snapshot(db_path)
-
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await _delete(caller, key.id)
-
-    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert snapshot(db_path) == before
+    await rejected(db_path, lambda: _delete(caller, key.id), grpc.StatusCode.UNAUTHENTICATED)
 
 
 # -- permission denied ---------------------------------------------------------------------------------
@@ -122,43 +108,25 @@ async def test_permission_denied_without_delete_key(admin: Caller, make_caller: 
     api = await admin.make_api()
     key, _ = await admin.make_key(api.id)
     caller = await make_caller([f"api.{api.id}.read_key", f"api.{api.id}.update_key"])
-    before = snapshot(db_path)
-
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await _delete(caller, key.id)
-
-    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    info = error_info(e.value)
+    error = await rejected(db_path, lambda: _delete(caller, key.id), grpc.StatusCode.PERMISSION_DENIED)
+    info = error_info(error)
     assert (info.reason, info.metadata["permission"]) == ("MISSING_PERMISSION", f"api.{api.id}.delete_key")
-    assert snapshot(db_path) == before
 
 
 # -- not found ---------------------------------------------------------------------------------------
 
 
 async def test_not_found_unknown_key(admin: Caller, db_path: Path) -> None:
-    before = snapshot(db_path)
-
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await _delete(admin, "key_does_not_exist")
-
-    assert e.value.code() == grpc.StatusCode.NOT_FOUND
-    assert resource_names(e.value) == ["key_does_not_exist"]
-    assert snapshot(db_path) == before
+    error = await rejected(db_path, lambda: _delete(admin, "key_does_not_exist"), grpc.StatusCode.NOT_FOUND)
+    assert resource_names(error) == ["key_does_not_exist"]
 
 
 async def test_not_found_deleting_twice(admin: Caller, db_path: Path) -> None:
     api = await admin.make_api()
     key, _ = await admin.make_key(api.id)
     await _delete(admin, key.id)
-    before = snapshot(db_path)
-
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await _delete(admin, key.id)
-
-    assert e.value.code() == grpc.StatusCode.NOT_FOUND
-    assert resource_names(e.value) == [key.id]
-    assert snapshot(db_path) == before
+    error = await rejected(db_path, lambda: _delete(admin, key.id), grpc.StatusCode.NOT_FOUND)
+    assert resource_names(error) == [key.id]
 
 
 async def test_not_found_key_of_another_api(admin: Caller, make_caller: MakeCaller, db_path: Path) -> None:

@@ -27,7 +27,7 @@ from server.factory import SERVICE_NAMES
 from server.store import SqliteStore
 from tests.client import BAD_AUTHORIZATION, Caller
 from tests.conftest import UNUSABLE_ROOT_KEYS, MakeCaller, UnusableCaller
-from tests.rpc_errors import blanked_answer, error_info, request_id
+from tests.rpc_errors import blanked_answer, error_info, rejected, request_id
 from tests.store_snapshot import snapshot
 
 pytestmark = pytest.mark.asyncio
@@ -222,13 +222,9 @@ async def test_unauthenticated(
     rpc: str,
 ) -> None:
     metadata = await BAD_CREDENTIALS[case](make_caller, unusable_caller)
-    before = snapshot(db_path)
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await call(admin, rpc, world, metadata)
-    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    info = error_info(e.value)
+    error = await rejected(db_path, lambda: call(admin, rpc, world, metadata), grpc.StatusCode.UNAUTHENTICATED)
+    info = error_info(error)
     assert (info.reason, info.domain) == ("UNAUTHENTICATED", "keyscope.v1")
-    assert snapshot(db_path) == before
 
 
 @pytest.mark.parametrize("rpc", list(RPCS))
@@ -449,15 +445,11 @@ async def test_permission_denied_names_the_missing_permission(
     world: World, make_caller: MakeCaller, db_path: Path, held: list[str], rpc: str, required: str
 ) -> None:
     caller = await make_caller([p.format(a=world.a, b=world.b) for p in held])
-    before = snapshot(db_path)
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await call(caller, rpc, world)
-    assert e.value.code() == PERMISSION_DENIED
-    info = error_info(e.value)
+    error = await rejected(db_path, lambda: call(caller, rpc, world), PERMISSION_DENIED)
+    info = error_info(error)
     assert (info.reason, info.domain) == ("MISSING_PERMISSION", "keyscope.v1")
     assert info.metadata["permission"] == required.format(a=world.a)
-    assert request_id(e.value)
-    assert snapshot(db_path) == before
+    assert request_id(error)
 
 
 # -- the seed's root key ----------------------------------------------------------------------------
@@ -500,15 +492,15 @@ async def test_permission_denied_update_key_alone_cannot_create_permissions(
     world: World, make_caller: MakeCaller, db_path: Path
 ) -> None:
     caller = await make_caller(["api.*.update_key"])
-    before = snapshot(db_path)
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await caller.keys.SetPermissions(
+    error = await rejected(
+        db_path,
+        lambda: caller.keys.SetPermissions(
             keys_pb2.SetPermissionsRequest(key_id=world.key_id, permissions=["documents.read", "documents.delete"]),
             metadata=caller.md,
-        )
-    assert e.value.code() == PERMISSION_DENIED
-    info = error_info(e.value)
+        ),
+        PERMISSION_DENIED,
+    )
+    info = error_info(error)
     assert info.reason == "PERMISSIONS_NOT_IN_CATALOG"
     assert info.metadata["permission"] == f"rbac.{world.a}.create_permission"
     assert info.metadata["permissions_not_in_catalog"] == "documents.delete"
-    assert snapshot(db_path) == before

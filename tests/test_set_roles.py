@@ -11,7 +11,7 @@ from keyscope.v1 import keys_pb2
 from server.store import SqliteStore
 from tests.client import BAD_AUTHORIZATION, Caller
 from tests.conftest import UNUSABLE_ROOT_KEYS, MakeCaller, UnusableCaller
-from tests.rpc_errors import error_info, field_violations, resource_names
+from tests.rpc_errors import error_info, field_violations, rejected, resource_names
 from tests.store_snapshot import snapshot
 
 pytestmark = pytest.mark.asyncio
@@ -173,14 +173,12 @@ async def test_invalid_argument(admin: Caller, db_path: Path, key_id: str | None
     api = await admin.make_api()
     await admin.make_role(api.id, "reader")
     key, _ = await admin.make_key(api.id)
-    before = snapshot(db_path)
-
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await _set_roles(admin, key.id if key_id is None else key_id, roles)
-
-    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert field in field_violations(e.value)
-    assert snapshot(db_path) == before
+    error = await rejected(
+        db_path,
+        lambda: _set_roles(admin, key.id if key_id is None else key_id, roles),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert field in field_violations(error)
 
 
 # -- unauthenticated ----------------------------------------------------------------------------------
@@ -191,13 +189,11 @@ async def test_unauthenticated_metadata(admin: Caller, db_path: Path, metadata: 
     api = await admin.make_api()
     await admin.make_role(api.id, "reader")
     key, _ = await admin.make_key(api.id)
-    before = snapshot(db_path)
-
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await admin.keys.SetRoles(keys_pb2.SetRolesRequest(key_id=key.id, roles=["reader"]), metadata=metadata)
-
-    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert snapshot(db_path) == before
+    await rejected(
+        db_path,
+        lambda: admin.keys.SetRoles(keys_pb2.SetRolesRequest(key_id=key.id, roles=["reader"]), metadata=metadata),
+        grpc.StatusCode.UNAUTHENTICATED,
+    )
 
 
 @pytest.mark.parametrize("how", UNUSABLE_ROOT_KEYS)
@@ -208,13 +204,7 @@ async def test_unauthenticated_root_key_no_longer_usable(
     await admin.make_role(api.id, "reader")
     key, _ = await admin.make_key(api.id)
     caller = await unusable_caller(how)
-    before = snapshot(db_path)
-
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await _set_roles(caller, key.id, ["reader"])
-
-    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert snapshot(db_path) == before
+    await rejected(db_path, lambda: _set_roles(caller, key.id, ["reader"]), grpc.StatusCode.UNAUTHENTICATED)
 
 
 # -- permission denied ---------------------------------------------------------------------------------
@@ -226,15 +216,9 @@ async def test_permission_denied_without_update_key(admin: Caller, make_caller: 
     key, _ = await admin.make_key(api.id)
     # Rights over roles do not stand in for update_key.
     caller = await make_caller([f"api.{api.id}.read_key", f"rbac.{api.id}.update_role", f"rbac.{api.id}.read_role"])
-    before = snapshot(db_path)
-
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await _set_roles(caller, key.id, ["reader"])
-
-    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    info = error_info(e.value)
+    error = await rejected(db_path, lambda: _set_roles(caller, key.id, ["reader"]), grpc.StatusCode.PERMISSION_DENIED)
+    info = error_info(error)
     assert (info.reason, info.metadata["permission"]) == ("MISSING_PERMISSION", f"api.{api.id}.update_key")
-    assert snapshot(db_path) == before
 
 
 # -- not found ---------------------------------------------------------------------------------------
@@ -245,14 +229,10 @@ async def test_not_found_unknown_roles_change_nothing(admin: Caller, db_path: Pa
     await admin.make_role(api.id, "reader")
     await admin.make_role(api.id, "writer")
     key, _ = await admin.make_key(api.id, roles=["writer"])
-    before = snapshot(db_path)
-
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await _set_roles(admin, key.id, ["ghost", "reader", "phantom", "ghost"])
-
-    assert e.value.code() == grpc.StatusCode.NOT_FOUND
-    assert resource_names(e.value) == ["ghost", "phantom"]  # in request order, once each
-    assert snapshot(db_path) == before
+    error = await rejected(
+        db_path, lambda: _set_roles(admin, key.id, ["ghost", "reader", "phantom", "ghost"]), grpc.StatusCode.NOT_FOUND
+    )
+    assert resource_names(error) == ["ghost", "phantom"]  # in request order, once each
     assert [r.name for r in (await admin.get_key(key.id)).roles] == ["writer"]
 
 
@@ -261,25 +241,13 @@ async def test_not_found_role_of_another_api(admin: Caller, db_path: Path) -> No
     await admin.make_role(api.id, "writer")
     await admin.make_role(other.id, "reader")
     key, _ = await admin.make_key(api.id)
-    before = snapshot(db_path)
-
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await _set_roles(admin, key.id, ["writer", "reader"])
-
-    assert e.value.code() == grpc.StatusCode.NOT_FOUND
-    assert resource_names(e.value) == ["reader"]
-    assert snapshot(db_path) == before
+    error = await rejected(db_path, lambda: _set_roles(admin, key.id, ["writer", "reader"]), grpc.StatusCode.NOT_FOUND)
+    assert resource_names(error) == ["reader"]
 
 
 async def test_not_found_unknown_key(admin: Caller, db_path: Path) -> None:
-    before = snapshot(db_path)
-
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await _set_roles(admin, "key_does_not_exist", [])
-
-    assert e.value.code() == grpc.StatusCode.NOT_FOUND
-    assert resource_names(e.value) == ["key_does_not_exist"]
-    assert snapshot(db_path) == before
+    error = await rejected(db_path, lambda: _set_roles(admin, "key_does_not_exist", []), grpc.StatusCode.NOT_FOUND)
+    assert resource_names(error) == ["key_does_not_exist"]
 
 
 async def test_not_found_key_of_another_api(admin: Caller, make_caller: MakeCaller, db_path: Path) -> None:

@@ -12,7 +12,7 @@ from keyscope.v1 import keys_pb2
 from server.store import SqliteStore
 from tests.client import BAD_AUTHORIZATION, INVALID_KEY_IDS, Caller, from_now
 from tests.conftest import UNUSABLE_ROOT_KEYS, MakeCaller, UnusableCaller
-from tests.rpc_errors import error_info, field_violations, resource_names
+from tests.rpc_errors import error_info, field_violations, rejected, resource_names
 from tests.store_snapshot import snapshot
 
 pytestmark = pytest.mark.asyncio
@@ -190,14 +190,8 @@ async def test_invalid_argument(admin: Caller, db_path: Path, case: tuple[dict[s
     fields, field = case
     api = await admin.make_api()
     key, _ = await admin.make_key(api.id, name="kept")
-    before = snapshot(db_path)
-
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await _update(admin, key.id, **fields)
-
-    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert field in field_violations(e.value)
-    assert snapshot(db_path) == before
+    error = await rejected(db_path, lambda: _update(admin, key.id, **fields), grpc.StatusCode.INVALID_ARGUMENT)
+    assert field in field_violations(error)
 
 
 @pytest.mark.parametrize("key_id", INVALID_KEY_IDS)
@@ -216,13 +210,11 @@ async def test_invalid_argument_key_id(admin: Caller, key_id: str) -> None:
 async def test_unauthenticated_metadata(admin: Caller, db_path: Path, metadata: tuple[tuple[str, str], ...]) -> None:
     api = await admin.make_api()
     key, _ = await admin.make_key(api.id)
-    before = snapshot(db_path)
-
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await admin.keys.UpdateKey(keys_pb2.UpdateKeyRequest(key_id=key.id, enabled=False), metadata=metadata)
-
-    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert snapshot(db_path) == before
+    await rejected(
+        db_path,
+        lambda: admin.keys.UpdateKey(keys_pb2.UpdateKeyRequest(key_id=key.id, enabled=False), metadata=metadata),
+        grpc.StatusCode.UNAUTHENTICATED,
+    )
 
 
 @pytest.mark.parametrize("how", UNUSABLE_ROOT_KEYS)
@@ -232,13 +224,7 @@ async def test_unauthenticated_root_key_no_longer_usable(
     api = await admin.make_api()
     key, _ = await admin.make_key(api.id)
     caller = await unusable_caller(how)
-    before = snapshot(db_path)
-
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await _update(caller, key.id, enabled=False)
-
-    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert snapshot(db_path) == before
+    await rejected(db_path, lambda: _update(caller, key.id, enabled=False), grpc.StatusCode.UNAUTHENTICATED)
 
 
 # -- permission denied ---------------------------------------------------------------------------------
@@ -248,29 +234,17 @@ async def test_permission_denied_without_update_key(admin: Caller, make_caller: 
     api = await admin.make_api()
     key, _ = await admin.make_key(api.id)
     caller = await make_caller([f"api.{api.id}.read_key", f"api.{api.id}.delete_key", "api.*.create_key"])
-    before = snapshot(db_path)
-
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await _update(caller, key.id, enabled=False)
-
-    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    info = error_info(e.value)
+    error = await rejected(db_path, lambda: _update(caller, key.id, enabled=False), grpc.StatusCode.PERMISSION_DENIED)
+    info = error_info(error)
     assert (info.reason, info.metadata["permission"]) == ("MISSING_PERMISSION", f"api.{api.id}.update_key")
-    assert snapshot(db_path) == before
 
 
 # -- not found ---------------------------------------------------------------------------------------
 
 
 async def test_not_found_unknown_key(admin: Caller, db_path: Path) -> None:
-    before = snapshot(db_path)
-
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await _update(admin, "key_does_not_exist", name="x")
-
-    assert e.value.code() == grpc.StatusCode.NOT_FOUND
-    assert resource_names(e.value) == ["key_does_not_exist"]
-    assert snapshot(db_path) == before
+    error = await rejected(db_path, lambda: _update(admin, "key_does_not_exist", name="x"), grpc.StatusCode.NOT_FOUND)
+    assert resource_names(error) == ["key_does_not_exist"]
 
 
 async def test_not_found_key_of_another_api(admin: Caller, make_caller: MakeCaller, db_path: Path) -> None:
