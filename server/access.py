@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from server.errors import NotFound, PermissionDenied
 from server.permission_match import is_granted
 
-__all__ = ["Action", "Principal", "CREATE_API"]
+__all__ = ["Action", "Principal", "CREATE_API", "CLI"]
 
 CREATE_API = "api.*.create_api"
 
@@ -49,14 +49,16 @@ CREATE_PERMISSION = Action("rbac", "create_permission")
 CREATE_ROLE = Action("rbac", "create_role", _SEE_API + _SEE_ROLES)
 READ_ROLE = Action("rbac", "read_role", _SEE_ROLES)
 UPDATE_ROLE = Action("rbac", "update_role", _SEE_ROLES)
+READ_EVENTS = Action("audit", "read_events")
 
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated root key: its id (safe to log and audit) and its permissions."""
+    """An authenticated root key: its id (safe to log and audit), its permissions, and the request it makes."""
 
     root_key_id: str
     permissions: tuple[str, ...]
+    request_id: str = ""
 
     def allows(self, required: str) -> bool:
         return is_granted(self.permissions, required)
@@ -77,3 +79,7 @@ class Principal:
         """For actions on no existing resource (CreateApi): pass or PermissionDenied."""
         if not self.allows(permission):
             raise PermissionDenied(permission)
+
+
+# The administration commands of `python -m server` (root keys), as the audit trail names their actor.
+CLI = Principal("cli", ())

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
+import ssl
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
 from server.errors import DomainError
-from server.factory import ServerConfig, start_server
+from server.factory import ServerConfig, TlsConfig, start_server
 from server.logs import configure_logging
 from server.store import SqliteStore
 from server.store.verify_cache import CacheLimits
 from server.workers import supervise
 
-__all__ = ["main"]
+__all__ = ["is_loopback", "main"]
 
 log = logging.getLogger("keyscope")
 
@@ -36,6 +39,7 @@ EXAMPLE_ROOT_KEY = (
     "rbac.*.create_role",
     "rbac.*.read_role",
     "rbac.*.update_role",
+    "audit.*.read_events",
 )
 
 
@@ -80,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds calls in flight get to finish on shutdown (default %(default)s)",
     )
     serve.add_argument(
+        "--lame-duck",
+        type=float,
+        default=float(env.get("KEYSCOPE_LAME_DUCK_SECONDS", "0.5")),
+        help="seconds of serving on after SIGTERM with health NOT_SERVING, before new calls are refused, so "
+        "that calls already sent are served (env KEYSCOPE_LAME_DUCK_SECONDS; default %(default)s)",
+    )
+    serve.add_argument(
         "--workers",
         type=int,
         default=int(env.get("KEYSCOPE_WORKERS", "1")),
@@ -108,6 +119,25 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=4 * 1024 * 1024,
         help="largest request or response accepted (default %(default)s)",
+    )
+    serve.add_argument(
+        "--tls-cert",
+        default=env.get("KEYSCOPE_TLS_CERT") or None,
+        metavar="PEM_FILE",
+        help="the server's certificate chain; with --tls-key, serve TLS only (env KEYSCOPE_TLS_CERT)",
+    )
+    serve.add_argument(
+        "--tls-key",
+        default=env.get("KEYSCOPE_TLS_KEY") or None,
+        metavar="PEM_FILE",
+        help="the unencrypted private key of --tls-cert (env KEYSCOPE_TLS_KEY)",
+    )
+    serve.add_argument(
+        "--tls-client-ca",
+        default=env.get("KEYSCOPE_TLS_CLIENT_CA") or None,
+        metavar="PEM_FILE",
+        help="CA certificates: every client must present a certificate one of them signed (mutual TLS; "
+        "needs --tls-cert and --tls-key) (env KEYSCOPE_TLS_CLIENT_CA)",
     )
 
     create = commands.add_parser(
@@ -138,7 +168,61 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _serve(db: str, config: ServerConfig, grace: float, cache: CacheLimits) -> None:
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach a server listening on `host`: 127.0.0.0/8, ::1 or the name localhost.
+
+    0.0.0.0 and :: listen on every interface, and any other name may resolve to anything.
+    """
+    host = host.strip("[]")  # [::1], as gRPC addresses spell IPv6
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def _read_file(parser: argparse.ArgumentParser, flag: str, path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        parser.error(f"{flag}: cannot read {path}: {exc.strerror or exc}")
+
+
+def _tls_config(parser: argparse.ArgumentParser, options: argparse.Namespace) -> TlsConfig | None:
+    """The TLS files of `serve`, read and checked; a bad combination or file ends the program (exit code 2)."""
+    cert, key, client_ca = options.tls_cert, options.tls_key, options.tls_client_ca
+    if not (cert or key or client_ca):
+        return None
+    if client_ca and not (cert or key):
+        parser.error("--tls-client-ca needs --tls-cert and --tls-key: client certificates are asked for over TLS only")
+    if not (cert and key):
+        parser.error("--tls-cert and --tls-key go together: the server's certificate chain and its private key")
+    cert_pem = _read_file(parser, "--tls-cert", cert)
+    key_pem = _read_file(parser, "--tls-key", key)
+    client_ca_pem = _read_file(parser, "--tls-client-ca", client_ca) if client_ca else None
+    if b"ENCRYPTED" in key_pem:
+        parser.error(f"--tls-key {key} is encrypted: gRPC needs the key unencrypted (protect the file instead)")
+    # gRPC would say only "failed to bind" about a bad file; the ssl module can tell what is wrong.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key, password=b"")
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            parser.error(f"--tls-key {key} is not the private key of the certificate in --tls-cert {cert}")
+        parser.error(f"--tls-cert {cert} and --tls-key {key} must be a PEM certificate chain and its PEM private key")
+    if client_ca_pem is not None:
+        try:
+            context.load_verify_locations(cadata=client_ca_pem.decode("ascii", "replace"))
+        except (ssl.SSLError, ValueError):
+            parser.error(f"--tls-client-ca {client_ca} holds no PEM certificate")
+    return TlsConfig(cert_chain=cert_pem, private_key=key_pem, client_ca=client_ca_pem)
+
+
+async def _serve(db: str, config: ServerConfig, grace: float, lame_duck: float, cache: CacheLimits) -> None:
     store = await SqliteStore.open(db, cache=cache)
     try:
         running = await start_server(store, config)
@@ -146,10 +230,26 @@ async def _serve(db: str, config: ServerConfig, grace: float, cache: CacheLimits
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        log.info("keyscope serving on %s:%d, database %s", config.host, running.port, os.path.abspath(db))
+        transport = "plaintext" if config.tls is None else "TLS" if config.tls.client_ca is None else "mutual TLS"
+        log.info(
+            "keyscope serving on %s:%d (%s), database %s", config.host, running.port, transport, os.path.abspath(db)
+        )
+        if config.tls is None and not is_loopback(config.host):
+            log.warning(
+                "listening on %s:%d without TLS: every call, root keys and key secrets included, crosses the "
+                "network in clear text; serve TLS with --tls-cert and --tls-key (env KEYSCOPE_TLS_CERT, "
+                "KEYSCOPE_TLS_KEY), or listen on 127.0.0.1",
+                config.host,
+                running.port,
+            )
         await stop.wait()
-        log.info("stopping: no new calls, up to %.1fs for calls in flight", grace)
-        await running.stop(grace)
+        log.info(
+            "stopping: health NOT_SERVING, %.1fs more of serving, then no new calls and up to %.1fs for calls in "
+            "flight",
+            lame_duck,
+            grace,
+        )
+        await running.stop(grace, lame_duck)
     finally:
         await store.close()
     log.info("stopped")
@@ -161,12 +261,18 @@ async def _migrate(db: str) -> None:
 
 
 def _worker_command(options: argparse.Namespace) -> list[str]:
-    return [
+    command = [
         sys.executable, "-m", "server", "serve", "--reuse-port", "--workers", "1",
         "--db", options.db, "--log-level", options.log_level, "--host", options.host, "--port", str(options.port),
-        "--grace", str(options.grace), "--max-message-bytes", str(options.max_message_bytes),
+        "--grace", str(options.grace), "--lame-duck", str(options.lame_duck),
+        "--max-message-bytes", str(options.max_message_bytes),
         "--cache-entries", str(options.cache_entries), "--cache-mib", str(options.cache_mib),
     ]  # fmt: skip
+    if options.tls_cert:  # and --tls-key: _tls_config checked
+        command += ["--tls-cert", options.tls_cert, "--tls-key", options.tls_key]
+    if options.tls_client_ca:
+        command += ["--tls-client-ca", options.tls_client_ca]
+    return command
 
 
 async def _create_root_key(db: str, name: str, permissions: Sequence[str], expires_in_days: float | None) -> str:
@@ -205,6 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parser.parse_args(argv)
     configure_logging(options.log_level)
     try:
+        # Before anything opens the database or listens.
+        tls = _tls_config(parser, options) if options.command == "serve" else None
         if options.command == "serve" and options.workers > 1:
             if options.port == 0:
                 parser.error("--workers needs a fixed --port: workers cannot share a port picked at random")
@@ -218,9 +326,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 port=options.port,
                 max_message_bytes=options.max_message_bytes,
                 reuse_port=options.reuse_port,
+                tls=tls,
             )
             cache = CacheLimits(entries=options.cache_entries, bytes=options.cache_mib * 1024 * 1024)
-            asyncio.run(_serve(options.db, config, options.grace, cache))
+            asyncio.run(_serve(options.db, config, options.grace, options.lame_duck, cache))
         elif options.command == "create-root-key":
             permissions = list(options.permissions) + (list(EXAMPLE_ROOT_KEY) if options.all else [])
             if not permissions:

@@ -13,11 +13,14 @@ from dataclasses import dataclass
 __all__ = [
     "AlreadyExists",
     "DomainError",
+    "EtagMismatch",
     "FieldViolation",
     "InvalidArgument",
     "NotFound",
     "PermissionDenied",
     "RevisionNotReached",
+    "ServerStopping",
+    "StoreFull",
     "StoreUnavailable",
     "Unauthenticated",
 ]
@@ -92,6 +95,33 @@ class RevisionNotReached(DomainError):
         self.requested = requested
         self.current = current
         super().__init__(f"min_revision {requested} is ahead of the store, which is at revision {current}")
+
+
+class EtagMismatch(DomainError):
+    """A write named the etag the caller last read, and the resource has changed since."""
+
+    def __init__(self, resource_type: str, resource_id: str, sent: str, current: str) -> None:
+        self.resource_type = resource_type
+        self.resource_id = resource_id
+        self.current = current
+        super().__init__(
+            f"the {resource_type} {resource_id} has changed since etag {sent} was read (its etag is now "
+            f"{current}): read it again, then retry"
+        )
+
+
+class ServerStopping(DomainError):
+    """The server is shutting down and takes no new call; another instance (or this one, restarted) will."""
+
+    def __init__(self) -> None:
+        super().__init__("the server is stopping and takes no new calls; retry, another instance will answer")
+
+
+class StoreFull(DomainError):
+    """The store has no room for a write (disk full, or the database at its size limit); reads still work."""
+
+    def __init__(self) -> None:
+        super().__init__("the store is full: nothing was written; free space or raise the limit, then retry")
 
 
 class StoreUnavailable(DomainError):

@@ -8,6 +8,7 @@ errors; they become statuses here, through `server.status`, and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import secrets
@@ -18,7 +19,7 @@ from typing import Any
 import grpc
 
 from server.credentials import hash_secret
-from server.errors import DomainError, Unauthenticated
+from server.errors import DomainError, ServerStopping, Unauthenticated
 from server.request_context import principal_var, request_id_var
 from server.status import to_status
 from server.store import Store
@@ -53,6 +54,11 @@ class KeyscopeInterceptor(grpc.aio.ServerInterceptor):
         self._store = store
         self._authenticated_prefix = authenticated_prefix
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        self._refusing = False
+
+    def refuse_new_calls(self) -> None:
+        """From now on every unary call is answered UNAVAILABLE at once (calls already running go on)."""
+        self._refusing = True
 
     async def intercept_service(
         self,
@@ -88,10 +94,12 @@ class KeyscopeInterceptor(grpc.aio.ServerInterceptor):
             code = grpc.StatusCode.OK
             caller = "-"
             try:
+                if self._refusing:
+                    raise ServerStopping()
                 await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
                 if authenticate:
                     principal = await store.authenticate(_root_key_hash(metadata), int(time.time() * 1000))
-                    principal_var.set(principal)
+                    principal_var.set(dataclasses.replace(principal, request_id=request_id))
                     caller = principal.root_key_id
                 return await inner(request, context)
             except grpc.aio.AbortError:

@@ -18,20 +18,26 @@ from grpc_status import rpc_status
 from server.errors import (
     AlreadyExists,
     DomainError,
+    EtagMismatch,
     InvalidArgument,
     NotFound,
     PermissionDenied,
     RevisionNotReached,
+    ServerStopping,
+    StoreFull,
     StoreUnavailable,
     Unauthenticated,
 )
 
-__all__ = ["DETAILS_BUDGET", "to_status"]
+__all__ = ["DETAILS_BUDGET", "MESSAGE_BUDGET", "to_status"]
 
 log = logging.getLogger(__name__)
 
 DOMAIN = "keyscope.v1"
-DETAILS_BUDGET = 4096  # bytes of details, well under the usual 8 KiB metadata limit
+# The message travels twice (grpc-message, and inside grpc-status-details-bin with the details, base64): with
+# these budgets all trailers stay near 5 KiB, under the 8 KiB that clients accept by default.
+DETAILS_BUDGET = 2048  # bytes of details
+MESSAGE_BUDGET = 1024  # characters of message
 
 
 def _within_budget(items: list[Message]) -> tuple[list[Message], int]:
@@ -45,7 +51,7 @@ def _within_budget(items: list[Message]) -> tuple[list[Message], int]:
     return kept, len(items) - len(kept)
 
 
-def _cut(names: tuple[str, ...], budget: int = DETAILS_BUDGET // 2) -> str:
+def _cut(names: tuple[str, ...], budget: int = MESSAGE_BUDGET // 2) -> str:
     shown: list[str] = []
     used = 0
     for name in names:
@@ -87,7 +93,7 @@ def _details(exc: DomainError) -> tuple[int, str, list[Message]]:
             for name in exc.names
         ]
         kept, dropped = _within_budget(infos)
-        if dropped or len(message) > DETAILS_BUDGET // 2:
+        if dropped or len(message) > MESSAGE_BUDGET // 2:
             message = f"{exc.resource_type} not found: {_cut(exc.names)}"
         return code_pb2.NOT_FOUND, message, kept
     if isinstance(exc, AlreadyExists):
@@ -100,6 +106,17 @@ def _details(exc: DomainError) -> tuple[int, str, list[Message]]:
             metadata={"min_revision": str(exc.requested), "revision": str(exc.current)},
         )
         return code_pb2.OUT_OF_RANGE, message, [info]
+    if isinstance(exc, EtagMismatch):
+        details: list[Message] = [
+            error_details_pb2.ErrorInfo(reason="ETAG_MISMATCH", domain=DOMAIN, metadata={"etag": exc.current}),
+            error_details_pb2.ResourceInfo(resource_type=exc.resource_type, resource_name=exc.resource_id),
+        ]
+        return code_pb2.ABORTED, message, details
+    if isinstance(exc, StoreFull):
+        info = error_details_pb2.ErrorInfo(reason="STORE_FULL", domain=DOMAIN)
+        return code_pb2.RESOURCE_EXHAUSTED, message, [info]
+    if isinstance(exc, ServerStopping):
+        return code_pb2.UNAVAILABLE, message, [error_details_pb2.ErrorInfo(reason="SERVER_STOPPING", domain=DOMAIN)]
     if isinstance(exc, StoreUnavailable):
         return code_pb2.UNAVAILABLE, message, []
     raise TypeError(f"no status for {type(exc).__name__}")  # a new DomainError needs a case here
@@ -111,6 +128,8 @@ def to_status(exc: BaseException, request_id: str) -> grpc.Status:
         code, message, details = _details(exc)
     else:
         code, message, details = (code_pb2.INTERNAL, f"internal error (request id {request_id})", [])
+    if len(message) > MESSAGE_BUDGET:
+        message = message[: MESSAGE_BUDGET - 1] + "…"
     details = [*details, error_details_pb2.RequestInfo(request_id=request_id)]
     packed = []
     for detail in details:

@@ -19,6 +19,8 @@ ID_PATTERN = re.compile(r"[a-zA-Z0-9_]+")
 PERMISSION_PATTERN = re.compile(r"[a-zA-Z0-9_:\-.*]+")
 ROLE_PATTERN = re.compile(r"[a-zA-Z0-9_:\-.]+")
 PREFIX_PATTERN = re.compile(r"[a-zA-Z0-9_]+")
+ETAG_PATTERN = re.compile(r"[\x21-\x7e]+")  # printable ASCII without spaces
+ACTION_PATTERN = re.compile(r"[a-zA-Z]+")
 
 MAX_ID = 64
 MAX_PERMISSION = 280
@@ -28,6 +30,8 @@ MAX_ROLE = 64
 MAX_PREFIX = 16
 MAX_SECRET = 512
 MAX_LIST = 1000
+MAX_ETAG = 64
+MAX_PAGE_SIZE = 1000
 MAX_TIMESTAMP_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
 
 
@@ -133,6 +137,23 @@ class Validator:
     def min_revision(self, value: int) -> None:
         if value < 0:
             self.add("min_revision", "must not be negative (0: no constraint)")
+
+    def etag(self, value: str) -> None:
+        """Optional; an etag as Keyscope hands them out (any other value simply no longer matches)."""
+        if value and (len(value) > MAX_ETAG or not ETAG_PATTERN.fullmatch(value)):
+            self.add("etag", f"must be an etag as a read returned it (printable ASCII, at most {MAX_ETAG} characters)")
+
+    def optional_id(self, field: str, value: str) -> None:
+        if value and (len(value) > MAX_ID or not ID_PATTERN.fullmatch(value)):
+            self.add(field, f"must match ^[a-zA-Z0-9_]+$ and be at most {MAX_ID} characters")
+
+    def action(self, field: str, value: str) -> None:
+        if value and (len(value) > MAX_ID or not ACTION_PATTERN.fullmatch(value)):
+            self.add(field, "must be an RPC or command name such as SetPermissions")
+
+    def page_size(self, value: int) -> None:
+        if not 0 <= value <= MAX_PAGE_SIZE:
+            self.add("page_size", f"must lie between 0 (the default, 50) and {MAX_PAGE_SIZE}")
 
     def secret(self, field: str, value: str) -> None:
         # Never echo the value: it is a secret.

@@ -18,6 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from keyscope.v1 import (
     apis_pb2,
     apis_pb2_grpc,
+    audit_pb2_grpc,
     keys_pb2,
     keys_pb2_grpc,
     permissions_pb2,
@@ -36,6 +37,7 @@ class Caller:
         self.apis = apis_pb2_grpc.ApiServiceStub(self.channel)
         self.keys = keys_pb2_grpc.KeyServiceStub(self.channel)
         self.roles = roles_pb2_grpc.RoleServiceStub(self.channel)
+        self.audit = audit_pb2_grpc.AuditServiceStub(self.channel)
 
     @property
     def md(self) -> tuple[tuple[str, str], ...]:

@@ -16,6 +16,9 @@ from server.factory import RunningServer, ServerConfig, start_server
 from server.store import SqliteStore
 from tests.client import Caller
 
+# Every secret the run creates is searched for in its logs, errors and stores (issue 4).
+pytest_plugins = ["tests.secret_watch"]
+
 MakeCaller = Callable[[Sequence[str]], Awaitable[Caller]]
 UnusableCaller = Callable[[str], Awaitable[Caller]]
 # The ways a root key stops authenticating, as `unusable_caller` takes them.

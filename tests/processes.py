@@ -11,6 +11,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests import secret_watch
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -40,16 +42,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_serve(cwd: Path, db: Path, port: int, *flags: str) -> subprocess.Popen[str]:
-    """`python -m server serve`, its log captured, once its health check answers SERVING."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "server", "serve", "--db", str(db), "--port", str(port), *flags],
-        cwd=cwd,
-        env=server_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def start_serve(cwd: Path, db: Path, port: int, *flags: str, log: Path | None = None) -> subprocess.Popen[str]:
+    """`python -m server serve`, its log captured, once its health check answers SERVING.
+
+    With `log`, stdout and stderr are appended to that file instead of piped: a pipe nobody reads
+    fills up under load (a log line per call) and stalls the server.
+    """
+    command = [sys.executable, "-m", "server", "serve", "--db", str(db), "--port", str(port), *flags]
+    if log is None:
+        process = subprocess.Popen(
+            command, cwd=cwd, env=server_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+    else:
+        secret_watch.watch_output_file(log)  # searched for secrets once the test is over
+        with log.open("a") as output:  # the child keeps a descriptor of its own
+            process = subprocess.Popen(
+                command, cwd=cwd, env=server_env(), stdout=output, stderr=subprocess.STDOUT, text=True
+            )
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             grpc.channel_ready_future(channel).result(timeout=30)
@@ -71,4 +80,4 @@ def stop(process: subprocess.Popen[str], sig: int) -> tuple[int, str]:
         if process.poll() is None:
             process.kill()
             process.communicate()
-    return process.returncode, stdout + stderr
+    return process.returncode, (stdout or "") + (stderr or "")  # both None when start_serve wrote to a `log`

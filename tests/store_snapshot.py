@@ -13,3 +13,22 @@ def snapshot(path: Path) -> dict[str, list[tuple]]:
         return {t: sorted(db.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in tables}
     finally:
         db.close()
+
+
+def revision(path: Path) -> int:
+    """The store-wide revision: one more for every change."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return int(db.execute("SELECT revision FROM meta").fetchone()[0])
+    finally:
+        db.close()
+
+
+def integrity_problems(path: Path) -> list[tuple]:
+    """What PRAGMA integrity_check and PRAGMA foreign_key_check find wrong with the file: [] when it is sound."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        problems = [r for r in db.execute("PRAGMA integrity_check").fetchall() if r != ("ok",)]
+        return problems + db.execute("PRAGMA foreign_key_check").fetchall()
+    finally:
+        db.close()

@@ -144,6 +144,6 @@ def test_ok_serve_until_sigterm(tmp_path: Path) -> None:
         code, output = stop(process, signal.SIGTERM)
     assert code == 0, output
     assert f"keyscope serving on 127.0.0.1:{port}" in output
-    assert "stopping: no new calls" in output
+    assert "stopping: health NOT_SERVING" in output
     assert output.rstrip().endswith("stopped")
     assert secret not in output

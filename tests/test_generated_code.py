@@ -16,7 +16,7 @@ PROTOS = sorted(p.stem for p in PACKAGE_DIR.glob("*.proto"))
 
 
 def test_protos_are_the_contract() -> None:
-    assert PROTOS == ["apis", "keys", "permissions", "roles"]
+    assert PROTOS == ["apis", "audit", "keys", "permissions", "roles"]
 
 
 def run_check(root: Path) -> subprocess.CompletedProcess[str]:

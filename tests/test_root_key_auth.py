@@ -20,7 +20,7 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from keyscope.v1 import apis_pb2, keys_pb2, permissions_pb2, roles_pb2
+from keyscope.v1 import apis_pb2, audit_pb2, keys_pb2, permissions_pb2, roles_pb2
 from server.cli import EXAMPLE_ROOT_KEY
 from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
 from server.factory import SERVICE_NAMES
@@ -112,11 +112,13 @@ RPCS: dict[str, tuple[str, Callable[[World], Message]]] = {
             role_id=w.role_id, permissions=["documents.read", "documents.write"]
         ),
     ),
+    "ListAuditEvents": ("audit", lambda w: audit_pb2.ListAuditEventsRequest(api_id=w.a)),
 }
 # VerifyKey answers "not yours" with status OK and code NOT_FOUND, so it has tests of its own.
 STATUS_RPCS = [rpc for rpc in RPCS if rpc != "VerifyKey"]
-# The RPCs on an existing resource of API A.
-RESOURCE_RPCS = [rpc for rpc in STATUS_RPCS if rpc != "CreateApi"]
+# The RPCs on an existing resource of API A. (ListAuditEvents looks up no resource: without the permission
+# it is denied alike for every API id, existing or not.)
+RESOURCE_RPCS = [rpc for rpc in STATUS_RPCS if rpc not in ("CreateApi", "ListAuditEvents")]
 
 
 async def call(
@@ -144,7 +146,7 @@ async def outcome(caller: Caller, rpc: str, world: World) -> grpc.StatusCode:
 async def test_the_tables_cover_every_keyscope_rpc() -> None:
     methods = {
         m.name
-        for module in (apis_pb2, keys_pb2, roles_pb2)
+        for module in (apis_pb2, audit_pb2, keys_pb2, roles_pb2)
         for s in module.DESCRIPTOR.services_by_name.values()
         if s.full_name in SERVICE_NAMES
         for m in s.methods
@@ -359,6 +361,12 @@ GRANTS: list[tuple[list[str], str, grpc.StatusCode]] = [
     (["api.{a}.read_api"], "SetRolePermissions", NOT_FOUND),
     (["rbac.{a}.read_role"], "UpdateScopes", NOT_FOUND),
     (["rbac.{a}.read_role"], "GetKey", NOT_FOUND),
+    # The audit trail: `audit.<api>.read_events` for one API's events, and nothing else.
+    (["audit.*.read_events"], "ListAuditEvents", OK),
+    (["audit.{a}.read_events"], "ListAuditEvents", OK),
+    (["audit.{a}.*"], "ListAuditEvents", OK),
+    (["audit.{a}.read_events"], "GetApi", NOT_FOUND),
+    (["audit.read_events.*"], "ListAuditEvents", PERMISSION_DENIED),
 ]
 
 
@@ -437,6 +445,8 @@ DENIALS: list[tuple[list[str], str, str]] = [
     (["api.{a}.read_api"], "CreateRole", "rbac.{a}.create_role"),
     (["rbac.{a}.read_role"], "CreateRole", "rbac.{a}.create_role"),
     (["rbac.{a}.read_role", "rbac.{a}.create_role"], "SetRolePermissions", "rbac.{a}.update_role"),
+    (["api.{a}.*", "rbac.{a}.*"], "ListAuditEvents", "audit.{a}.read_events"),
+    (["audit.{b}.read_events"], "ListAuditEvents", "audit.{a}.read_events"),
 ]
 
 

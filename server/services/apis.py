@@ -43,8 +43,11 @@ class ApiService(apis_pb2_grpc.ApiServiceServicer):
         check = Validator()
         check.id("api_id", request.api_id, "api")
         scopes = check.scopes("scopes", ((s.value, s.description) for s in request.scopes))
+        check.etag(request.etag)
         check.done()
-        update = await self._store.update_scopes(current_principal(), request.api_id, scopes)
+        update = await self._store.update_scopes(
+            current_principal(), request.api_id, scopes, request.etag, request.validate_only
+        )
         return apis_pb2.UpdateScopesResponse(
             api=api_message(update.api),
             removed_scopes=update.removed,

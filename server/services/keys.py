@@ -86,6 +86,7 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
             check.add("clear_expire_time", "cannot be combined with expire_time")
         if not (request.HasField("name") or request.HasField("enabled") or has_expiry or request.clear_expire_time):
             check.add("key_id", "nothing to update: set name, enabled, expire_time or clear_expire_time")
+        check.etag(request.etag)
         check.done()
         changes = KeyChanges(
             name=request.name if request.HasField("name") else None,
@@ -93,7 +94,7 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
             expires_ms=timestamp_ms(request.expire_time) if has_expiry else None,
             clear_expiry=request.clear_expire_time,
         )
-        written = await self._store.update_key(current_principal(), request.key_id, changes)
+        written = await self._store.update_key(current_principal(), request.key_id, changes, request.etag)
         return keys_pb2.UpdateKeyResponse(key=key_message(written.value), revision=written.revision)
 
     async def DeleteKey(
@@ -111,12 +112,16 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
         check = Validator()
         check.id("key_id", request.key_id, "key")
         names = check.permission_names("permissions", request.permissions)
+        check.etag(request.etag)
         check.done()
-        written = await self._store.set_permissions(current_principal(), request.key_id, names)
+        written = await self._store.set_permissions(
+            current_principal(), request.key_id, names, request.etag, request.validate_only
+        )
         return keys_pb2.SetPermissionsResponse(
             permissions=[permission_message(p) for p in written.value],
             created_permissions=[permission_message(p) for p in written.created_permissions],
             revision=written.revision,
+            etag=written.etag,
         )
 
     async def SetRoles(
@@ -125,10 +130,11 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
         check = Validator()
         check.id("key_id", request.key_id, "key")
         names = check.role_names("roles", request.roles)
+        check.etag(request.etag)
         check.done()
-        written = await self._store.set_roles(current_principal(), request.key_id, names)
+        written = await self._store.set_roles(current_principal(), request.key_id, names, request.etag)
         return keys_pb2.SetRolesResponse(
-            roles=[role_message(r) for r in written.value.roles], revision=written.revision
+            roles=[role_message(r) for r in written.value.roles], revision=written.revision, etag=written.value.etag
         )
 
     async def VerifyKey(

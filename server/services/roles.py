@@ -51,8 +51,9 @@ class RoleService(roles_pb2_grpc.RoleServiceServicer):
         check = Validator()
         check.id("role_id", request.role_id, "role")
         names = check.permission_names("permissions", request.permissions)
+        check.etag(request.etag)
         check.done()
-        written = await self._store.set_role_permissions(current_principal(), request.role_id, names)
+        written = await self._store.set_role_permissions(current_principal(), request.role_id, names, request.etag)
         return roles_pb2.SetRolePermissionsResponse(
             role=role_message(written.value),
             created_permissions=[permission_message(p) for p in written.created_permissions],

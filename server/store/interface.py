@@ -2,9 +2,12 @@
 
 Every method that touches an API's resources takes the calling `Principal` and
 checks it inside the same transaction as the work, so that authorization and
-the change see the same state. Methods raise `server.errors` domain errors:
-NotFound, PermissionDenied, AlreadyExists, RevisionNotReached (a read's
-`min_revision` is ahead of the store), StoreUnavailable.
+the change see the same state. Every change is recorded in the audit trail in
+the same transaction; `etag` (where taken) must match the resource's current
+etag, and `validate_only` answers what the call would return and writes
+nothing. Methods raise `server.errors` domain errors: NotFound,
+PermissionDenied, AlreadyExists, EtagMismatch, RevisionNotReached (a read's
+`min_revision` is ahead of the store), StoreFull, StoreUnavailable.
 """
 
 from __future__ import annotations
@@ -13,8 +16,11 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from server.access import Principal
+from server.errors import DomainError
 from server.store.models import (
     ApiRecord,
+    AuditPage,
+    AuditQuery,
     KeyChanges,
     KeyRecord,
     KeyVerification,
@@ -43,17 +49,28 @@ class Store(Protocol):
     # APIs and their scope lists.
     async def create_api(self, principal: Principal, name: str, scopes: Sequence[ScopeSpec]) -> Written[ApiRecord]: ...
     async def get_api(self, principal: Principal, api_id: str, min_revision: int = 0) -> ApiRecord: ...
-    async def update_scopes(self, principal: Principal, api_id: str, scopes: Sequence[ScopeSpec]) -> ScopesUpdate: ...
+    async def update_scopes(
+        self,
+        principal: Principal,
+        api_id: str,
+        scopes: Sequence[ScopeSpec],
+        etag: str = "",
+        validate_only: bool = False,
+    ) -> ScopesUpdate: ...
 
     # Keys.
     async def create_key(self, principal: Principal, new: NewKey) -> Written[KeyRecord]: ...
     async def get_key(self, principal: Principal, key_id: str, min_revision: int = 0) -> KeyRecord: ...
-    async def update_key(self, principal: Principal, key_id: str, changes: KeyChanges) -> Written[KeyRecord]: ...
+    async def update_key(
+        self, principal: Principal, key_id: str, changes: KeyChanges, etag: str = ""
+    ) -> Written[KeyRecord]: ...
     async def delete_key(self, principal: Principal, key_id: str) -> int: ...
     async def set_permissions(
-        self, principal: Principal, key_id: str, names: Sequence[str]
+        self, principal: Principal, key_id: str, names: Sequence[str], etag: str = "", validate_only: bool = False
     ) -> Written[tuple[PermissionEntry, ...]]: ...
-    async def set_roles(self, principal: Principal, key_id: str, role_names: Sequence[str]) -> Written[KeyRecord]: ...
+    async def set_roles(
+        self, principal: Principal, key_id: str, role_names: Sequence[str], etag: str = ""
+    ) -> Written[KeyRecord]: ...
     async def verify_key(self, secret_hash: bytes, min_revision: int = 0) -> KeyVerification | None: ...
 
     # Roles.
@@ -62,9 +79,13 @@ class Store(Protocol):
     ) -> Written[RoleRecord]: ...
     async def get_role(self, principal: Principal, role_id: str, min_revision: int = 0) -> RoleRecord: ...
     async def set_role_permissions(
-        self, principal: Principal, role_id: str, names: Sequence[str]
+        self, principal: Principal, role_id: str, names: Sequence[str], etag: str = ""
     ) -> Written[RoleRecord]: ...
+
+    # The audit trail.
+    async def list_audit_events(self, principal: Principal, query: AuditQuery) -> AuditPage: ...
 
     # Lifecycle.
     async def revision(self) -> int: ...
+    async def probe(self) -> DomainError | None: ...
     async def close(self) -> None: ...

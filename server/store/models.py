@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 __all__ = [
     "ApiRecord",
+    "AuditEventRecord",
+    "AuditPage",
+    "AuditQuery",
     "KeyChanges",
     "KeyRecord",
     "KeyVerification",
@@ -38,6 +41,7 @@ class ApiRecord:
     scopes: tuple[PermissionEntry, ...]
     created_ms: int
     updated_ms: int
+    etag: str
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class RoleRecord:
     permissions: tuple[PermissionEntry, ...]
     created_ms: int
     updated_ms: int
+    etag: str
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,7 @@ class KeyRecord:
     roles: tuple[RoleRecord, ...]
     created_ms: int
     updated_ms: int
+    etag: str
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,7 @@ class Written(Generic[T]):
     value: T
     revision: int
     created_permissions: tuple[PermissionEntry, ...] = field(default=())
+    etag: str = ""  # the changed resource's etag, where `value` does not carry it
 
 
 @dataclass(frozen=True)
@@ -137,3 +144,40 @@ class ScopesUpdate:
     keys_affected: int
     roles_affected: int
     revision: int
+
+
+@dataclass(frozen=True)
+class AuditEventRecord:
+    """One change, as the audit trail keeps it. `before` and `after` are JSON-shaped (see audit.proto)."""
+
+    revision: int
+    time_ms: int
+    actor: str
+    action: str
+    resource_type: str
+    resource_id: str
+    api_id: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    created_permissions: tuple[str, ...]
+    request_id: str
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """ListAuditEvents' filters ("" or None: any), and where the page starts."""
+
+    api_id: str = ""
+    resource_id: str = ""
+    actor: str = ""
+    action: str = ""
+    start_ms: int | None = None
+    end_ms: int | None = None
+    before_revision: int | None = None  # only events older than this (the previous page's last)
+    limit: int = 50
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    events: tuple[AuditEventRecord, ...]
+    more: bool  # whether older events match too

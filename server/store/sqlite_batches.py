@@ -5,7 +5,10 @@ error, say) leaves no trace while the others go on; the batch then commits
 once, with one fsync, and only after that commit does any caller hear that its
 write succeeded. Operations keep their arrival order, and each still bumps the
 store-wide revision by itself. If the commit itself fails, every operation of
-the batch fails with it and nothing of the batch is written.
+the batch fails with it and nothing of the batch is written. An operation that
+ends in DryRun (validate_only) is rolled back like a failed one, and its caller
+gets the answer it carries. An operation whose caller has already gone (a
+cancelled call, a passed deadline) is not started.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
+from server.store.sqlite_audit import DryRun
 from server.store.sqlite_steps import rollback
 from server.store.sqlite_thread import SqliteThread
 
@@ -34,6 +38,9 @@ def _run_batch(db: sqlite3.Connection, operations: list[Operation]) -> list[Outc
             db.execute("SAVEPOINT operation")
             try:
                 outcomes.append((True, fn(db, *args)))
+            except DryRun as dry_run:
+                db.execute("ROLLBACK TO operation")
+                outcomes.append((True, dry_run.result))
             except Exception as exc:  # noqa: BLE001 - handed to the operation's caller
                 db.execute("ROLLBACK TO operation")
                 outcomes.append((False, exc))
@@ -70,7 +77,8 @@ class WriteBatcher:
             item = await self._queue.get()
             batch: list[tuple[Operation, asyncio.Future[Any]]] = []
             while item is not None:
-                batch.append(item)
+                if not item[1].done():  # a caller that is gone (cancelled) has its operation dropped
+                    batch.append(item)
                 if len(batch) == MAX_BATCH or self._queue.empty():
                     break
                 item = self._queue.get_nowait()

@@ -3,9 +3,11 @@
 SqliteStore runs each one whole on the connection's own thread, inside one
 transaction (writes: `BEGIN IMMEDIATE`, reads: a snapshot), so an operation is
 one trip from the event loop, and a cancelled call still ends in a commit or a
-rollback, never halfway. Each checks the caller's permissions in the same
-transaction as its work, and bumps the store-wide revision when it changed
-something.
+rollback, never halfway. Each checks the caller's permissions (and the etag it
+sent) in the same transaction as its work; when it changed something, it
+records the change (server.store.sqlite_audit.record_change: a new store-wide
+revision, the rows' etags, one audit event). An operation asked to only
+validate does the same work and then raises DryRun, which rolls it back.
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import replace
 
 from server import access
-from server.access import Principal
+from server.access import CLI, Principal
 from server.credentials import new_id
 from server.errors import AlreadyExists, NotFound
 from server.store.models import (
     ApiRecord,
+    AuditPage,
+    AuditQuery,
     KeyChanges,
     KeyRecord,
     KeyVerification,
@@ -31,21 +36,30 @@ from server.store.models import (
     ScopesUpdate,
     Written,
 )
+from server.store.sqlite_audit import (
+    Change,
+    DryRun,
+    api_state,
+    key_state,
+    list_events,
+    record_change,
+    role_state,
+    root_key_state,
+)
 from server.store.sqlite_steps import (
     CHANGES_KEPT,
     as_json,
     authorize_api,
     authorize_key,
     authorize_role,
-    bump_revision,
     current_revision,
+    etag_of,
     fetch_all,
     fetch_one,
-    finish_change,
+    grantees,
     insert_permissions,
     link,
     load_api,
-    load_direct_permissions,
     load_key,
     load_roles,
     now_ms,
@@ -53,7 +67,6 @@ from server.store.sqlite_steps import (
     require_revision,
     resolve_permissions,
     resolve_roles,
-    touch_grantees,
 )
 from server.validation import ScopeSpec
 
@@ -68,6 +81,7 @@ __all__ = [
     "get_api",
     "get_key",
     "get_role",
+    "list_audit_events",
     "list_root_keys",
     "root_key_grant",
     "set_permissions",
@@ -98,22 +112,32 @@ def create_root_key(
         "INSERT INTO root_key_permissions (root_key_id, name) SELECT ?, value FROM json_each(?)",
         (root_key_id, as_json(unique)),
     )
-    bump_revision(db)
+    after = root_key_state(db, root_key_id)
+    record_change(db, CLI, Change("CreateRootKey", "root_key", root_key_id), None, after, now)
     return RootKeyRecord(root_key_id, name, tuple(unique), True, expires_ms, now)
 
 
-def set_root_key_enabled(db: sqlite3.Connection, root_key_id: str, enabled: bool) -> None:
-    rows = fetch_all(db, "UPDATE root_keys SET enabled = ? WHERE id = ? RETURNING id", (int(enabled), root_key_id))
-    if not rows:
+def _existing_root_key(db: sqlite3.Connection, root_key_id: str) -> dict[str, object]:
+    if fetch_one(db, "SELECT 1 FROM root_keys WHERE id = ?", (root_key_id,)) is None:
         raise NotFound("root key", [root_key_id])
-    bump_revision(db, ("root", root_key_id))
+    return root_key_state(db, root_key_id)
+
+
+def set_root_key_enabled(db: sqlite3.Connection, root_key_id: str, enabled: bool) -> None:
+    before = _existing_root_key(db, root_key_id)
+    if before["enabled"] == enabled:
+        return
+    fetch_all(db, "UPDATE root_keys SET enabled = ? WHERE id = ?", (int(enabled), root_key_id))
+    change = Change("EnableRootKey" if enabled else "DisableRootKey", "root_key", root_key_id)
+    after = {**before, "enabled": enabled}
+    record_change(db, CLI, change, before, after, now_ms(), cached=[("root", root_key_id)])
 
 
 def delete_root_key(db: sqlite3.Connection, root_key_id: str) -> None:
-    rows = fetch_all(db, "DELETE FROM root_keys WHERE id = ? RETURNING id", (root_key_id,))
-    if not rows:
-        raise NotFound("root key", [root_key_id])
-    bump_revision(db, ("root", root_key_id))
+    before = _existing_root_key(db, root_key_id)
+    fetch_all(db, "DELETE FROM root_keys WHERE id = ?", (root_key_id,))
+    change = Change("DeleteRootKey", "root_key", root_key_id)
+    record_change(db, CLI, change, before, None, now_ms(), cached=[("root", root_key_id)])
 
 
 def list_root_keys(db: sqlite3.Connection) -> list[RootKeyRecord]:
@@ -151,6 +175,11 @@ def changes_since(db: sqlite3.Connection, revision: int) -> tuple[int, bool, lis
     return current, revision >= current - CHANGES_KEPT, [(r, kind, id_) for r, kind, id_ in rows]
 
 
+def list_audit_events(db: sqlite3.Connection, principal: Principal, query: AuditQuery) -> AuditPage:
+    principal.require(access.READ_EVENTS.permission(query.api_id or "*"))
+    return list_events(db, query)
+
+
 # -- APIs -------------------------------------------------------------------
 
 
@@ -162,9 +191,9 @@ def create_api(
     now = now_ms()
     fetch_all(db, "INSERT INTO apis (id, name, created_at, updated_at) VALUES (?, ?, ?, ?)", (api_id, name, now, now))
     insert_permissions(db, api_id, [(s.value, s.description) for s in scopes], now)
-    revision = bump_revision(db)
-    api = load_api(db, api_id)
-    return Written(api, revision)
+    after = api_state(db, api_id)
+    revision = record_change(db, principal, Change("CreateApi", "api", api_id, api_id), None, after, now)
+    return Written(load_api(db, api_id), revision)
 
 
 def get_api(db: sqlite3.Connection, principal: Principal, api_id: str, min_revision: int) -> ApiRecord:
@@ -174,10 +203,16 @@ def get_api(db: sqlite3.Connection, principal: Principal, api_id: str, min_revis
 
 
 def update_scopes(
-    db: sqlite3.Connection, principal: Principal, api_id: str, scopes: Sequence[ScopeSpec]
+    db: sqlite3.Connection,
+    principal: Principal,
+    api_id: str,
+    scopes: Sequence[ScopeSpec],
+    etag: str = "",
+    dry_run: bool = False,
 ) -> ScopesUpdate:
     now = now_ms()
-    authorize_api(db, principal, access.UPDATE_API, api_id)
+    before_etag = authorize_api(db, principal, access.UPDATE_API, api_id, etag)
+    before_revision = current_revision(db)
     current = {
         r[1]: (r[0], r[2])
         for r in fetch_all(db, "SELECT id, name, description FROM permissions WHERE api_id = ?", (api_id,))
@@ -191,9 +226,11 @@ def update_scopes(
         if value in current and current[value][1] != description
     ]
     added = [(value, description) for value, description in wanted.items() if value not in current]
-    keys_affected = roles_affected = 0
+    before = api_state(db, api_id)
+    key_ids: list[str] = []
+    role_ids: list[str] = []
     if removed:
-        keys_affected, roles_affected = touch_grantees(db, removed_ids, now)
+        key_ids, role_ids = grantees(db, removed_ids)
         # ON DELETE CASCADE takes the grants to keys and roles with them.
         fetch_all(db, "DELETE FROM permissions WHERE id IN (SELECT value FROM json_each(?))", (removed_ids,))
     if described:
@@ -203,10 +240,22 @@ def update_scopes(
             " FROM json_each(?) AS j WHERE permissions.id = j.value ->> 0",
             (as_json(described),),
         )
-    insert_permissions(db, api_id, added, now)
-    revision = finish_change(db, "apis", api_id, now, bool(removed or described or added), ("api", api_id))
+    created = insert_permissions(db, api_id, added, now)
+    if removed or described or added:
+        touched = [("keys", key_id) for key_id in key_ids] + [("roles", role_id) for role_id in role_ids]
+        change = Change("UpdateScopes", "api", api_id, api_id)
+        after = api_state(db, api_id)
+        revision = record_change(db, principal, change, before, after, now, cached=[("api", api_id)], touched=touched)
+    else:
+        revision = current_revision(db)
     api = load_api(db, api_id)
-    return ScopesUpdate(api, tuple(removed), keys_affected, roles_affected, revision)
+    if dry_run:
+        # The answer as the call would give it, but with the revision and etag that stay, and no ids yet.
+        new_ids = {p.id for p in created}
+        scopes = tuple(replace(s, id="") if s.id in new_ids else s for s in api.scopes)
+        api = replace(api, scopes=scopes, etag=before_etag)
+        raise DryRun(ScopesUpdate(api, tuple(removed), len(key_ids), len(role_ids), before_revision))
+    return ScopesUpdate(api, tuple(removed), len(key_ids), len(role_ids), revision)
 
 
 # -- keys -------------------------------------------------------------------
@@ -217,18 +266,18 @@ def create_key(db: sqlite3.Connection, principal: Principal, new: NewKey) -> Wri
     now = now_ms()
     authorize_api(db, principal, access.CREATE_KEY, new.api_id)
     role_ids = resolve_roles(db, new.api_id, new.roles)
-    permission_ids, created = resolve_permissions(db, principal, new.api_id, new.permissions, now)
+    entries, created = resolve_permissions(db, principal, new.api_id, new.permissions, now)
     fetch_all(
         db,
         "INSERT INTO keys (id, api_id, secret_hash, start, name, enabled, expires_at,"
         " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (key_id, new.api_id, new.secret_hash, new.start, new.name, int(new.enabled), new.expires_ms, now, now),
     )
-    link(db, "key_permissions", "key_id", "permission_id", key_id, permission_ids)
+    link(db, "key_permissions", "key_id", "permission_id", key_id, [p.id for p in entries])
     link(db, "key_roles", "key_id", "role_id", key_id, role_ids)
-    revision = bump_revision(db)
-    key = load_key(db, key_id)
-    return Written(key, revision, created)
+    change = Change("CreateKey", "key", key_id, new.api_id)
+    revision = record_change(db, principal, change, None, key_state(db, key_id), now, created=created)
+    return Written(load_key(db, key_id), revision, created)
 
 
 def get_key(db: sqlite3.Connection, principal: Principal, key_id: str, min_revision: int) -> KeyRecord:
@@ -237,55 +286,83 @@ def get_key(db: sqlite3.Connection, principal: Principal, key_id: str, min_revis
     return load_key(db, key_id)
 
 
-def update_key(db: sqlite3.Connection, principal: Principal, key_id: str, changes: KeyChanges) -> Written[KeyRecord]:
+def update_key(
+    db: sqlite3.Connection, principal: Principal, key_id: str, changes: KeyChanges, etag: str = ""
+) -> Written[KeyRecord]:
     now = now_ms()
-    authorize_key(db, principal, access.UPDATE_KEY, key_id)
+    api_id, _ = authorize_key(db, principal, access.UPDATE_KEY, key_id, etag)
     row = fetch_one(db, "SELECT name, enabled, expires_at FROM keys WHERE id = ?", (key_id,))
     assert row is not None
     name = row[0] if changes.name is None else changes.name
     enabled = bool(row[1]) if changes.enabled is None else changes.enabled
     expires = None if changes.clear_expiry else (row[2] if changes.expires_ms is None else changes.expires_ms)
     if (name, enabled, expires) != (row[0], bool(row[1]), row[2]):
+        before = key_state(db, key_id)
         fetch_all(
             db,
-            "UPDATE keys SET name = ?, enabled = ?, expires_at = ?, updated_at = ? WHERE id = ?",
-            (name, int(enabled), expires, now, key_id),
+            "UPDATE keys SET name = ?, enabled = ?, expires_at = ? WHERE id = ?",
+            (name, int(enabled), expires, key_id),
         )
-        revision = bump_revision(db, ("key", key_id))
+        change = Change("UpdateKey", "key", key_id, api_id)
+        revision = record_change(db, principal, change, before, key_state(db, key_id), now, cached=[("key", key_id)])
     else:
         revision = current_revision(db)
-    key = load_key(db, key_id)
-    return Written(key, revision)
+    return Written(load_key(db, key_id), revision)
 
 
 def delete_key(db: sqlite3.Connection, principal: Principal, key_id: str) -> int:
-    authorize_key(db, principal, access.DELETE_KEY, key_id)
+    api_id, _ = authorize_key(db, principal, access.DELETE_KEY, key_id)
+    before = key_state(db, key_id)
     fetch_all(db, "DELETE FROM keys WHERE id = ?", (key_id,))
-    return bump_revision(db, ("key", key_id))
+    change = Change("DeleteKey", "key", key_id, api_id)
+    return record_change(db, principal, change, before, None, now_ms(), cached=[("key", key_id)])
 
 
 def set_permissions(
-    db: sqlite3.Connection, principal: Principal, key_id: str, names: Sequence[str]
+    db: sqlite3.Connection,
+    principal: Principal,
+    key_id: str,
+    names: Sequence[str],
+    etag: str = "",
+    dry_run: bool = False,
 ) -> Written[tuple[PermissionEntry, ...]]:
     """The key's direct permissions after the change (all SetPermissions answers with)."""
     now = now_ms()
-    api_id = authorize_key(db, principal, access.UPDATE_KEY, key_id)
-    permission_ids, created = resolve_permissions(db, principal, api_id, names, now)
-    changed = replace_links(db, "key_permissions", "key_id", "permission_id", key_id, permission_ids)
-    revision = finish_change(db, "keys", key_id, now, changed or bool(created), ("key", key_id))
-    return Written(load_direct_permissions(db, key_id), revision, created)
+    api_id, before_etag = authorize_key(db, principal, access.UPDATE_KEY, key_id, etag)
+    before = key_state(db, key_id)
+    entries, created = resolve_permissions(db, principal, api_id, names, now)
+    changed = replace_links(db, "key_permissions", "key_id", "permission_id", key_id, [p.id for p in entries])
+    permissions = tuple(sorted(entries, key=lambda p: p.name))
+    if dry_run:
+        # The answer as the call would give it, with the revision and etag that stay, and no ids yet.
+        new_ids = {p.id for p in created}
+        permissions = tuple(replace(p, id="") if p.id in new_ids else p for p in permissions)
+        created = tuple(replace(p, id="") for p in created)
+        raise DryRun(Written(permissions, current_revision(db), created, before_etag))
+    if changed or created:
+        after = {**before, "permissions": sorted(set(names))}
+        change = Change("SetPermissions", "key", key_id, api_id)
+        revision = record_change(db, principal, change, before, after, now, cached=[("key", key_id)], created=created)
+        after_etag = etag_of(revision)
+    else:
+        revision, after_etag = current_revision(db), before_etag
+    return Written(permissions, revision, created, after_etag)
 
 
 def set_roles(
-    db: sqlite3.Connection, principal: Principal, key_id: str, role_names: Sequence[str]
+    db: sqlite3.Connection, principal: Principal, key_id: str, role_names: Sequence[str], etag: str = ""
 ) -> Written[KeyRecord]:
     now = now_ms()
-    api_id = authorize_key(db, principal, access.UPDATE_KEY, key_id)
+    api_id, _ = authorize_key(db, principal, access.UPDATE_KEY, key_id, etag)
     role_ids = resolve_roles(db, api_id, role_names)
-    changed = replace_links(db, "key_roles", "key_id", "role_id", key_id, role_ids)
-    revision = finish_change(db, "keys", key_id, now, changed, ("key", key_id))
-    key = load_key(db, key_id)
-    return Written(key, revision)
+    before = key_state(db, key_id)
+    if replace_links(db, "key_roles", "key_id", "role_id", key_id, role_ids):
+        after = {**before, "roles": sorted(set(role_names))}
+        change = Change("SetRoles", "key", key_id, api_id)
+        revision = record_change(db, principal, change, before, after, now, cached=[("key", key_id)])
+    else:
+        revision = current_revision(db)
+    return Written(load_key(db, key_id), revision)
 
 
 def verify_key(db: sqlite3.Connection, secret_hash: bytes, min_revision: int) -> KeyVerification | None:
@@ -330,31 +407,36 @@ def create_role(
     authorize_api(db, principal, access.CREATE_ROLE, api_id)
     if fetch_one(db, "SELECT 1 FROM roles WHERE api_id = ? AND name = ?", (api_id, name)):
         raise AlreadyExists("role", name)
-    permission_ids, created = resolve_permissions(db, principal, api_id, permissions, now)
+    entries, created = resolve_permissions(db, principal, api_id, permissions, now)
     fetch_all(
         db,
         "INSERT INTO roles (id, api_id, name, description, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
         (role_id, api_id, name, description, now, now),
     )
-    link(db, "role_permissions", "role_id", "permission_id", role_id, permission_ids)
-    revision = bump_revision(db)
-    role = (load_roles(db, [role_id]))[0]
-    return Written(role, revision, created)
+    link(db, "role_permissions", "role_id", "permission_id", role_id, [p.id for p in entries])
+    change = Change("CreateRole", "role", role_id, api_id)
+    revision = record_change(db, principal, change, None, role_state(db, role_id), now, created=created)
+    return Written(load_roles(db, [role_id])[0], revision, created)
 
 
 def get_role(db: sqlite3.Connection, principal: Principal, role_id: str, min_revision: int) -> RoleRecord:
     require_revision(current_revision(db), min_revision)
     authorize_role(db, principal, access.READ_ROLE, role_id)
-    return (load_roles(db, [role_id]))[0]
+    return load_roles(db, [role_id])[0]
 
 
 def set_role_permissions(
-    db: sqlite3.Connection, principal: Principal, role_id: str, names: Sequence[str]
+    db: sqlite3.Connection, principal: Principal, role_id: str, names: Sequence[str], etag: str = ""
 ) -> Written[RoleRecord]:
     now = now_ms()
-    api_id = authorize_role(db, principal, access.UPDATE_ROLE, role_id)
-    permission_ids, created = resolve_permissions(db, principal, api_id, names, now)
-    changed = replace_links(db, "role_permissions", "role_id", "permission_id", role_id, permission_ids)
-    revision = finish_change(db, "roles", role_id, now, changed or bool(created), ("api", api_id))
-    role = (load_roles(db, [role_id]))[0]
-    return Written(role, revision, created)
+    api_id, _ = authorize_role(db, principal, access.UPDATE_ROLE, role_id, etag)
+    before = role_state(db, role_id)
+    entries, created = resolve_permissions(db, principal, api_id, names, now)
+    if replace_links(db, "role_permissions", "role_id", "permission_id", role_id, [p.id for p in entries]) or created:
+        after = {**before, "permissions": sorted(set(names))}
+        change = Change("SetRolePermissions", "role", role_id, api_id)
+        # Every key holding the role may have gained or lost permissions: drop the API's keys from caches.
+        revision = record_change(db, principal, change, before, after, now, cached=[("api", api_id)], created=created)
+    else:
+        revision = current_revision(db)
+    return Written(load_roles(db, [role_id])[0], revision, created)

@@ -93,6 +93,29 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX changes_by_revision ON changes (revision)",
     ),
+    # 3: etags (the revision at which a resource last changed) and the audit trail (one event per change,
+    # keyed by the revision it produced; states as JSON, never a secret).
+    (
+        "ALTER TABLE apis ADD COLUMN etag_revision INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE keys ADD COLUMN etag_revision INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE roles ADD COLUMN etag_revision INTEGER NOT NULL DEFAULT 0",
+        """CREATE TABLE audit_events (
+            revision INTEGER PRIMARY KEY,
+            time INTEGER NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            resource_type TEXT NOT NULL,
+            resource_id TEXT NOT NULL,
+            api_id TEXT NOT NULL,
+            before_state TEXT,
+            after_state TEXT,
+            created_permissions TEXT NOT NULL,
+            request_id TEXT NOT NULL
+        )""",
+        "CREATE INDEX audit_events_by_resource ON audit_events (resource_id, revision)",
+        "CREATE INDEX audit_events_by_api ON audit_events (api_id, revision)",
+        "CREATE INDEX audit_events_by_actor ON audit_events (actor, revision)",
+    ),
 )
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -12,16 +12,19 @@ event loop.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from server.access import Principal
-from server.errors import StoreUnavailable
+from server.errors import DomainError, StoreFull, StoreUnavailable
 from server.store import sqlite_operations as operations
 from server.store.models import (
     ApiRecord,
+    AuditPage,
+    AuditQuery,
     KeyChanges,
     KeyRecord,
     KeyVerification,
@@ -44,6 +47,32 @@ __all__ = ["SqliteStore"]
 T = TypeVar("T")
 
 DEFAULT_LIMITS = CacheLimits()
+
+# Below this much room the store counts as full: writes are refused before SQLite fails halfway.
+RESERVE_PAGES = 16
+RESERVE_BYTES = 1 << 20
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    status = os.stat(path)
+    return status.st_dev, status.st_ino
+
+
+def _probe(db: sqlite3.Connection, path: Path, identity: tuple[int, int]) -> None:
+    """Raise the fault that keeps the store from taking writes now, if any."""
+    try:
+        if _identity(path) != identity:
+            raise StoreUnavailable("the database file was replaced; restart the server to use the new file")
+    except FileNotFoundError:
+        raise StoreUnavailable("the database file is missing; put it back to resume") from None
+    if not os.access(path, os.W_OK):
+        raise StoreUnavailable("the database file is read-only; make it writable to resume")
+    pages, limit, free = (
+        db.execute(f"PRAGMA {name}").fetchone()[0] for name in ("page_count", "max_page_count", "freelist_count")
+    )
+    disk = os.statvfs(path)
+    if limit - pages + free < RESERVE_PAGES or disk.f_bavail * disk.f_frsize < RESERVE_BYTES:
+        raise StoreFull()
 
 
 def _use_wal(db: sqlite3.Connection) -> None:
@@ -74,6 +103,9 @@ class SqliteStore:
         self._data_version = -1
         self.cache = VerifyCache(limits)
         self._closed = False
+        self._identity = _identity(path)
+        # What keeps writes from working now (disk full, file read-only or gone), as `probe` last found it.
+        self._fault: DomainError | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -109,9 +141,30 @@ class SqliteStore:
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
         self._check_open()
-        with store_faults():
-            result: T = await self._batches.submit(fn, args)
-            return result
+        if self._fault is not None:
+            raise self._fault  # until a probe finds the fault gone: refused at once, nothing attempted
+        try:
+            with store_faults():
+                result: T = await self._batches.submit(fn, args)
+                return result
+        except StoreFull as full:
+            self._fault = full
+            raise
+
+    async def probe(self) -> DomainError | None:
+        """Check that the store can take writes (its file is there, writable, with room); the fault if not.
+
+        Writes are refused with that fault until a later probe finds it gone, so a server recovers on its own
+        once the disk has room again or the file is back. Reads go on meanwhile.
+        """
+        self._check_open()
+        try:
+            with store_faults():
+                await self._writer.run(_probe, self.path, self._identity)
+            self._fault = None
+        except (StoreFull, StoreUnavailable) as fault:
+            self._fault = fault
+        return self._fault
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         self._check_open()
@@ -176,8 +229,15 @@ class SqliteStore:
     async def get_api(self, principal: Principal, api_id: str, min_revision: int = 0) -> ApiRecord:
         return await self._read(operations.get_api, principal, api_id, min_revision)
 
-    async def update_scopes(self, principal: Principal, api_id: str, scopes: Sequence[ScopeSpec]) -> ScopesUpdate:
-        return await self._write(operations.update_scopes, principal, api_id, tuple(scopes))
+    async def update_scopes(
+        self,
+        principal: Principal,
+        api_id: str,
+        scopes: Sequence[ScopeSpec],
+        etag: str = "",
+        validate_only: bool = False,
+    ) -> ScopesUpdate:
+        return await self._write(operations.update_scopes, principal, api_id, tuple(scopes), etag, validate_only)
 
     # -- keys -------------------------------------------------------------------
 
@@ -187,19 +247,23 @@ class SqliteStore:
     async def get_key(self, principal: Principal, key_id: str, min_revision: int = 0) -> KeyRecord:
         return await self._read(operations.get_key, principal, key_id, min_revision)
 
-    async def update_key(self, principal: Principal, key_id: str, changes: KeyChanges) -> Written[KeyRecord]:
-        return await self._write(operations.update_key, principal, key_id, changes)
+    async def update_key(
+        self, principal: Principal, key_id: str, changes: KeyChanges, etag: str = ""
+    ) -> Written[KeyRecord]:
+        return await self._write(operations.update_key, principal, key_id, changes, etag)
 
     async def delete_key(self, principal: Principal, key_id: str) -> int:
         return await self._write(operations.delete_key, principal, key_id)
 
     async def set_permissions(
-        self, principal: Principal, key_id: str, names: Sequence[str]
+        self, principal: Principal, key_id: str, names: Sequence[str], etag: str = "", validate_only: bool = False
     ) -> Written[tuple[PermissionEntry, ...]]:
-        return await self._write(operations.set_permissions, principal, key_id, tuple(names))
+        return await self._write(operations.set_permissions, principal, key_id, tuple(names), etag, validate_only)
 
-    async def set_roles(self, principal: Principal, key_id: str, role_names: Sequence[str]) -> Written[KeyRecord]:
-        return await self._write(operations.set_roles, principal, key_id, tuple(role_names))
+    async def set_roles(
+        self, principal: Principal, key_id: str, role_names: Sequence[str], etag: str = ""
+    ) -> Written[KeyRecord]:
+        return await self._write(operations.set_roles, principal, key_id, tuple(role_names), etag)
 
     async def verify_key(self, secret_hash: bytes, min_revision: int = 0) -> KeyVerification | None:
         self._catch_up(min_revision)
@@ -221,6 +285,11 @@ class SqliteStore:
         return await self._read(operations.get_role, principal, role_id, min_revision)
 
     async def set_role_permissions(
-        self, principal: Principal, role_id: str, names: Sequence[str]
+        self, principal: Principal, role_id: str, names: Sequence[str], etag: str = ""
     ) -> Written[RoleRecord]:
-        return await self._write(operations.set_role_permissions, principal, role_id, tuple(names))
+        return await self._write(operations.set_role_permissions, principal, role_id, tuple(names), etag)
+
+    # -- the audit trail -------------------------------------------------------------
+
+    async def list_audit_events(self, principal: Principal, query: AuditQuery) -> AuditPage:
+        return await self._read(operations.list_audit_events, principal, query)

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from keyscope.v1 import permissions_pb2 as keyscope_dot_v1_dot_permissions__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16keyscope/v1/apis.proto\x12\x0bkeyscope.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dkeyscope/v1/permissions.proto\"\xa5\x01\n\x03\x41pi\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\"\n\x06scopes\x18\x03 \x03(\x0b\x32\x12.keyscope.v1.Scope\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"D\n\x10\x43reateApiRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x06scopes\x18\x02 \x03(\x0b\x32\x12.keyscope.v1.Scope\"D\n\x11\x43reateApiResponse\x12\x1d\n\x03\x61pi\x18\x01 \x01(\x0b\x32\x10.keyscope.v1.Api\x12\x10\n\x08revision\x18\x02 \x01(\x03\"5\n\rGetApiRequest\x12\x0e\n\x06\x61pi_id\x18\x01 \x01(\t\x12\x14\n\x0cmin_revision\x18\x02 \x01(\x03\"/\n\x0eGetApiResponse\x12\x1d\n\x03\x61pi\x18\x01 \x01(\x0b\x32\x10.keyscope.v1.Api\"I\n\x13UpdateScopesRequest\x12\x0e\n\x06\x61pi_id\x18\x01 \x01(\t\x12\"\n\x06scopes\x18\x02 \x03(\x0b\x32\x12.keyscope.v1.Scope\"\x8e\x01\n\x14UpdateScopesResponse\x12\x1d\n\x03\x61pi\x18\x01 \x01(\x0b\x32\x10.keyscope.v1.Api\x12\x16\n\x0eremoved_scopes\x18\x02 \x03(\t\x12\x15\n\rkeys_affected\x18\x03 \x01(\x05\x12\x16\n\x0eroles_affected\x18\x04 \x01(\x05\x12\x10\n\x08revision\x18\x05 \x01(\x03\x32\xf0\x01\n\nApiService\x12J\n\tCreateApi\x12\x1d.keyscope.v1.CreateApiRequest\x1a\x1e.keyscope.v1.CreateApiResponse\x12\x41\n\x06GetApi\x12\x1a.keyscope.v1.GetApiRequest\x1a\x1b.keyscope.v1.GetApiResponse\x12S\n\x0cUpdateScopes\x12 .keyscope.v1.UpdateScopesRequest\x1a!.keyscope.v1.UpdateScopesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16keyscope/v1/apis.proto\x12\x0bkeyscope.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dkeyscope/v1/permissions.proto\"\xb3\x01\n\x03\x41pi\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\"\n\x06scopes\x18\x03 \x03(\x0b\x32\x12.keyscope.v1.Scope\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x06 \x01(\t\"D\n\x10\x43reateApiRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x06scopes\x18\x02 \x03(\x0b\x32\x12.keyscope.v1.Scope\"D\n\x11\x43reateApiResponse\x12\x1d\n\x03\x61pi\x18\x01 \x01(\x0b\x32\x10.keyscope.v1.Api\x12\x10\n\x08revision\x18\x02 \x01(\x03\"5\n\rGetApiRequest\x12\x0e\n\x06\x61pi_id\x18\x01 \x01(\t\x12\x14\n\x0cmin_revision\x18\x02 \x01(\x03\"/\n\x0eGetApiResponse\x12\x1d\n\x03\x61pi\x18\x01 \x01(\x0b\x32\x10.keyscope.v1.Api\"n\n\x13UpdateScopesRequest\x12\x0e\n\x06\x61pi_id\x18\x01 \x01(\t\x12\"\n\x06scopes\x18\x02 \x03(\x0b\x32\x12.keyscope.v1.Scope\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x15\n\rvalidate_only\x18\x04 \x01(\x08\"\x8e\x01\n\x14UpdateScopesResponse\x12\x1d\n\x03\x61pi\x18\x01 \x01(\x0b\x32\x10.keyscope.v1.Api\x12\x16\n\x0eremoved_scopes\x18\x02 \x03(\t\x12\x15\n\rkeys_affected\x18\x03 \x01(\x05\x12\x16\n\x0eroles_affected\x18\x04 \x01(\x05\x12\x10\n\x08revision\x18\x05 \x01(\x03\x32\xf0\x01\n\nApiService\x12J\n\tCreateApi\x12\x1d.keyscope.v1.CreateApiRequest\x1a\x1e.keyscope.v1.CreateApiResponse\x12\x41\n\x06GetApi\x12\x1a.keyscope.v1.GetApiRequest\x1a\x1b.keyscope.v1.GetApiResponse\x12S\n\x0cUpdateScopes\x12 .keyscope.v1.UpdateScopesRequest\x1a!.keyscope.v1.UpdateScopesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,19 +34,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'keyscope.v1.apis_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_API']._serialized_start=104
-  _globals['_API']._serialized_end=269
-  _globals['_CREATEAPIREQUEST']._serialized_start=271
-  _globals['_CREATEAPIREQUEST']._serialized_end=339
-  _globals['_CREATEAPIRESPONSE']._serialized_start=341
-  _globals['_CREATEAPIRESPONSE']._serialized_end=409
-  _globals['_GETAPIREQUEST']._serialized_start=411
-  _globals['_GETAPIREQUEST']._serialized_end=464
-  _globals['_GETAPIRESPONSE']._serialized_start=466
-  _globals['_GETAPIRESPONSE']._serialized_end=513
-  _globals['_UPDATESCOPESREQUEST']._serialized_start=515
-  _globals['_UPDATESCOPESREQUEST']._serialized_end=588
-  _globals['_UPDATESCOPESRESPONSE']._serialized_start=591
-  _globals['_UPDATESCOPESRESPONSE']._serialized_end=733
-  _globals['_APISERVICE']._serialized_start=736
-  _globals['_APISERVICE']._serialized_end=976
+  _globals['_API']._serialized_end=283
+  _globals['_CREATEAPIREQUEST']._serialized_start=285
+  _globals['_CREATEAPIREQUEST']._serialized_end=353
+  _globals['_CREATEAPIRESPONSE']._serialized_start=355
+  _globals['_CREATEAPIRESPONSE']._serialized_end=423
+  _globals['_GETAPIREQUEST']._serialized_start=425
+  _globals['_GETAPIREQUEST']._serialized_end=478
+  _globals['_GETAPIRESPONSE']._serialized_start=480
+  _globals['_GETAPIRESPONSE']._serialized_end=527
+  _globals['_UPDATESCOPESREQUEST']._serialized_start=529
+  _globals['_UPDATESCOPESREQUEST']._serialized_end=639
+  _globals['_UPDATESCOPESRESPONSE']._serialized_start=642
+  _globals['_UPDATESCOPESRESPONSE']._serialized_end=784
+  _globals['_APISERVICE']._serialized_start=787
+  _globals['_APISERVICE']._serialized_end=1027
 # @@protoc_insertion_point(module_scope)

@@ -29,9 +29,14 @@ class Api(_message.Message):
     SCOPES_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """`api_...`"""
     name: _builtins.str
+    etag: _builtins.str
+    """Changes with every change to the API: its name or its scope list
+    (including permissions created in its catalog by other calls).
+    """
     @_builtins.property
     def scopes(self) -> _containers.RepeatedCompositeFieldContainer[_permissions_pb2.Scope]:
         """The permission catalog, ordered by value."""
@@ -48,10 +53,11 @@ class Api(_message.Message):
         scopes: _abc.Iterable[_permissions_pb2.Scope] | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "id", b"id", "name", b"name", "scopes", b"scopes", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "etag", b"etag", "id", b"id", "name", b"name", "scopes", b"scopes", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -159,7 +165,19 @@ class UpdateScopesRequest(_message.Message):
 
     API_ID_FIELD_NUMBER: _builtins.int
     SCOPES_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     api_id: _builtins.str
+    etag: _builtins.str
+    """Optional: the etag of the API as the caller last read it. If the API
+    has changed since, the call fails with ABORTED (the current etag is in
+    the error's google.rpc.ErrorInfo, metadata `etag`) and changes nothing.
+    """
+    validate_only: _builtins.bool
+    """True: check the request and answer what the call would return (including
+    the keys and roles a removal would touch), but write nothing: no revision,
+    no audit event. Scopes the call would create have no id yet.
+    """
     @_builtins.property
     def scopes(self) -> _containers.RepeatedCompositeFieldContainer[_permissions_pb2.Scope]:
         """The complete new scope list: at most 1000 entries, each value unique,
@@ -172,10 +190,12 @@ class UpdateScopesRequest(_message.Message):
         *,
         api_id: _builtins.str = ...,
         scopes: _abc.Iterable[_permissions_pb2.Scope] | None = ...,
+        etag: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_id", b"api_id", "scopes", b"scopes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_id", b"api_id", "etag", b"etag", "scopes", b"scopes", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -195,7 +215,9 @@ class UpdateScopesResponse(_message.Message):
     roles_affected: _builtins.int
     """How many roles lost a permission because a scope was removed."""
     revision: _builtins.int
-    """The store-wide revision this change produced."""
+    """The store-wide revision this change produced (with validate_only, or
+    when nothing changed: the store's current revision).
+    """
     @_builtins.property
     def api(self) -> Global___Api:
         """The API with its full scope list after the change."""

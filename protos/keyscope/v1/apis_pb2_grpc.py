@@ -32,7 +32,10 @@ class ApiServiceStub:
     INVALID_ARGUMENT (with google.rpc.BadRequest), UNAUTHENTICATED,
     PERMISSION_DENIED (with google.rpc.ErrorInfo naming the required
     permission), NOT_FOUND (the API does not exist, or the caller may not read
-    it), UNAVAILABLE (the store cannot be reached), INTERNAL.
+    it), ABORTED (a request's `etag` no longer matches, with google.rpc.ErrorInfo
+    reason ETAG_MISMATCH giving the current etag), UNAVAILABLE (the store cannot
+    be reached, retry later), RESOURCE_EXHAUSTED (the store is full, or a
+    message is over the size limit), INTERNAL.
     """
 
     def __init__(self, channel):
@@ -65,7 +68,10 @@ class ApiServiceServicer:
     INVALID_ARGUMENT (with google.rpc.BadRequest), UNAUTHENTICATED,
     PERMISSION_DENIED (with google.rpc.ErrorInfo naming the required
     permission), NOT_FOUND (the API does not exist, or the caller may not read
-    it), UNAVAILABLE (the store cannot be reached), INTERNAL.
+    it), ABORTED (a request's `etag` no longer matches, with google.rpc.ErrorInfo
+    reason ETAG_MISMATCH giving the current etag), UNAVAILABLE (the store cannot
+    be reached, retry later), RESOURCE_EXHAUSTED (the store is full, or a
+    message is over the size limit), INTERNAL.
     """
 
     def CreateApi(self, request, context):
@@ -129,7 +135,10 @@ class ApiService:
     INVALID_ARGUMENT (with google.rpc.BadRequest), UNAUTHENTICATED,
     PERMISSION_DENIED (with google.rpc.ErrorInfo naming the required
     permission), NOT_FOUND (the API does not exist, or the caller may not read
-    it), UNAVAILABLE (the store cannot be reached), INTERNAL.
+    it), ABORTED (a request's `etag` no longer matches, with google.rpc.ErrorInfo
+    reason ETAG_MISMATCH giving the current etag), UNAVAILABLE (the store cannot
+    be reached, retry later), RESOURCE_EXHAUSTED (the store is full, or a
+    message is over the size limit), INTERNAL.
     """
 
     @staticmethod

@@ -33,7 +33,10 @@ class ApiServiceStub:
     INVALID_ARGUMENT (with google.rpc.BadRequest), UNAUTHENTICATED,
     PERMISSION_DENIED (with google.rpc.ErrorInfo naming the required
     permission), NOT_FOUND (the API does not exist, or the caller may not read
-    it), UNAVAILABLE (the store cannot be reached), INTERNAL.
+    it), ABORTED (a request's `etag` no longer matches, with google.rpc.ErrorInfo
+    reason ETAG_MISMATCH giving the current etag), UNAVAILABLE (the store cannot
+    be reached, retry later), RESOURCE_EXHAUSTED (the store is full, or a
+    message is over the size limit), INTERNAL.
     """
 
     @_typing.overload
@@ -65,7 +68,10 @@ class ApiServiceAsyncStub(ApiServiceStub):
     INVALID_ARGUMENT (with google.rpc.BadRequest), UNAUTHENTICATED,
     PERMISSION_DENIED (with google.rpc.ErrorInfo naming the required
     permission), NOT_FOUND (the API does not exist, or the caller may not read
-    it), UNAVAILABLE (the store cannot be reached), INTERNAL.
+    it), ABORTED (a request's `etag` no longer matches, with google.rpc.ErrorInfo
+    reason ETAG_MISMATCH giving the current etag), UNAVAILABLE (the store cannot
+    be reached, retry later), RESOURCE_EXHAUSTED (the store is full, or a
+    message is over the size limit), INTERNAL.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -93,7 +99,10 @@ class ApiServiceServicer(metaclass=_abc_1.ABCMeta):
     INVALID_ARGUMENT (with google.rpc.BadRequest), UNAUTHENTICATED,
     PERMISSION_DENIED (with google.rpc.ErrorInfo naming the required
     permission), NOT_FOUND (the API does not exist, or the caller may not read
-    it), UNAVAILABLE (the store cannot be reached), INTERNAL.
+    it), ABORTED (a request's `etag` no longer matches, with google.rpc.ErrorInfo
+    reason ETAG_MISMATCH giving the current etag), UNAVAILABLE (the store cannot
+    be reached, retry later), RESOURCE_EXHAUSTED (the store is full, or a
+    message is over the size limit), INTERNAL.
     """
 
     @_abc_1.abstractmethod

@@ -27,7 +27,7 @@ from keyscope.v1 import permissions_pb2 as keyscope_dot_v1_dot_permissions__pb2
 from keyscope.v1 import roles_pb2 as keyscope_dot_v1_dot_roles__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16keyscope/v1/keys.proto\x12\x0bkeyscope.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dkeyscope/v1/permissions.proto\x1a\x17keyscope/v1/roles.proto\"\xb2\x02\n\x03Key\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x61pi_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\r\n\x05start\x18\x04 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x05 \x01(\x08\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x0bpermissions\x18\x07 \x03(\x0b\x32\x17.keyscope.v1.Permission\x12 \n\x05roles\x18\x08 \x03(\x0b\x32\x11.keyscope.v1.Role\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb7\x01\n\x10\x43reateKeyRequest\x12\x0e\n\x06\x61pi_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bpermissions\x18\x05 \x03(\t\x12\r\n\x05roles\x18\x06 \x03(\t\x12\x14\n\x07\x65nabled\x18\x07 \x01(\x08H\x00\x88\x01\x01\x42\n\n\x08_enabled\"\x8a\x01\n\x11\x43reateKeyResponse\x12\x1d\n\x03key\x18\x01 \x01(\x0b\x32\x10.keyscope.v1.Key\x12\x0e\n\x06secret\x18\x02 \x01(\t\x12\x34\n\x13\x63reated_permissions\x18\x03 \x03(\x0b\x32\x17.keyscope.v1.Permission\x12\x10\n\x08revision\x18\x04 \x01(\x03\"5\n\rGetKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x14\n\x0cmin_revision\x18\x02 \x01(\x03\"/\n\x0eGetKeyResponse\x12\x1d\n\x03key\x18\x01 \x01(\x0b\x32\x10.keyscope.v1.Key\"\xac\x01\n\x10UpdateKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\x04name\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x14\n\x07\x65nabled\x18\x03 \x01(\x08H\x01\x88\x01\x01\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x63lear_expire_time\x18\x05 \x01(\x08\x42\x07\n\x05_nameB\n\n\x08_enabled\"D\n\x11UpdateKeyResponse\x12\x1d\n\x03key\x18\x01 \x01(\x0b\x32\x10.keyscope.v1.Key\x12\x10\n\x08revision\x18\x02 \x01(\x03\"\"\n\x10\x44\x65leteKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"%\n\x11\x44\x65leteKeyResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\"<\n\x15SetPermissionsRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x13\n\x0bpermissions\x18\x02 \x03(\t\"\x8e\x01\n\x16SetPermissionsResponse\x12,\n\x0bpermissions\x18\x01 \x03(\x0b\x32\x17.keyscope.v1.Permission\x12\x34\n\x13\x63reated_permissions\x18\x02 \x03(\x0b\x32\x17.keyscope.v1.Permission\x12\x10\n\x08revision\x18\x03 \x01(\x03\"0\n\x0fSetRolesRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\r\n\x05roles\x18\x02 \x03(\t\"F\n\x10SetRolesResponse\x12 \n\x05roles\x18\x01 \x03(\x0b\x32\x11.keyscope.v1.Role\x12\x10\n\x08revision\x18\x02 \x01(\x03\"J\n\x10VerifyKeyRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x13\n\x0bpermissions\x18\x02 \x01(\t\x12\x14\n\x0cmin_revision\x18\x03 \x01(\x03\"\xd8\x02\n\x11VerifyKeyResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x31\n\x04\x63ode\x18\x02 \x01(\x0e\x32#.keyscope.v1.VerifyKeyResponse.Code\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x0e\n\x06\x61pi_id\x18\x04 \x01(\t\x12\x13\n\x0bpermissions\x18\x05 \x03(\t\x12\r\n\x05roles\x18\x06 \x03(\t\x12\x1b\n\x13missing_permissions\x18\x07 \x03(\t\x12/\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"o\n\x04\x43ode\x12\x14\n\x10\x43ODE_UNSPECIFIED\x10\x00\x12\t\n\x05VALID\x10\x01\x12\r\n\tNOT_FOUND\x10\x02\x12\x0c\n\x08\x44ISABLED\x10\x03\x12\x0b\n\x07\x45XPIRED\x10\x04\x12\x1c\n\x18INSUFFICIENT_PERMISSIONS\x10\x05\x32\xa3\x04\n\nKeyService\x12J\n\tCreateKey\x12\x1d.keyscope.v1.CreateKeyRequest\x1a\x1e.keyscope.v1.CreateKeyResponse\x12\x41\n\x06GetKey\x12\x1a.keyscope.v1.GetKeyRequest\x1a\x1b.keyscope.v1.GetKeyResponse\x12J\n\tUpdateKey\x12\x1d.keyscope.v1.UpdateKeyRequest\x1a\x1e.keyscope.v1.UpdateKeyResponse\x12J\n\tDeleteKey\x12\x1d.keyscope.v1.DeleteKeyRequest\x1a\x1e.keyscope.v1.DeleteKeyResponse\x12Y\n\x0eSetPermissions\x12\".keyscope.v1.SetPermissionsRequest\x1a#.keyscope.v1.SetPermissionsResponse\x12G\n\x08SetRoles\x12\x1c.keyscope.v1.SetRolesRequest\x1a\x1d.keyscope.v1.SetRolesResponse\x12J\n\tVerifyKey\x12\x1d.keyscope.v1.VerifyKeyRequest\x1a\x1e.keyscope.v1.VerifyKeyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16keyscope/v1/keys.proto\x12\x0bkeyscope.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dkeyscope/v1/permissions.proto\x1a\x17keyscope/v1/roles.proto\"\xc0\x02\n\x03Key\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x61pi_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\r\n\x05start\x18\x04 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x05 \x01(\x08\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x0bpermissions\x18\x07 \x03(\x0b\x32\x17.keyscope.v1.Permission\x12 \n\x05roles\x18\x08 \x03(\x0b\x32\x11.keyscope.v1.Role\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0b \x01(\t\"\xb7\x01\n\x10\x43reateKeyRequest\x12\x0e\n\x06\x61pi_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bpermissions\x18\x05 \x03(\t\x12\r\n\x05roles\x18\x06 \x03(\t\x12\x14\n\x07\x65nabled\x18\x07 \x01(\x08H\x00\x88\x01\x01\x42\n\n\x08_enabled\"\x8a\x01\n\x11\x43reateKeyResponse\x12\x1d\n\x03key\x18\x01 \x01(\x0b\x32\x10.keyscope.v1.Key\x12\x0e\n\x06secret\x18\x02 \x01(\t\x12\x34\n\x13\x63reated_permissions\x18\x03 \x03(\x0b\x32\x17.keyscope.v1.Permission\x12\x10\n\x08revision\x18\x04 \x01(\x03\"5\n\rGetKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x14\n\x0cmin_revision\x18\x02 \x01(\x03\"/\n\x0eGetKeyResponse\x12\x1d\n\x03key\x18\x01 \x01(\x0b\x32\x10.keyscope.v1.Key\"\xba\x01\n\x10UpdateKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\x04name\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x14\n\x07\x65nabled\x18\x03 \x01(\x08H\x01\x88\x01\x01\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x63lear_expire_time\x18\x05 \x01(\x08\x12\x0c\n\x04\x65tag\x18\x06 \x01(\tB\x07\n\x05_nameB\n\n\x08_enabled\"D\n\x11UpdateKeyResponse\x12\x1d\n\x03key\x18\x01 \x01(\x0b\x32\x10.keyscope.v1.Key\x12\x10\n\x08revision\x18\x02 \x01(\x03\"\"\n\x10\x44\x65leteKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"%\n\x11\x44\x65leteKeyResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\"a\n\x15SetPermissionsRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x13\n\x0bpermissions\x18\x02 \x03(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x15\n\rvalidate_only\x18\x04 \x01(\x08\"\x9c\x01\n\x16SetPermissionsResponse\x12,\n\x0bpermissions\x18\x01 \x03(\x0b\x32\x17.keyscope.v1.Permission\x12\x34\n\x13\x63reated_permissions\x18\x02 \x03(\x0b\x32\x17.keyscope.v1.Permission\x12\x10\n\x08revision\x18\x03 \x01(\x03\x12\x0c\n\x04\x65tag\x18\x04 \x01(\t\">\n\x0fSetRolesRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\r\n\x05roles\x18\x02 \x03(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"T\n\x10SetRolesResponse\x12 \n\x05roles\x18\x01 \x03(\x0b\x32\x11.keyscope.v1.Role\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"J\n\x10VerifyKeyRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x13\n\x0bpermissions\x18\x02 \x01(\t\x12\x14\n\x0cmin_revision\x18\x03 \x01(\x03\"\xd8\x02\n\x11VerifyKeyResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x31\n\x04\x63ode\x18\x02 \x01(\x0e\x32#.keyscope.v1.VerifyKeyResponse.Code\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x0e\n\x06\x61pi_id\x18\x04 \x01(\t\x12\x13\n\x0bpermissions\x18\x05 \x03(\t\x12\r\n\x05roles\x18\x06 \x03(\t\x12\x1b\n\x13missing_permissions\x18\x07 \x03(\t\x12/\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"o\n\x04\x43ode\x12\x14\n\x10\x43ODE_UNSPECIFIED\x10\x00\x12\t\n\x05VALID\x10\x01\x12\r\n\tNOT_FOUND\x10\x02\x12\x0c\n\x08\x44ISABLED\x10\x03\x12\x0b\n\x07\x45XPIRED\x10\x04\x12\x1c\n\x18INSUFFICIENT_PERMISSIONS\x10\x05\x32\xa3\x04\n\nKeyService\x12J\n\tCreateKey\x12\x1d.keyscope.v1.CreateKeyRequest\x1a\x1e.keyscope.v1.CreateKeyResponse\x12\x41\n\x06GetKey\x12\x1a.keyscope.v1.GetKeyRequest\x1a\x1b.keyscope.v1.GetKeyResponse\x12J\n\tUpdateKey\x12\x1d.keyscope.v1.UpdateKeyRequest\x1a\x1e.keyscope.v1.UpdateKeyResponse\x12J\n\tDeleteKey\x12\x1d.keyscope.v1.DeleteKeyRequest\x1a\x1e.keyscope.v1.DeleteKeyResponse\x12Y\n\x0eSetPermissions\x12\".keyscope.v1.SetPermissionsRequest\x1a#.keyscope.v1.SetPermissionsResponse\x12G\n\x08SetRoles\x12\x1c.keyscope.v1.SetRolesRequest\x1a\x1d.keyscope.v1.SetRolesResponse\x12J\n\tVerifyKey\x12\x1d.keyscope.v1.VerifyKeyRequest\x1a\x1e.keyscope.v1.VerifyKeyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,37 +35,37 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'keyscope.v1.keys_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_KEY']._serialized_start=129
-  _globals['_KEY']._serialized_end=435
-  _globals['_CREATEKEYREQUEST']._serialized_start=438
-  _globals['_CREATEKEYREQUEST']._serialized_end=621
-  _globals['_CREATEKEYRESPONSE']._serialized_start=624
-  _globals['_CREATEKEYRESPONSE']._serialized_end=762
-  _globals['_GETKEYREQUEST']._serialized_start=764
-  _globals['_GETKEYREQUEST']._serialized_end=817
-  _globals['_GETKEYRESPONSE']._serialized_start=819
-  _globals['_GETKEYRESPONSE']._serialized_end=866
-  _globals['_UPDATEKEYREQUEST']._serialized_start=869
-  _globals['_UPDATEKEYREQUEST']._serialized_end=1041
-  _globals['_UPDATEKEYRESPONSE']._serialized_start=1043
-  _globals['_UPDATEKEYRESPONSE']._serialized_end=1111
-  _globals['_DELETEKEYREQUEST']._serialized_start=1113
-  _globals['_DELETEKEYREQUEST']._serialized_end=1147
-  _globals['_DELETEKEYRESPONSE']._serialized_start=1149
-  _globals['_DELETEKEYRESPONSE']._serialized_end=1186
-  _globals['_SETPERMISSIONSREQUEST']._serialized_start=1188
-  _globals['_SETPERMISSIONSREQUEST']._serialized_end=1248
-  _globals['_SETPERMISSIONSRESPONSE']._serialized_start=1251
-  _globals['_SETPERMISSIONSRESPONSE']._serialized_end=1393
-  _globals['_SETROLESREQUEST']._serialized_start=1395
-  _globals['_SETROLESREQUEST']._serialized_end=1443
-  _globals['_SETROLESRESPONSE']._serialized_start=1445
-  _globals['_SETROLESRESPONSE']._serialized_end=1515
-  _globals['_VERIFYKEYREQUEST']._serialized_start=1517
-  _globals['_VERIFYKEYREQUEST']._serialized_end=1591
-  _globals['_VERIFYKEYRESPONSE']._serialized_start=1594
-  _globals['_VERIFYKEYRESPONSE']._serialized_end=1938
-  _globals['_VERIFYKEYRESPONSE_CODE']._serialized_start=1827
-  _globals['_VERIFYKEYRESPONSE_CODE']._serialized_end=1938
-  _globals['_KEYSERVICE']._serialized_start=1941
-  _globals['_KEYSERVICE']._serialized_end=2488
+  _globals['_KEY']._serialized_end=449
+  _globals['_CREATEKEYREQUEST']._serialized_start=452
+  _globals['_CREATEKEYREQUEST']._serialized_end=635
+  _globals['_CREATEKEYRESPONSE']._serialized_start=638
+  _globals['_CREATEKEYRESPONSE']._serialized_end=776
+  _globals['_GETKEYREQUEST']._serialized_start=778
+  _globals['_GETKEYREQUEST']._serialized_end=831
+  _globals['_GETKEYRESPONSE']._serialized_start=833
+  _globals['_GETKEYRESPONSE']._serialized_end=880
+  _globals['_UPDATEKEYREQUEST']._serialized_start=883
+  _globals['_UPDATEKEYREQUEST']._serialized_end=1069
+  _globals['_UPDATEKEYRESPONSE']._serialized_start=1071
+  _globals['_UPDATEKEYRESPONSE']._serialized_end=1139
+  _globals['_DELETEKEYREQUEST']._serialized_start=1141
+  _globals['_DELETEKEYREQUEST']._serialized_end=1175
+  _globals['_DELETEKEYRESPONSE']._serialized_start=1177
+  _globals['_DELETEKEYRESPONSE']._serialized_end=1214
+  _globals['_SETPERMISSIONSREQUEST']._serialized_start=1216
+  _globals['_SETPERMISSIONSREQUEST']._serialized_end=1313
+  _globals['_SETPERMISSIONSRESPONSE']._serialized_start=1316
+  _globals['_SETPERMISSIONSRESPONSE']._serialized_end=1472
+  _globals['_SETROLESREQUEST']._serialized_start=1474
+  _globals['_SETROLESREQUEST']._serialized_end=1536
+  _globals['_SETROLESRESPONSE']._serialized_start=1538
+  _globals['_SETROLESRESPONSE']._serialized_end=1622
+  _globals['_VERIFYKEYREQUEST']._serialized_start=1624
+  _globals['_VERIFYKEYREQUEST']._serialized_end=1698
+  _globals['_VERIFYKEYRESPONSE']._serialized_start=1701
+  _globals['_VERIFYKEYRESPONSE']._serialized_end=2045
+  _globals['_VERIFYKEYRESPONSE_CODE']._serialized_start=1934
+  _globals['_VERIFYKEYRESPONSE_CODE']._serialized_end=2045
+  _globals['_KEYSERVICE']._serialized_start=2048
+  _globals['_KEYSERVICE']._serialized_end=2595
 # @@protoc_insertion_point(module_scope)

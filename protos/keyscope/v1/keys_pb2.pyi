@@ -36,6 +36,7 @@ class Key(_message.Message):
     ROLES_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """`key_...`: the database id, not the secret."""
     api_id: _builtins.str
@@ -43,6 +44,10 @@ class Key(_message.Message):
     start: _builtins.str
     """The first characters of the secret, to help people recognise a key."""
     enabled: _builtins.bool
+    etag: _builtins.str
+    """Changes with every change to the key itself: name, enabled, expiry,
+    direct permissions, roles (not with changes inside its roles).
+    """
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """Unset: the key never expires."""
@@ -72,10 +77,11 @@ class Key(_message.Message):
         roles: _abc.Iterable[_roles_pb2.Role] | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_id", b"api_id", "create_time", b"create_time", "enabled", b"enabled", "expire_time", b"expire_time", "id", b"id", "name", b"name", "permissions", b"permissions", "roles", b"roles", "start", b"start", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_id", b"api_id", "create_time", b"create_time", "enabled", b"enabled", "etag", b"etag", "expire_time", b"expire_time", "id", b"id", "name", b"name", "permissions", b"permissions", "roles", b"roles", "start", b"start", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -222,11 +228,17 @@ class UpdateKeyRequest(_message.Message):
     ENABLED_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     CLEAR_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     key_id: _builtins.str
     name: _builtins.str
     enabled: _builtins.bool
     clear_expire_time: _builtins.bool
     """True to remove the expiry. Cannot be combined with `expire_time`."""
+    etag: _builtins.str
+    """Optional: the etag of the key as the caller last read it. If the key
+    has changed since, the call fails with ABORTED (the current etag is in
+    the error's google.rpc.ErrorInfo, metadata `etag`) and changes nothing.
+    """
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """Set to give the key a new expiry (it may lie in the past, which expires
@@ -241,10 +253,11 @@ class UpdateKeyRequest(_message.Message):
         enabled: _builtins.bool | None = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         clear_expire_time: _builtins.bool = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "_name", b"_name", "enabled", b"enabled", "expire_time", b"expire_time", "name", b"name"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "_name", b"_name", "clear_expire_time", b"clear_expire_time", "enabled", b"enabled", "expire_time", b"expire_time", "key_id", b"key_id", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "_name", b"_name", "clear_expire_time", b"clear_expire_time", "enabled", b"enabled", "etag", b"etag", "expire_time", b"expire_time", "key_id", b"key_id", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__enabled: _TypeAlias = _typing.Literal["enabled"]  # noqa: Y015
     _WhichOneofArgType__enabled: _TypeAlias = _typing.Literal["_enabled", b"_enabled"]  # noqa: Y015
@@ -324,8 +337,20 @@ class SetPermissionsRequest(_message.Message):
 
     KEY_ID_FIELD_NUMBER: _builtins.int
     PERMISSIONS_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     key_id: _builtins.str
     """The key's database id, `^[a-zA-Z0-9_]+$`."""
+    etag: _builtins.str
+    """Optional: the etag of the key as the caller last read it. If the key
+    has changed since, the call fails with ABORTED (the current etag is in
+    the error's google.rpc.ErrorInfo, metadata `etag`) and changes nothing.
+    """
+    validate_only: _builtins.bool
+    """True: check the request (authorization and the catalog rules included)
+    and answer what the call would return, but write nothing: no revision, no
+    audit event. Permissions the call would create have no id yet.
+    """
     @_builtins.property
     def permissions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The complete new set of direct permissions: at most 1000 names, each
@@ -337,10 +362,12 @@ class SetPermissionsRequest(_message.Message):
         *,
         key_id: _builtins.str = ...,
         permissions: _abc.Iterable[_builtins.str] | None = ...,
+        etag: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "permissions", b"permissions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "key_id", b"key_id", "permissions", b"permissions", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -353,7 +380,10 @@ class SetPermissionsResponse(_message.Message):
     PERMISSIONS_FIELD_NUMBER: _builtins.int
     CREATED_PERMISSIONS_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     revision: _builtins.int
+    etag: _builtins.str
+    """The key's etag after the call."""
     @_builtins.property
     def permissions(self) -> _containers.RepeatedCompositeFieldContainer[_permissions_pb2.Permission]:
         """Every direct permission the key has now, ordered by name. Permissions
@@ -370,10 +400,11 @@ class SetPermissionsResponse(_message.Message):
         permissions: _abc.Iterable[_permissions_pb2.Permission] | None = ...,
         created_permissions: _abc.Iterable[_permissions_pb2.Permission] | None = ...,
         revision: _builtins.int = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_permissions", b"created_permissions", "permissions", b"permissions", "revision", b"revision"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_permissions", b"created_permissions", "etag", b"etag", "permissions", b"permissions", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -385,7 +416,13 @@ class SetRolesRequest(_message.Message):
 
     KEY_ID_FIELD_NUMBER: _builtins.int
     ROLES_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     key_id: _builtins.str
+    etag: _builtins.str
+    """Optional: the etag of the key as the caller last read it. If the key
+    has changed since, the call fails with ABORTED (the current etag is in
+    the error's google.rpc.ErrorInfo, metadata `etag`) and changes nothing.
+    """
     @_builtins.property
     def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Role names within the key's API; duplicates count once."""
@@ -395,10 +432,11 @@ class SetRolesRequest(_message.Message):
         *,
         key_id: _builtins.str = ...,
         roles: _abc.Iterable[_builtins.str] | None = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "roles", b"roles"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "key_id", b"key_id", "roles", b"roles"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -410,7 +448,10 @@ class SetRolesResponse(_message.Message):
 
     ROLES_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     revision: _builtins.int
+    etag: _builtins.str
+    """The key's etag after the call."""
     @_builtins.property
     def roles(self) -> _containers.RepeatedCompositeFieldContainer[_roles_pb2.Role]:
         """The key's roles now, ordered by name."""
@@ -420,10 +461,11 @@ class SetRolesResponse(_message.Message):
         *,
         roles: _abc.Iterable[_roles_pb2.Role] | None = ...,
         revision: _builtins.int = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["revision", b"revision", "roles", b"roles"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "revision", b"revision", "roles", b"roles"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from keyscope.v1 import permissions_pb2 as keyscope_dot_v1_dot_permissions__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17keyscope/v1/roles.proto\x12\x0bkeyscope.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dkeyscope/v1/permissions.proto\"\xd5\x01\n\x04Role\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x61pi_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12,\n\x0bpermissions\x18\x05 \x03(\x0b\x32\x17.keyscope.v1.Permission\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"[\n\x11\x43reateRoleRequest\x12\x0e\n\x06\x61pi_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x13\n\x0bpermissions\x18\x04 \x03(\t\"}\n\x12\x43reateRoleResponse\x12\x1f\n\x04role\x18\x01 \x01(\x0b\x32\x11.keyscope.v1.Role\x12\x34\n\x13\x63reated_permissions\x18\x02 \x03(\x0b\x32\x17.keyscope.v1.Permission\x12\x10\n\x08revision\x18\x03 \x01(\x03\"7\n\x0eGetRoleRequest\x12\x0f\n\x07role_id\x18\x01 \x01(\t\x12\x14\n\x0cmin_revision\x18\x02 \x01(\x03\"2\n\x0fGetRoleResponse\x12\x1f\n\x04role\x18\x01 \x01(\x0b\x32\x11.keyscope.v1.Role\"A\n\x19SetRolePermissionsRequest\x12\x0f\n\x07role_id\x18\x01 \x01(\t\x12\x13\n\x0bpermissions\x18\x02 \x03(\t\"\x85\x01\n\x1aSetRolePermissionsResponse\x12\x1f\n\x04role\x18\x01 \x01(\x0b\x32\x11.keyscope.v1.Role\x12\x34\n\x13\x63reated_permissions\x18\x02 \x03(\x0b\x32\x17.keyscope.v1.Permission\x12\x10\n\x08revision\x18\x03 \x01(\x03\x32\x89\x02\n\x0bRoleService\x12M\n\nCreateRole\x12\x1e.keyscope.v1.CreateRoleRequest\x1a\x1f.keyscope.v1.CreateRoleResponse\x12\x44\n\x07GetRole\x12\x1b.keyscope.v1.GetRoleRequest\x1a\x1c.keyscope.v1.GetRoleResponse\x12\x65\n\x12SetRolePermissions\x12&.keyscope.v1.SetRolePermissionsRequest\x1a\'.keyscope.v1.SetRolePermissionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17keyscope/v1/roles.proto\x12\x0bkeyscope.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dkeyscope/v1/permissions.proto\"\xe3\x01\n\x04Role\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x61pi_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12,\n\x0bpermissions\x18\x05 \x03(\x0b\x32\x17.keyscope.v1.Permission\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x08 \x01(\t\"[\n\x11\x43reateRoleRequest\x12\x0e\n\x06\x61pi_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x13\n\x0bpermissions\x18\x04 \x03(\t\"}\n\x12\x43reateRoleResponse\x12\x1f\n\x04role\x18\x01 \x01(\x0b\x32\x11.keyscope.v1.Role\x12\x34\n\x13\x63reated_permissions\x18\x02 \x03(\x0b\x32\x17.keyscope.v1.Permission\x12\x10\n\x08revision\x18\x03 \x01(\x03\"7\n\x0eGetRoleRequest\x12\x0f\n\x07role_id\x18\x01 \x01(\t\x12\x14\n\x0cmin_revision\x18\x02 \x01(\x03\"2\n\x0fGetRoleResponse\x12\x1f\n\x04role\x18\x01 \x01(\x0b\x32\x11.keyscope.v1.Role\"O\n\x19SetRolePermissionsRequest\x12\x0f\n\x07role_id\x18\x01 \x01(\t\x12\x13\n\x0bpermissions\x18\x02 \x03(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"\x85\x01\n\x1aSetRolePermissionsResponse\x12\x1f\n\x04role\x18\x01 \x01(\x0b\x32\x11.keyscope.v1.Role\x12\x34\n\x13\x63reated_permissions\x18\x02 \x03(\x0b\x32\x17.keyscope.v1.Permission\x12\x10\n\x08revision\x18\x03 \x01(\x03\x32\x89\x02\n\x0bRoleService\x12M\n\nCreateRole\x12\x1e.keyscope.v1.CreateRoleRequest\x1a\x1f.keyscope.v1.CreateRoleResponse\x12\x44\n\x07GetRole\x12\x1b.keyscope.v1.GetRoleRequest\x1a\x1c.keyscope.v1.GetRoleResponse\x12\x65\n\x12SetRolePermissions\x12&.keyscope.v1.SetRolePermissionsRequest\x1a\'.keyscope.v1.SetRolePermissionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,19 +34,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'keyscope.v1.roles_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ROLE']._serialized_start=105
-  _globals['_ROLE']._serialized_end=318
-  _globals['_CREATEROLEREQUEST']._serialized_start=320
-  _globals['_CREATEROLEREQUEST']._serialized_end=411
-  _globals['_CREATEROLERESPONSE']._serialized_start=413
-  _globals['_CREATEROLERESPONSE']._serialized_end=538
-  _globals['_GETROLEREQUEST']._serialized_start=540
-  _globals['_GETROLEREQUEST']._serialized_end=595
-  _globals['_GETROLERESPONSE']._serialized_start=597
-  _globals['_GETROLERESPONSE']._serialized_end=647
-  _globals['_SETROLEPERMISSIONSREQUEST']._serialized_start=649
-  _globals['_SETROLEPERMISSIONSREQUEST']._serialized_end=714
-  _globals['_SETROLEPERMISSIONSRESPONSE']._serialized_start=717
-  _globals['_SETROLEPERMISSIONSRESPONSE']._serialized_end=850
-  _globals['_ROLESERVICE']._serialized_start=853
-  _globals['_ROLESERVICE']._serialized_end=1118
+  _globals['_ROLE']._serialized_end=332
+  _globals['_CREATEROLEREQUEST']._serialized_start=334
+  _globals['_CREATEROLEREQUEST']._serialized_end=425
+  _globals['_CREATEROLERESPONSE']._serialized_start=427
+  _globals['_CREATEROLERESPONSE']._serialized_end=552
+  _globals['_GETROLEREQUEST']._serialized_start=554
+  _globals['_GETROLEREQUEST']._serialized_end=609
+  _globals['_GETROLERESPONSE']._serialized_start=611
+  _globals['_GETROLERESPONSE']._serialized_end=661
+  _globals['_SETROLEPERMISSIONSREQUEST']._serialized_start=663
+  _globals['_SETROLEPERMISSIONSREQUEST']._serialized_end=742
+  _globals['_SETROLEPERMISSIONSRESPONSE']._serialized_start=745
+  _globals['_SETROLEPERMISSIONSRESPONSE']._serialized_end=878
+  _globals['_ROLESERVICE']._serialized_start=881
+  _globals['_ROLESERVICE']._serialized_end=1146
 # @@protoc_insertion_point(module_scope)

@@ -31,12 +31,15 @@ class Role(_message.Message):
     PERMISSIONS_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """`role_...`"""
     api_id: _builtins.str
     name: _builtins.str
     """Unique within the API: `^[a-zA-Z0-9_:\\-\\.]+$`, 1 to 64 characters."""
     description: _builtins.str
+    etag: _builtins.str
+    """Changes with every change to the role: its permissions."""
     @_builtins.property
     def permissions(self) -> _containers.RepeatedCompositeFieldContainer[_permissions_pb2.Permission]:
         """Ordered by name."""
@@ -55,10 +58,11 @@ class Role(_message.Message):
         permissions: _abc.Iterable[_permissions_pb2.Permission] | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_id", b"api_id", "create_time", b"create_time", "description", b"description", "id", b"id", "name", b"name", "permissions", b"permissions", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_id", b"api_id", "create_time", b"create_time", "description", b"description", "etag", b"etag", "id", b"id", "name", b"name", "permissions", b"permissions", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -177,7 +181,13 @@ class SetRolePermissionsRequest(_message.Message):
 
     ROLE_ID_FIELD_NUMBER: _builtins.int
     PERMISSIONS_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     role_id: _builtins.str
+    etag: _builtins.str
+    """Optional: the etag of the role as the caller last read it. If the role
+    has changed since, the call fails with ABORTED (the current etag is in
+    the error's google.rpc.ErrorInfo, metadata `etag`) and changes nothing.
+    """
     @_builtins.property
     def permissions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -185,10 +195,11 @@ class SetRolePermissionsRequest(_message.Message):
         *,
         role_id: _builtins.str = ...,
         permissions: _abc.Iterable[_builtins.str] | None = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["permissions", b"permissions", "role_id", b"role_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "permissions", b"permissions", "role_id", b"role_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
