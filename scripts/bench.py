@@ -26,7 +26,8 @@ Scenarios:
                    permissions of the last SetPermissions of that key acknowledged before it started (or of a later
                    one): writes are ordered by the revision they return. Answers that do not are counted as "stale".
   sqlite-raw       the store's ceiling: SetPermissions' transaction (delete the key's direct permissions, insert 5,
-                   touch the key, bump the revision) with plain sqlite3 in one loop on a copy of the seeded database,
+                   touch the key's etag, bump the revision, log the change and write its audit event) with plain
+                   sqlite3 in one loop on a copy of the seeded database,
                    with the server's PRAGMAs; no gRPC. Its CPU is that of the loop's process; its latency is of one
                    transaction at a time, not of 64 callers.
   memory           not in the default set, as it verifies every one of --keys keys: on a server of its own, after a
@@ -74,8 +75,15 @@ DEFAULT_SCENARIOS = tuple(name for name in SCENARIOS if name != "memory")
 # -- the store's ceiling ---------------------------------------------------------------------------------
 
 
+# The size of a key's state in an audit event, before and after, as SetPermissions writes it.
+AUDIT_STATE = json.dumps(
+    {"enabled": True, "expire_time": None, "name": "bench key", "permissions": ["documents.read"] * 5, "roles": []}
+)
+
+
 def measure_sqlite_raw(path: Path, workload: Workload, seconds: float, rng: random.Random) -> dict[str, Any]:
-    """SetPermissions' transaction, one at a time, in this process, for `seconds`."""
+    """SetPermissions' transaction, one at a time, in this process, for `seconds`: the key's direct permissions
+    replaced, the key marked changed (etag), the revision bumped, a change-log row and an audit event."""
     with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
         for pragma in ("journal_mode = WAL", "synchronous = FULL", "foreign_keys = ON", "busy_timeout = 5000"):
             db.execute(f"PRAGMA {pragma}")
@@ -90,8 +98,16 @@ def measure_sqlite_raw(path: Path, workload: Workload, seconds: float, rng: rand
                 "INSERT INTO key_permissions (key_id, permission_id) VALUES (?, ?)",
                 ((key_id, pid) for pid in rng.sample(workload.permission_ids, NAMES_PER_WRITE)),
             )
-            db.execute("UPDATE keys SET updated_at = ? WHERE id = ?", (int(time.time() * 1000), key_id))
-            db.execute("UPDATE meta SET revision = revision + 1 RETURNING revision").fetchall()
+            now = int(time.time() * 1000)
+            revision = db.execute("UPDATE meta SET revision = revision + 1 RETURNING revision").fetchall()[0][0]
+            db.execute("UPDATE keys SET updated_at = ?, etag_revision = ? WHERE id = ?", (now, revision, key_id))
+            db.execute("INSERT INTO changes (revision, kind, id) VALUES (?, 'key', ?)", (revision, key_id))
+            db.execute(
+                "INSERT INTO audit_events (revision, time, actor, action, resource_type, resource_id, api_id,"
+                " before_state, after_state, created_permissions, request_id)"
+                " VALUES (?, ?, 'root_bench', 'SetPermissions', 'key', ?, 'api', ?, ?, '[]', 'req_bench')",
+                (revision, now, key_id, AUDIT_STATE, AUDIT_STATE),
+            )
             db.execute("COMMIT")
             latencies.append(time.perf_counter() - start)
         return summarize(latencies, time.perf_counter() - started, time.process_time() - cpu_start)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import logging
 import os
 import signal
@@ -14,6 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from server.addresses import is_loopback
 from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
 from server.errors import DomainError
 from server.factory import ServerConfig, TlsConfig, start_server
@@ -22,7 +22,7 @@ from server.store import SqliteStore
 from server.store.verify_cache import CacheLimits
 from server.workers import supervise
 
-__all__ = ["is_loopback", "main"]
+__all__ = ["main"]
 
 log = logging.getLogger("keyscope")
 
@@ -166,23 +166,6 @@ def _parser() -> argparse.ArgumentParser:
     delete = commands.add_parser("delete-root-key", parents=[common], help="delete a root key for good")
     delete.add_argument("root_key_id")
     return parser
-
-
-def is_loopback(host: str) -> bool:
-    """Whether only this machine can reach a server listening on `host`: 127.0.0.0/8, ::1 or the name localhost.
-
-    0.0.0.0 and :: listen on every interface, and any other name may resolve to anything.
-    """
-    host = host.strip("[]")  # [::1], as gRPC addresses spell IPv6
-    if host.lower() == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped.is_loopback
-    return address.is_loopback
 
 
 def _read_file(parser: argparse.ArgumentParser, flag: str, path: str) -> bytes:

@@ -399,6 +399,82 @@ async def test_wildcards_verify_key(
     assert (await call(caller, "VerifyKey", world)).code == code
 
 
+# -- the matrix: every RPC x the permission it needs, held rightly and wrongly --------------------------
+
+# The one root-key permission each RPC needs for the world's requests (all names are in the catalog).
+REQUIRED: dict[str, str] = {
+    "CreateApi": "api.*.create_api",
+    "GetApi": "api.{a}.read_api",
+    "UpdateScopes": "api.{a}.update_api",
+    "CreateKey": "api.{a}.create_key",
+    "GetKey": "api.{a}.read_key",
+    "UpdateKey": "api.{a}.update_key",
+    "DeleteKey": "api.{a}.delete_key",
+    "SetPermissions": "api.{a}.update_key",
+    "SetRoles": "api.{a}.update_key",
+    "VerifyKey": "api.{a}.verify_key",
+    "CreateRole": "rbac.{a}.create_role",
+    "GetRole": "rbac.{a}.read_role",
+    "SetRolePermissions": "rbac.{a}.update_role",
+    "ListAuditEvents": "audit.{a}.read_events",
+}
+# What each way of holding it wrongly becomes: the required permission made into another.
+WRONG_HOLDINGS: dict[str, Callable[[str], list[str]]] = {
+    "none": lambda required: [],
+    "for-another-api": lambda required: [required.replace("{a}", "{b}")],
+    "wildcard-in-the-wrong-segment": lambda required: [".".join([required.split(".")[0], required.split(".")[2], "*"])],
+    "another-verb": lambda required: [required.rsplit(".", 1)[0] + ".other_verb"],
+}
+
+
+def _refused(rpc: str) -> grpc.StatusCode | keys_pb2.VerifyKeyResponse.Code.ValueType:
+    """How an RPC refuses a caller that may not do it: calls on no existing resource say PERMISSION_DENIED;
+    on a resource the caller cannot see, NOT_FOUND (VerifyKey: the answer's code)."""
+    if rpc == "VerifyKey":
+        return Code.NOT_FOUND
+    return PERMISSION_DENIED if rpc in ("CreateApi", "ListAuditEvents") else NOT_FOUND
+
+
+async def _answer(
+    caller: Caller, rpc: str, world: World
+) -> grpc.StatusCode | keys_pb2.VerifyKeyResponse.Code.ValueType:
+    if rpc == "VerifyKey":
+        return (await call(caller, rpc, world)).code
+    return await outcome(caller, rpc, world)
+
+
+@pytest.mark.parametrize("rpc", list(RPCS))
+async def test_ok_matrix_the_required_permission_alone_is_enough(
+    world: World, make_caller: MakeCaller, rpc: str
+) -> None:
+    caller = await make_caller([REQUIRED[rpc].format(a=world.a)])
+    assert await _answer(caller, rpc, world) == (Code.VALID if rpc == "VerifyKey" else OK)
+
+
+# (CreateApi's permission names no API, so it has no "for another API" case.)
+WRONGLY_HELD = [
+    (rpc, holding)
+    for rpc in RPCS
+    for holding in WRONG_HOLDINGS
+    if not (holding == "for-another-api" and "{a}" not in REQUIRED[rpc])
+]
+
+
+@pytest.mark.parametrize(("rpc", "holding"), WRONGLY_HELD, ids=[f"{rpc}-{holding}" for rpc, holding in WRONGLY_HELD])
+async def test_not_found_or_denied_matrix_the_required_permission_held_wrongly(
+    world: World, make_caller: MakeCaller, db_path: Path, rpc: str, holding: str
+) -> None:
+    held = [p.format(a=world.a, b=world.b) for p in WRONG_HOLDINGS[holding](REQUIRED[rpc])]
+    caller = await make_caller(held)
+    before = snapshot(db_path)
+    assert await _answer(caller, rpc, world) == _refused(rpc)
+    assert snapshot(db_path) == before
+
+
+async def test_the_matrix_covers_every_rpc() -> None:
+    assert set(REQUIRED) == set(RPCS)
+
+
 # -- another API's permissions: not found -----------------------------------------------------------
 
 

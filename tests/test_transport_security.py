@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives import serialization
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from keyscope.v1 import apis_pb2, apis_pb2_grpc, keys_pb2, permissions_pb2
-from server.cli import EXAMPLE_ROOT_KEY, is_loopback
+from server.addresses import is_loopback
+from server.cli import EXAMPLE_ROOT_KEY
 from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
 from server.factory import RunningServer, ServerConfig, TlsConfig, start_server
 from server.store import SqliteStore

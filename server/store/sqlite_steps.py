@@ -128,11 +128,7 @@ def bump_revision(db: sqlite3.Connection, *changed: tuple[str, str]) -> int:
     assert row is not None
     revision = int(row[0])
     if changed:
-        fetch_all(
-            db,
-            "INSERT INTO changes (revision, kind, id) SELECT ?, j.value ->> 0, j.value ->> 1 FROM json_each(?) AS j",
-            (revision, as_json([list(c) for c in changed])),
-        )
+        db.executemany("INSERT INTO changes (revision, kind, id) VALUES (?, ?, ?)", [(revision, *c) for c in changed])
         if revision % 1000 == 0:  # prune now and then; what is kept only grows by 1000 revisions
             fetch_all(db, "DELETE FROM changes WHERE revision <= ?", (revision - CHANGES_KEPT,))
     return revision
