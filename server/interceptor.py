@@ -8,7 +8,6 @@ errors; they become statuses here, through `server.status`, and nowhere else.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import re
 import secrets
@@ -18,6 +17,7 @@ from typing import Any
 
 import grpc
 
+from server.access import Principal
 from server.credentials import hash_secret
 from server.errors import DomainError, ServerStopping, Unauthenticated
 from server.request_context import principal_var, request_id_var
@@ -99,7 +99,7 @@ class KeyscopeInterceptor(grpc.aio.ServerInterceptor):
                 await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
                 if authenticate:
                     principal = await store.authenticate(_root_key_hash(metadata), int(time.time() * 1000))
-                    principal_var.set(dataclasses.replace(principal, request_id=request_id))
+                    principal_var.set(Principal(principal.root_key_id, principal.permissions, request_id))
                     caller = principal.root_key_id
                 return await inner(request, context)
             except grpc.aio.AbortError:

@@ -212,7 +212,7 @@ def update_scopes(
 ) -> ScopesUpdate:
     now = now_ms()
     before_etag = authorize_api(db, principal, access.UPDATE_API, api_id, etag)
-    before_revision = current_revision(db)
+    before_revision = current_revision(db) if dry_run else 0
     current = {
         r[1]: (r[0], r[2])
         for r in fetch_all(db, "SELECT id, name, description FROM permissions WHERE api_id = ?", (api_id,))

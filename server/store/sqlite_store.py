@@ -157,8 +157,8 @@ class SqliteStore:
         Writes are refused with that fault until a later probe finds it gone, so a server recovers on its own
         once the disk has room again or the file is back. Reads go on meanwhile.
         """
-        self._check_open()
         try:
+            self._check_open()
             with store_faults():
                 await self._writer.run(_probe, self.path, self._identity)
             self._fault = None
