@@ -165,14 +165,20 @@ def root_key_grant(db: sqlite3.Connection, secret_hash: bytes) -> RootKeyGrant |
 
 
 def changes_since(db: sqlite3.Connection, revision: int) -> tuple[int, bool, list[tuple[int, str, str]]]:
-    """The store's revision; whether the change log still holds every change after `revision`; those changes."""
-    current = current_revision(db)
+    """The store's revision; whether the change log still holds every change after `revision`; those changes.
+
+    One statement, hence one snapshot without a transaction around it: it runs on the event loop's thread
+    whenever another connection has committed.
+    """
     rows = fetch_all(
         db,
-        "SELECT revision, kind, id FROM changes WHERE revision > ? AND revision <= ? ORDER BY revision",
-        (revision, current),
+        "SELECT m.revision, c.revision, c.kind, c.id FROM meta m"
+        " LEFT JOIN changes c ON c.revision > ? AND c.revision <= m.revision ORDER BY c.revision",
+        (revision,),
     )
-    return current, revision >= current - CHANGES_KEPT, [(r, kind, id_) for r, kind, id_ in rows]
+    current = int(rows[0][0])
+    changes = [(r, kind, id_) for _, r, kind, id_ in rows if r is not None]
+    return current, revision >= current - CHANGES_KEPT, changes
 
 
 def list_audit_events(db: sqlite3.Connection, principal: Principal, query: AuditQuery) -> AuditPage:

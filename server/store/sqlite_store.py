@@ -185,7 +185,7 @@ class SqliteStore:
             # kept only once the changes are applied, so a failed catch-up is tried again.
             version = self._monitor.execute("PRAGMA data_version").fetchone()[0]
             if version != self._data_version or min_revision > self.cache.seen:
-                self.cache.apply(*_read_transaction(self._monitor, operations.changes_since, (self.cache.seen,)))
+                self.cache.apply(*operations.changes_since(self._monitor, self.cache.seen))
                 self._data_version = version
         require_revision(self.cache.seen, min_revision)
 
