@@ -16,11 +16,10 @@ from tests import secret_watch
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def server_env() -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    for name in ("KEYSCOPE_DB", "KEYSCOPE_PORT", "KEYSCOPE_HOST", "KEYSCOPE_LOG_LEVEL", "KEYSCOPE_WORKERS"):
-        env.pop(name, None)
-    return env
+def server_env(**extra: str) -> dict[str, str]:
+    """This environment without any KEYSCOPE_ setting of the developer's, plus `extra`."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("KEYSCOPE_")}
+    return {**env, "PYTHONPATH": str(ROOT), **extra}
 
 
 def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -42,25 +41,33 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_serve(cwd: Path, db: Path, port: int, *flags: str, log: Path | None = None) -> subprocess.Popen[str]:
-    """`python -m server serve`, its log captured, once its health check answers SERVING.
+def start_serve(
+    cwd: Path,
+    db: Path,
+    port: int,
+    *flags: str,
+    log: Path | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[str]:
+    """`python -m server serve`, its log captured, once its health check answers SERVING (over TLS with
+    `credentials`).
 
     With `log`, stdout and stderr are appended to that file instead of piped: a pipe nobody reads
     fills up under load (a log line per call) and stalls the server.
     """
     command = [sys.executable, "-m", "server", "serve", "--db", str(db), "--port", str(port), *flags]
+    env = env or server_env()
     if log is None:
-        process = subprocess.Popen(
-            command, cwd=cwd, env=server_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     else:
         secret_watch.watch_output_file(log)  # searched for secrets once the test is over
         with log.open("a") as output:  # the child keeps a descriptor of its own
-            process = subprocess.Popen(
-                command, cwd=cwd, env=server_env(), stdout=output, stderr=subprocess.STDOUT, text=True
-            )
+            process = subprocess.Popen(command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT, text=True)
+    target = f"127.0.0.1:{port}"
+    channel = grpc.insecure_channel(target) if credentials is None else grpc.secure_channel(target, credentials)
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with channel:
             grpc.channel_ready_future(channel).result(timeout=30)
             answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
             assert answer.status == health_pb2.HealthCheckResponse.SERVING

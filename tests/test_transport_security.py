@@ -23,11 +23,10 @@ from server.factory import RunningServer, ServerConfig, TlsConfig, start_server
 from server.store import SqliteStore
 from tests.certs import Certificates, Identity, make_certificates
 from tests.client import Caller
-from tests.processes import create_root_key, free_port, server_env, stop
+from tests.processes import create_root_key, free_port, server_env, start_serve, stop
 from tests.rpc_errors import rejected
 
 Serving = health_pb2.HealthCheckResponse
-TLS_ENV = ("KEYSCOPE_TLS_CERT", "KEYSCOPE_TLS_KEY", "KEYSCOPE_TLS_CLIENT_CA")
 LIMIT = 1024  # max_message_bytes of the server in the message size tests
 
 
@@ -269,44 +268,6 @@ def test_ok_default_listen_address_is_loopback() -> None:
 # -- python -m server serve ---------------------------------------------------------------------------
 
 
-def cli_env(**extra: str) -> dict[str, str]:
-    env = server_env()
-    for name in TLS_ENV:
-        env.pop(name, None)
-    return {**env, **extra}
-
-
-def start_serve(
-    cwd: Path,
-    db: Path,
-    port: int,
-    *flags: str,
-    credentials: grpc.ChannelCredentials | None = None,
-    env: dict[str, str] | None = None,
-) -> subprocess.Popen[str]:
-    """`python -m server serve`, its log captured, once its health check answers SERVING over `credentials`
-    (plaintext without them). tests/processes.py's start_serve, but able to wait over TLS."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "server", "serve", "--db", str(db), "--port", str(port), *flags],
-        cwd=cwd,
-        env=env or cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    target = f"127.0.0.1:{port}"
-    try:
-        with grpc.insecure_channel(target) if credentials is None else grpc.secure_channel(target, credentials) as ch:
-            grpc.channel_ready_future(ch).result(timeout=30)
-            answer = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=10)
-            assert answer.status == Serving.SERVING
-    except BaseException:
-        process.kill()
-        process.communicate()
-        raise
-    return process
-
-
 def log_lines(output: str, level: str) -> list[str]:
     return [line for line in output.splitlines() if f" {level} " in line]
 
@@ -341,7 +302,7 @@ def test_ok_serve_tls_flags_answer_over_tls_only(tmp_path: Path, certs: Certific
 def test_ok_serve_mutual_tls_from_environment(tmp_path: Path, certs: Certificates) -> None:
     db = tmp_path / "keyscope.db"
     port = free_port()
-    env = cli_env(
+    env = server_env(
         KEYSCOPE_TLS_CERT=str(certs.server.cert),
         KEYSCOPE_TLS_KEY=str(certs.server.key),
         KEYSCOPE_TLS_CLIENT_CA=str(certs.ca),
@@ -436,7 +397,7 @@ def test_invalid_argument_serve_bad_tls_flags(
 ) -> None:
     db = tmp_path / "keyscope.db"
     command = [sys.executable, "-m", "server", "serve", "--db", str(db), "--port", "0", *map(str, flags(certs))]
-    result = subprocess.run(command, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=30)
+    result = subprocess.run(command, cwd=tmp_path, env=server_env(), capture_output=True, text=True, timeout=30)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("usage: ")
     [error] = [line for line in result.stderr.splitlines() if ": error: " in line]
@@ -450,7 +411,7 @@ def test_invalid_argument_serve_tls_client_ca_from_environment_alone(tmp_path: P
     result = subprocess.run(
         [sys.executable, "-m", "server", "serve", "--db", str(db), "--port", "0"],
         cwd=tmp_path,
-        env=cli_env(KEYSCOPE_TLS_CLIENT_CA=str(certs.ca)),
+        env=server_env(KEYSCOPE_TLS_CLIENT_CA=str(certs.ca)),
         capture_output=True,
         text=True,
         timeout=30,

@@ -23,7 +23,6 @@ from server.store.sqlite_steps import as_json, bump_revision, fetch_all, fetch_o
 
 __all__ = [
     "Change",
-    "DryRun",
     "api_state",
     "key_state",
     "list_events",
@@ -35,14 +34,6 @@ __all__ = [
 State = dict[str, Any]
 
 _TABLES = {"api": "apis", "key": "keys", "role": "roles"}
-
-
-class DryRun(Exception):
-    """Raised by an operation asked to only validate: its savepoint is rolled back and `result` answered."""
-
-    def __init__(self, result: Any) -> None:
-        super().__init__("validate_only")
-        self.result = result
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-from server.store.sqlite_audit import DryRun
-from server.store.sqlite_steps import rollback
+from server.store.sqlite_steps import DryRun, rollback
 from server.store.sqlite_thread import SqliteThread
 
 __all__ = ["WriteBatcher"]

@@ -38,7 +38,6 @@ from server.store.models import (
 )
 from server.store.sqlite_audit import (
     Change,
-    DryRun,
     api_state,
     key_state,
     list_events,
@@ -48,6 +47,7 @@ from server.store.sqlite_audit import (
 )
 from server.store.sqlite_steps import (
     CHANGES_KEPT,
+    DryRun,
     as_json,
     authorize_api,
     authorize_key,

@@ -23,6 +23,7 @@ from server.store.sqlite_schema import LATEST_VERSION, MIGRATIONS
 
 __all__ = [
     "CHANGES_KEPT",
+    "DryRun",
     "as_json",
     "authorize_api",
     "authorize_key",
@@ -118,6 +119,15 @@ def migrate(db: sqlite3.Connection) -> None:
 # -- steps shared by the operations ---------------------------------------------------
 
 
+class DryRun(Exception):
+    """Raised by an operation asked only to validate (validate_only), with the answer it would give: the batch
+    rolls back the operation's savepoint and answers `result` (server.store.sqlite_batches)."""
+
+    def __init__(self, result: Any) -> None:
+        super().__init__("validate_only")
+        self.result = result
+
+
 CHANGES_KEPT = 100_000  # revisions of the change log kept; a cache further behind starts afresh
 
 
@@ -211,6 +221,20 @@ def insert_permissions(
     return created
 
 
+def _named(
+    db: sqlite3.Connection, table: str, columns: str, api_id: str, names: Sequence[str]
+) -> tuple[dict[str, Row], list[str]]:
+    """An API's permissions or roles by name (`columns`, the second being the name), and the names it does not
+    have (once each, in order)."""
+    rows = fetch_all(
+        db,
+        f"SELECT {columns} FROM {table} WHERE api_id = ? AND name IN (SELECT value FROM json_each(?))",
+        (api_id, as_json(names)),
+    )
+    found = {row[1]: row for row in rows}
+    return found, [name for name in dict.fromkeys(names) if name not in found]
+
+
 def resolve_permissions(
     db: sqlite3.Connection, principal: Principal, api_id: str, names: Sequence[str], now: int
 ) -> tuple[list[PermissionEntry], tuple[PermissionEntry, ...]]:
@@ -218,13 +242,8 @@ def resolve_permissions(
     it created."""
     if not names:
         return [], ()
-    rows = fetch_all(
-        db,
-        "SELECT id, name, description FROM permissions WHERE api_id = ? AND name IN (SELECT value FROM json_each(?))",
-        (api_id, as_json(names)),
-    )
-    found = {row[1]: PermissionEntry(*row) for row in rows}
-    unknown = [name for name in dict.fromkeys(names) if name not in found]
+    rows, unknown = _named(db, "permissions", "id, name, description", api_id, names)
+    found = {name: PermissionEntry(*row) for name, row in rows.items()}
     created: list[PermissionEntry] = []
     if unknown:
         required = access.CREATE_PERMISSION.permission(api_id)
@@ -244,16 +263,10 @@ def resolve_permissions(
 def resolve_roles(db: sqlite3.Connection, api_id: str, names: Sequence[str]) -> list[str]:
     if not names:
         return []
-    rows = fetch_all(
-        db,
-        "SELECT id, name FROM roles WHERE api_id = ? AND name IN (SELECT value FROM json_each(?))",
-        (api_id, as_json(names)),
-    )
-    found = {name: id_ for id_, name in rows}
-    unknown = [name for name in dict.fromkeys(names) if name not in found]
+    rows, unknown = _named(db, "roles", "id, name", api_id, names)
     if unknown:
         raise NotFound("role", unknown)
-    return list(dict.fromkeys(found[name] for name in names))
+    return [rows[name][0] for name in dict.fromkeys(names)]
 
 
 def link(
