@@ -124,7 +124,16 @@ def with_ratios(result: dict[str, Any], before: dict[str, Any], after: dict[str,
 
 def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians over the rounds; a reused key in any round, stale answers summed, and the largest RSS."""
-    digits = {"rps": 1, "p50_ms": 3, "p95_ms": 3, "p99_ms": 3, "cpu_us_per_req": 1, "ratio_rps": 3, "ratio_p99": 3}
+    digits = {
+        "rps": 1,
+        "p50_ms": 3,
+        "p95_ms": 3,
+        "p99_ms": 3,
+        "cpu_us_per_req": 1,
+        "client_cpu_us_per_req": 1,
+        "ratio_rps": 3,
+        "ratio_p99": 3,
+    }
     combined: dict[str, Any] = {
         name: round(statistics.median(r[name] for r in rounds), places)
         for name, places in digits.items()
@@ -259,11 +268,12 @@ def render_machine(m: dict[str, Any]) -> str:
 
 def render(report: dict[str, Any]) -> str:
     header = (
-        f"{'scenario':<16}{'rps':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'cpu µs/req':>12}{'×rps':>8}{'×p99':>8}"
-        f"{'rss MB':>9}"
+        f"{'scenario':<16}{'rps':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'cpu µs/req':>12}{'client µs':>11}"
+        f"{'×rps':>8}{'×p99':>8}{'rss MB':>9}"
     )
     lines = [header, "-" * len(header)]
     for name, s in report["scenarios"].items():
+        client = f"{s['client_cpu_us_per_req']:>11.1f}" if "client_cpu_us_per_req" in s else f"{'':>11}"
         ratios = f"{s['ratio_rps']:>8.3f}{s['ratio_p99']:>8.3f}" if "ratio_rps" in s else f"{'':>16}"
         rss_mb = s.get("rss_mb", s.get("rss_mb_after"))  # the memory pass: RSS after it
         rss = f"{rss_mb:>9.1f}" if rss_mb is not None else f"{'':>9}"
@@ -271,7 +281,7 @@ def render(report: dict[str, Any]) -> str:
         notes = "".join(f"  {key}={s[key]}" for key in noted if key in s)
         lines.append(
             f"{name:<16}{s['rps']:>10.1f}{s['p50_ms']:>9.2f}{s['p95_ms']:>9.2f}{s['p99_ms']:>9.2f}"
-            f"{s['cpu_us_per_req']:>12.1f}{ratios}{rss}{notes}".rstrip()
+            f"{s['cpu_us_per_req']:>12.1f}{client}{ratios}{rss}{notes}".rstrip()
         )
     lines.append(render_machine(report["machine"]))
     return "\n".join(lines)

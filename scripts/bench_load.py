@@ -91,13 +91,19 @@ class LoadGenerator:
     timeout: float | None = None  # of each call; None: wait as long as it takes
     errors: Counter[str] = field(default_factory=Counter)  # by status code; counted only in a soak
     first_errors: list[str] = field(default_factory=list)  # the first few distinct ones
+    stubs: list[tuple[health_pb2_grpc.HealthStub, keys_pb2_grpc.KeyServiceStub]] = field(init=False)
+    metadata: grpc.aio.Metadata = field(init=False)
 
-    def _channel(self) -> grpc.aio.Channel:
-        return self.rng.choice(self.channels)
+    def __post_init__(self) -> None:
+        # Made once, as a client keeps its stubs and credentials rather than building them for every call.
+        self.stubs = [(health_pb2_grpc.HealthStub(c), keys_pb2_grpc.KeyServiceStub(c)) for c in self.channels]
+        self.metadata = grpc.aio.Metadata(("authorization", f"Bearer {self.workload.root_secret}"))
 
-    @property
-    def metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("authorization", f"Bearer {self.workload.root_secret}"),)
+    def _health(self) -> health_pb2_grpc.HealthStub:
+        return self.rng.choice(self.stubs)[0]
+
+    def _keys(self) -> keys_pb2_grpc.KeyServiceStub:
+        return self.rng.choice(self.stubs)[1]
 
     async def measure(self, scenario: str, seconds: float) -> dict[str, Any]:
         if scenario == "memory":
@@ -114,7 +120,7 @@ class LoadGenerator:
 
     def _operations(self) -> dict[str, Callable[[], Awaitable[Any]]]:
         return {
-            "health": lambda: health_pb2_grpc.HealthStub(self._channel()).Check(health_pb2.HealthCheckRequest()),
+            "health": lambda: self._health().Check(health_pb2.HealthCheckRequest()),
             "verify-warm": lambda: self._verify(self._warm_key()),
             "verify-cold": lambda: self._verify(self._fresh_key()),
             "set-permissions": lambda: self._set_permissions(
@@ -146,6 +152,7 @@ class LoadGenerator:
     async def _drive(self, operation: Callable[[], Awaitable[Any]], seconds: float) -> dict[str, Any]:
         latencies: list[float] = []
         cpu_start, started = tree_cpu_seconds(self.server_pid), time.perf_counter()
+        client_cpu_start = time.process_time()
         deadline = started + seconds
 
         async def caller() -> None:
@@ -155,7 +162,8 @@ class LoadGenerator:
 
         await asyncio.gather(*(caller() for _ in range(self.concurrency)))
         elapsed, cpu = time.perf_counter() - started, tree_cpu_seconds(self.server_pid) - cpu_start
-        return summarize(latencies, elapsed, cpu)
+        client_cpu = time.process_time() - client_cpu_start
+        return {**summarize(latencies, elapsed, cpu), "client_cpu_us_per_req": client_cpu / len(latencies) * 1e6}
 
     async def _memory(self, warmup_seconds: float) -> dict[str, Any]:
         """The server's RSS before and after every seeded key is verified once, the keys in order, after a round of
@@ -256,8 +264,7 @@ class LoadGenerator:
 
     async def _verify(self, index: int) -> keys_pb2.VerifyKeyResponse:
         request = keys_pb2.VerifyKeyRequest(key=self.workload.secrets[index], permissions=QUERY)
-        stub = keys_pb2_grpc.KeyServiceStub(self._channel())
-        response = await stub.VerifyKey(request, metadata=self.metadata, timeout=self.timeout)
+        response = await self._keys().VerifyKey(request, metadata=self.metadata, timeout=self.timeout)
         if response.code not in VERIFIED:
             code = keys_pb2.VerifyKeyResponse.Code.Name(response.code)
             raise UnexpectedAnswer(f"VerifyKey of {self.workload.key_ids[index]} answered {code}")
@@ -265,8 +272,7 @@ class LoadGenerator:
 
     async def _set_permissions(self, index: int, names: Iterable[str]) -> int:
         request = keys_pb2.SetPermissionsRequest(key_id=self.workload.key_ids[index], permissions=sorted(names))
-        stub = keys_pb2_grpc.KeyServiceStub(self._channel())
-        response = await stub.SetPermissions(request, metadata=self.metadata, timeout=self.timeout)
+        response = await self._keys().SetPermissions(request, metadata=self.metadata, timeout=self.timeout)
         return int(response.revision)
 
     async def _mixed(self) -> None:

@@ -10,9 +10,10 @@ it, so ids of other APIs' resources cannot be probed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from server.errors import NotFound, PermissionDenied
-from server.permission_match import is_granted
+from server.permission_match import PermissionSet, permission_set
 
 __all__ = ["Action", "Principal", "CREATE_API", "CLI"]
 
@@ -60,8 +61,12 @@ class Principal:
     permissions: tuple[str, ...]
     request_id: str = ""
 
+    @cached_property
+    def held(self) -> PermissionSet:
+        return permission_set(self.permissions)
+
     def allows(self, required: str) -> bool:
-        return is_granted(self.permissions, required)
+        return self.held.grants(required)
 
     def may(self, action: Action, api_id: str) -> bool:
         return self.allows(action.permission(api_id))

@@ -239,8 +239,7 @@ async def _serve(db: str, config: ServerConfig, grace: float, lame_duck: float, 
 
 
 async def _migrate(db: str) -> None:
-    store = await SqliteStore.open(db)
-    await store.close()
+    await SqliteStore.prepare(db)
 
 
 def _worker_command(options: argparse.Namespace) -> list[str]:

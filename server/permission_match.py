@@ -6,13 +6,21 @@ case-sensitively, and the two names must have as many segments. So
 `api.*.update_key` grants `api.api_1.update_key`, and `documents.*` grants
 `documents.read` but not `documents.read.own`. Root keys and VerifyKey use the
 same rule.
+
+`PermissionSet` applies the rule to what one key holds, compiled once: a
+required name is looked up among the exact names, then matched against one
+regular expression made of the key's patterns (`*` as `[^.]*`). Keys and root
+keys keep theirs for as long as they are cached, so a check on the hot path
+costs a set lookup and at most one match.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from functools import lru_cache
 
-__all__ = ["grants", "is_granted"]
+__all__ = ["PermissionSet", "grants", "is_granted", "permission_set"]
 
 WILDCARD = "*"
 
@@ -30,6 +38,35 @@ def grants(granted: str, required: str) -> bool:
     return all(h == WILDCARD or h == n for h, n in zip(have, need, strict=True))
 
 
-def is_granted(held: Iterable[str], required: str) -> bool:
+class PermissionSet:
+    """Permissions held together; `grants(required)` is `is_granted(held, required)`, without the scan."""
+
+    __slots__ = ("_exact", "_patterns")
+
+    def __init__(self, held: Iterable[str]) -> None:
+        self._exact = frozenset(held)
+        patterns = sorted(_pattern(granted) for granted in self._exact if WILDCARD in granted)
+        self._patterns = re.compile("|".join(patterns)) if patterns else None
+
+    def grants(self, required: str) -> bool:
+        if required in self._exact:
+            return True
+        return self._patterns is not None and self._patterns.fullmatch(required) is not None
+
+
+def _pattern(granted: str) -> str:
+    """`grants` as a regular expression: a `*` segment is any one segment, every other one itself."""
+    return r"\.".join("[^.]*" if segment == WILDCARD else re.escape(segment) for segment in granted.split("."))
+
+
+@lru_cache(maxsize=1024)
+def permission_set(held: tuple[str, ...]) -> PermissionSet:
+    """The compiled set of `held`, shared by every holder of the same tuple (root keys: one per request)."""
+    return PermissionSet(held)
+
+
+def is_granted(held: Iterable[str] | PermissionSet, required: str) -> bool:
     """True if any permission in `held` grants `required`."""
+    if isinstance(held, PermissionSet):
+        return held.grants(required)
     return any(grants(granted, required) for granted in held)

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
-from server.permission_match import is_granted
+from server.permission_match import PermissionSet
 
 __all__ = ["MAX_QUERY_LENGTH", "Query", "QuerySyntaxError", "parse_query"]
 
@@ -139,10 +139,11 @@ class Query:
     root: Node
     names: tuple[str, ...]
 
-    def missing(self, held: Iterable[str]) -> list[str]:
+    def missing(self, held: Iterable[str] | PermissionSet) -> list[str]:
         """The query's names that `held` does not grant, or [] if the query is satisfied."""
-        held = tuple(held)
-        granted = {name: is_granted(held, name) for name in self.names}
+        if not isinstance(held, PermissionSet):
+            held = PermissionSet(held)
+        granted = {name: held.grants(name) for name in self.names}
         if _satisfied(self.root, granted):
             return []
         return [name for name in self.names if not granted[name]]

@@ -11,7 +11,7 @@ from server.store.models import KeyVerification
 
 __all__ = ["verdict"]
 
-Code = keys_pb2.VerifyKeyResponse.Code
+Response = keys_pb2.VerifyKeyResponse
 
 
 def verdict(
@@ -19,20 +19,23 @@ def verdict(
 ) -> keys_pb2.VerifyKeyResponse:
     # A key of an API the caller may not verify is indistinguishable from no key.
     if key is None or not caller.may(access.VERIFY_KEY, key.api_id):
-        return keys_pb2.VerifyKeyResponse(valid=False, code=Code.NOT_FOUND)
-    response = keys_pb2.VerifyKeyResponse(
-        key_id=key.key_id, api_id=key.api_id, permissions=key.permissions, roles=key.roles
-    )
-    if key.expires_ms is not None:
-        response.expire_time.CopyFrom(timestamp(key.expires_ms))
+        return Response(valid=False, code=Response.NOT_FOUND)
+    missing: list[str] = []
     if not key.enabled:
-        response.code = Code.DISABLED
+        code = Response.DISABLED
     elif key.expires_ms is not None and key.expires_ms <= now_ms:
-        response.code = Code.EXPIRED
-    elif query is not None and (missing := query.missing(key.permissions)):
-        response.code = Code.INSUFFICIENT_PERMISSIONS
-        response.missing_permissions.extend(missing)
+        code = Response.EXPIRED
+    elif query is not None and (missing := query.missing(key.held)):
+        code = Response.INSUFFICIENT_PERMISSIONS
     else:
-        response.code = Code.VALID
-        response.valid = True
-    return response
+        code = Response.VALID
+    return Response(
+        valid=code == Response.VALID,
+        code=code,
+        key_id=key.key_id,
+        api_id=key.api_id,
+        permissions=key.permissions,
+        roles=key.roles,
+        missing_permissions=missing,
+        expire_time=None if key.expires_ms is None else timestamp(key.expires_ms),
+    )

@@ -35,6 +35,25 @@ def create_root_key(cwd: Path, db: Path, *permissions: str) -> str:
     return result.stdout.strip()
 
 
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue  # ended meanwhile
+            # The parent pid is the second field after the command name in parentheses.
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def descendants_of(pid: int) -> list[int]:
+    found = children_of(pid)
+    return found + [d for child in found for d in descendants_of(child)]
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

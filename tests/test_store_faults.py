@@ -27,6 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from keyscope.v1 import keys_pb2
 from server.factory import SERVICE_NAMES, RunningServer, ServerConfig, start_server
 from server.store import SqliteStore
+from server.store.sqlite_steps import fetch_all
 from server.store.sqlite_store import RESERVE_PAGES
 from tests.client import Caller
 from tests.rpc_errors import error_info, rejected
@@ -111,9 +112,10 @@ def file_bytes(*paths: Path) -> dict[str, str]:
 # -- a full disk -----------------------------------------------------------------------------------------
 
 
-def _pragma(name: str, value: int | None = None) -> Callable[..., int]:
+async def _pragma(store: SqliteStore, name: str, value: int | None = None) -> int:
+    """A PRAGMA on the store's own writer connection (max_page_count is a setting of each connection)."""
     statement = f"PRAGMA {name}" if value is None else f"PRAGMA {name} = {int(value)}"
-    return lambda db: int(db.execute(statement).fetchone()[0])
+    return int((await store._writer.run(fetch_all, statement))[0][0])
 
 
 async def test_resource_exhausted_when_disk_full_then_recovers(
@@ -128,11 +130,11 @@ async def test_resource_exhausted_when_disk_full_then_recovers(
     # Fault injection: a disk filling up is outside the server's control. SQLite's page limit on the server's
     # own writer connection (the one its probe reads too) stands in for it: a few writes still fit beyond the
     # reserve the server keeps, then none.
-    pages = await store._writer.run(_pragma("page_count"))
+    pages = await _pragma(store, "page_count")
     # No free pages inside the file, so the room left is what the limit leaves.
-    assert await store._writer.run(_pragma("freelist_count")) == 0
-    unlimited = await store._writer.run(_pragma("max_page_count"))
-    limit = await store._writer.run(_pragma("max_page_count", pages + RESERVE_PAGES + 8))
+    assert await _pragma(store, "freelist_count") == 0
+    unlimited = await _pragma(store, "max_page_count")
+    limit = await _pragma(store, "max_page_count", pages + RESERVE_PAGES + 8)
     assert limit == pages + RESERVE_PAGES + 8
     try:
         # Writes of a few pages each (20 new names of 100 characters), half of them keys created, half
@@ -184,7 +186,7 @@ async def test_resource_exhausted_when_disk_full_then_recovers(
         assert revision(db_path) == acknowledged_revision
     finally:
         # The disk has room again.
-        await store._writer.run(_pragma("max_page_count", unlimited))
+        await _pragma(store, "max_page_count", unlimited)
 
     await health_turns(channel, Serving.SERVING)
     assert logged(caplog, logging.INFO, "recovered")
@@ -208,11 +210,11 @@ async def test_resource_exhausted_when_write_outgrows_room_left(
     # itself fails it (SQLITE_FULL) halfway through, inside the server's batch transaction.
     api = await admin.make_api(["base.read"])
     key, secret = await admin.make_key(api.id, ["base.read"])
-    pages = await store._writer.run(_pragma("page_count"))
-    assert await store._writer.run(_pragma("freelist_count")) == 0
-    unlimited = await store._writer.run(_pragma("max_page_count"))
+    pages = await _pragma(store, "page_count")
+    assert await _pragma(store, "freelist_count") == 0
+    unlimited = await _pragma(store, "max_page_count")
     # Fault injection, as above: the disk filling up, outside the server's control.
-    await store._writer.run(_pragma("max_page_count", pages + RESERVE_PAGES + 4))
+    await _pragma(store, "max_page_count", pages + RESERVE_PAGES + 4)
     names = [f"big.{i}." + "x" * 200 for i in range(400)]  # some 80 KiB of new names, and their index
 
     def set_permissions() -> Awaitable[keys_pb2.SetPermissionsResponse]:
@@ -227,7 +229,7 @@ async def test_resource_exhausted_when_write_outgrows_room_left(
         assert any("full" in r.getMessage() and r.name.startswith("server.store") for r in caplog.records)
         await assert_has(admin, key.id, secret, ["base.read"])
     finally:
-        await store._writer.run(_pragma("max_page_count", unlimited))
+        await _pragma(store, "max_page_count", unlimited)
 
     response = await wait_for_success(set_permissions)
     assert sorted(p.name for p in response.permissions) == sorted(names)

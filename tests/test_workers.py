@@ -12,23 +12,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from keyscope.v1 import apis_pb2, apis_pb2_grpc, keys_pb2, keys_pb2_grpc
 from server.cli import EXAMPLE_ROOT_KEY
-from tests.processes import create_root_key, free_port, run, start_serve, stop
+from tests.processes import children_of, create_root_key, free_port, run, start_serve, stop
 
 Code = keys_pb2.VerifyKeyResponse.Code
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue  # ended meanwhile
-            # The parent pid is the second field after the command name in parentheses.
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry))
-    return found
 
 
 def test_ok_two_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:

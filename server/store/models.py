@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Generic, TypeVar
+
+from server.permission_match import PermissionSet
 
 __all__ = [
     "ApiRecord",
@@ -82,6 +85,11 @@ class KeyVerification:
     permissions: tuple[str, ...]  # effective: direct and through roles, sorted, unique
     roles: tuple[str, ...]
     revision: int  # the store revision this was read at
+
+    @cached_property
+    def held(self) -> PermissionSet:
+        """`permissions`, compiled once for the checks of every VerifyKey that the cached entry answers."""
+        return PermissionSet(self.permissions)
 
 
 @dataclass(frozen=True)

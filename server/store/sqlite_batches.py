@@ -18,8 +18,9 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
+from server.errors import DomainError
+from server.store.sqlite_process import SqliteProcess, with_child_traceback
 from server.store.sqlite_steps import DryRun, rollback
-from server.store.sqlite_thread import SqliteThread
 
 __all__ = ["WriteBatcher"]
 
@@ -40,9 +41,12 @@ def _run_batch(db: sqlite3.Connection, operations: list[Operation]) -> list[Outc
             except DryRun as dry_run:
                 db.execute("ROLLBACK TO operation")
                 outcomes.append((True, dry_run.result))
-            except Exception as exc:  # noqa: BLE001 - handed to the operation's caller
+            except DomainError as exc:
                 db.execute("ROLLBACK TO operation")
                 outcomes.append((False, exc))
+            except Exception as exc:  # noqa: BLE001 - a bug or a store fault, handed to the operation's caller
+                db.execute("ROLLBACK TO operation")
+                outcomes.append((False, with_child_traceback(exc)))
             db.execute("RELEASE operation")
         db.execute("COMMIT")
     except BaseException:
@@ -52,9 +56,9 @@ def _run_batch(db: sqlite3.Connection, operations: list[Operation]) -> list[Outc
 
 
 class WriteBatcher:
-    """Sends write operations to the writer thread in batches, from one task of its own."""
+    """Sends write operations to the writer process in batches, from one task of its own."""
 
-    def __init__(self, writer: SqliteThread) -> None:
+    def __init__(self, writer: SqliteProcess) -> None:
         self._writer = writer
         self._queue: asyncio.Queue[tuple[Operation, asyncio.Future[Any]] | None] = asyncio.Queue()
         self._task = asyncio.create_task(self._drain(), name="keyscope-write-batches")

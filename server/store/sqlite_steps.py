@@ -10,8 +10,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 from server import access
@@ -63,19 +62,28 @@ def as_json(values: Sequence[Any]) -> str:
     return json.dumps(list(values), separators=(",", ":"))
 
 
-@contextmanager
-def store_faults() -> Iterator[None]:
-    """Turn SQLite's operational failures into StoreFull (no room to write) or StoreUnavailable; constraint
-    violations are bugs."""
-    try:
-        yield
-    except sqlite3.IntegrityError:
-        raise
-    except sqlite3.DatabaseError as exc:
+class _StoreFaults:
+    """The context of `store_faults`: a class rather than a generator, as it wraps every VerifyKey's catch-up."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, traceback: object) -> None:
+        if not isinstance(exc, sqlite3.DatabaseError) or isinstance(exc, sqlite3.IntegrityError):
+            return  # no exception, not SQLite's, or a constraint violation (a bug): it goes on as it is
         log.warning("store failure: %s: %s", type(exc).__name__, exc)
         if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
             raise StoreFull() from exc
         raise StoreUnavailable() from exc
+
+
+_STORE_FAULTS = _StoreFaults()
+
+
+def store_faults() -> _StoreFaults:
+    """Turn SQLite's operational failures into StoreFull (no room to write) or StoreUnavailable; constraint
+    violations are bugs."""
+    return _STORE_FAULTS
 
 
 def fetch_all(db: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> list[Row]:

@@ -1,12 +1,12 @@
 """The embedded store: SQLite in WAL mode.
 
-Two connections, each on its own thread (server.store.sqlite_thread): a writer,
+Two connections: a writer, in a process of its own (server.store.sqlite_process),
 whose transactions run one at a time (`BEGIN IMMEDIATE`, so writers in other
 processes wait on SQLite's busy timeout rather than fail) and carry the writes
-waiting at that moment together (server.store.sqlite_batches), and a reader,
-whose snapshots never see a write before it commits. Each operation of
-server.store.sqlite_operations runs whole on one of them, in one trip from the
-event loop.
+waiting at that moment together (server.store.sqlite_batches); and a reader, on
+a thread of its own (server.store.sqlite_thread), whose snapshots never see a
+write before it commits. Each operation of server.store.sqlite_operations runs
+whole on one of them, in one trip from the event loop.
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ from server.store.models import (
 )
 from server.store.root_keys import admit
 from server.store.sqlite_batches import WriteBatcher
+from server.store.sqlite_process import SqliteProcess
 from server.store.sqlite_steps import current_revision, migrate, require_revision, rollback, store_faults
-from server.store.sqlite_thread import SqliteThread
+from server.store.sqlite_thread import SqliteThread, connect
 from server.store.verify_cache import CacheLimits, VerifyCache
 from server.validation import ScopeSpec
 
@@ -47,6 +48,7 @@ __all__ = ["SqliteStore"]
 T = TypeVar("T")
 
 DEFAULT_LIMITS = CacheLimits()
+DEFAULT_BUSY_TIMEOUT_MS = 5000
 
 # Below this much room the store counts as full: writes are refused before SQLite fails halfway.
 RESERVE_PAGES = 16
@@ -75,8 +77,22 @@ def _probe(db: sqlite3.Connection, path: Path, identity: tuple[int, int]) -> Non
         raise StoreFull()
 
 
-def _use_wal(db: sqlite3.Connection) -> None:
+def _pragmas(busy_timeout_ms: int) -> tuple[str, ...]:
+    return (f"busy_timeout = {int(busy_timeout_ms)}", "foreign_keys = ON", "synchronous = FULL")
+
+
+def _prepare_file(path: Path, pragmas: tuple[str, ...]) -> None:
+    db = connect(path, pragmas)
+    try:
+        _prepare(db)
+    finally:
+        db.close()
+
+
+def _prepare(db: sqlite3.Connection) -> None:
+    """WAL mode (a setting of the file), and the schema migrated to the latest version."""
     db.execute("PRAGMA journal_mode = WAL").fetchall()
+    migrate(db)
 
 
 def _read_transaction(db: sqlite3.Connection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
@@ -91,7 +107,7 @@ class SqliteStore:
     """Implements server.store.interface.Store. Open with `await SqliteStore.open(path)`."""
 
     def __init__(
-        self, path: Path, writer: SqliteThread, reader: SqliteThread, monitor: sqlite3.Connection, limits: CacheLimits
+        self, path: Path, writer: SqliteProcess, reader: SqliteThread, monitor: sqlite3.Connection, limits: CacheLimits
     ) -> None:
         self.path = path
         self._writer = writer
@@ -101,6 +117,7 @@ class SqliteStore:
         # looked (PRAGMA data_version, no I/O), and if so, the change log since the cache's revision.
         self._monitor = monitor
         self._data_version = -1
+        self._fresh = False  # True from a check of the store until the callbacks scheduled before it have run
         self.cache = VerifyCache(limits)
         self._closed = False
         self._identity = _identity(path)
@@ -111,24 +128,31 @@ class SqliteStore:
 
     @classmethod
     async def open(
-        cls, path: str | Path, *, busy_timeout_ms: int = 5000, cache: CacheLimits = DEFAULT_LIMITS
+        cls, path: str | Path, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS, cache: CacheLimits = DEFAULT_LIMITS
     ) -> SqliteStore:
         path = Path(path)
-        pragmas = (f"busy_timeout = {int(busy_timeout_ms)}", "foreign_keys = ON", "synchronous = FULL")
-        threads: list[SqliteThread] = []
+        pragmas = _pragmas(busy_timeout_ms)
+        opened: list[SqliteProcess | SqliteThread] = []
         try:
             with store_faults():
-                for name in ("writer", "reader"):
-                    threads.append(await SqliteThread.open(path, pragmas, name))
-                writer, reader = threads
-                await writer.run(_use_wal)
-                await writer.run(migrate)
+                reader = await SqliteThread.open(path, pragmas, "reader")
+                opened.append(reader)
+                await reader.run(_prepare)
+                writer = await SqliteProcess.open(path, pragmas, "writer")
+                opened.append(writer)
                 monitor = sqlite3.connect(path, isolation_level=None)
         except BaseException:
-            for thread in threads:
-                await thread.close()
+            for connection in opened:
+                await connection.close()
             raise
         return cls(path, writer, reader, monitor, cache)
+
+    @staticmethod
+    async def prepare(path: str | Path) -> None:
+        """What `open` does to the file first, without opening the store: for the supervisor of several workers,
+        before they open it."""
+        with store_faults():
+            await asyncio.to_thread(_prepare_file, Path(path), _pragmas(DEFAULT_BUSY_TIMEOUT_MS))
 
     async def close(self) -> None:
         if self._closed:
@@ -178,16 +202,29 @@ class SqliteStore:
             return await self._reader.run(fn, *args)
 
     def _catch_up(self, min_revision: int) -> None:
-        """Bring the cache up to every change committed so far, by any process; then check `min_revision`."""
+        """Bring the cache up to every change committed so far, by any process; then check `min_revision`.
+
+        One check of the store serves every call whose handler the event loop had scheduled before it: such a call
+        arrived before the check began, so the check saw every change acknowledged before the call. The check stays
+        good until a callback scheduled with it runs; the loop runs callbacks in the order they were scheduled, so
+        a handler that runs before that callback was scheduled before the check. So VerifyKey checks once, in
+        authentication, and calls that arrive together share one check.
+        """
         self._check_open()
-        with store_faults():
-            # The version is read before the changes, so a commit in between shows at the next call; it is
-            # kept only once the changes are applied, so a failed catch-up is tried again.
-            version = self._monitor.execute("PRAGMA data_version").fetchone()[0]
-            if version != self._data_version or min_revision > self.cache.seen:
-                self.cache.apply(*operations.changes_since(self._monitor, self.cache.seen))
-                self._data_version = version
+        if not self._fresh or min_revision > self.cache.seen:
+            with store_faults():
+                # The version is read before the changes, so a commit in between shows at the next check; it is
+                # kept only once the changes are applied, so a failed catch-up is tried again.
+                version = self._monitor.execute("PRAGMA data_version").fetchone()[0]
+                if version != self._data_version or min_revision > self.cache.seen:
+                    self.cache.apply(*operations.changes_since(self._monitor, self.cache.seen))
+                    self._data_version = version
+            self._fresh = True
+            asyncio.get_running_loop().call_soon(self._expire_check)
         require_revision(self.cache.seen, min_revision)
+
+    def _expire_check(self) -> None:
+        self._fresh = False
 
     def _check_open(self) -> None:
         if self._closed:

@@ -15,12 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["SqliteThread"]
+__all__ = ["SqliteThread", "connect"]
 
 T = TypeVar("T")
 
 
-def _connect(path: Path, pragmas: tuple[str, ...]) -> sqlite3.Connection:
+def connect(path: Path, pragmas: tuple[str, ...]) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None)  # autocommit: transactions are explicit
     try:
         for pragma in pragmas:
@@ -40,7 +40,7 @@ class SqliteThread:
     async def open(cls, path: Path, pragmas: tuple[str, ...], name: str) -> SqliteThread:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"keyscope-sqlite-{name}")
         try:
-            db = await asyncio.get_running_loop().run_in_executor(executor, _connect, path, pragmas)
+            db = await asyncio.get_running_loop().run_in_executor(executor, connect, path, pragmas)
         except BaseException:
             executor.shutdown(wait=False)
             raise

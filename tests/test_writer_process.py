@@ -1,0 +1,162 @@
+"""The store's writer in a process of its own (server.store.sqlite_process): what crosses the pipe arrives intact,
+the child outlives the signals a terminal or a service manager sends its process group, a child that dies is
+replaced, and the child ends with the store, or with the server when the server is killed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from keyscope.v1 import keys_pb2
+from server.access import CLI
+from server.errors import NotFound, StoreUnavailable
+from server.store import SqliteStore
+from server.store import sqlite_operations as operations
+from server.store.sqlite_process import SqliteProcess
+from server.store.sqlite_steps import fetch_all
+from tests.client import Caller
+from tests.processes import descendants_of, free_port, start_serve, stop
+
+PRAGMAS = ("busy_timeout = 5000", "foreign_keys = ON", "synchronous = FULL")
+# A statement that runs until it is stopped: a recursive count without end.
+ENDLESS = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+DEADLINE_SECONDS = 20.0
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest_asyncio.fixture
+async def writer(db_path: Path) -> AsyncIterator[SqliteProcess]:
+    await SqliteStore.prepare(db_path)
+    process = await SqliteProcess.open(db_path, PRAGMAS, "writer")
+    yield process
+    await process.close()
+
+
+def child_of(writer: SqliteProcess) -> int:
+    assert writer._process is not None and writer._process.pid is not None
+    return writer._process.pid
+
+
+def alive(pid: int) -> bool:
+    """Running or sleeping; a zombie (ended, not yet reaped) counts as ended."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Poll `condition` until it holds; fail with `what` after DEADLINE_SECONDS."""
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while not condition():
+        assert time.monotonic() < deadline, f"still not true after {DEADLINE_SECONDS}s: {what}"
+        await asyncio.sleep(0.01)
+
+
+# -- what crosses the pipe -------------------------------------------------------------------------------------
+
+
+async def test_ok_results_cross_intact(writer: SqliteProcess) -> None:
+    assert await writer.run(fetch_all, "SELECT ?, ?, ?", (1, "two", b"\x03")) == [(1, "two", b"\x03")]
+
+
+async def test_not_found_domain_errors_cross_with_every_field(writer: SqliteProcess) -> None:
+    with pytest.raises(NotFound) as caught:
+        await writer.run(operations.get_key, CLI, "key_missing", 0)
+    expected = NotFound("key", ["key_missing"])
+    assert (caught.value.resource_type, caught.value.names) == ("key", ("key_missing",))
+    assert (caught.value.message, caught.value.args) == (expected.message, expected.args)
+
+
+async def test_internal_errors_keep_their_fields_and_carry_the_child_traceback(writer: SqliteProcess) -> None:
+    with pytest.raises(sqlite3.OperationalError) as caught:
+        await writer.run(fetch_all, "SELECT * FROM no_such_table")
+    assert caught.value.sqlite_errorcode == sqlite3.SQLITE_ERROR  # what store_faults decides on
+    notes = "".join(caught.value.__notes__)
+    assert "in the store's writer process" in notes and "fetch_all" in notes
+
+
+async def test_internal_a_result_that_cannot_cross_is_an_error_that_says_so(writer: SqliteProcess) -> None:
+    pid = child_of(writer)
+    with pytest.raises(RuntimeError, match="could not send its result"):
+        await writer.run(sqlite3.Connection.cursor)  # a cursor does not pickle
+    assert await writer.run(fetch_all, "SELECT 1") == [(1,)]
+    assert child_of(writer) == pid
+
+
+# -- signals, deaths, and the end ------------------------------------------------------------------------------
+
+
+async def test_ok_the_child_ignores_sigint_and_sigterm(writer: SqliteProcess) -> None:
+    # Ctrl-C reaches the whole foreground process group, and a service manager may SIGTERM the whole group: the
+    # server stops the writer itself once the writes in flight are done.
+    pid = child_of(writer)
+    os.kill(pid, signal.SIGINT)
+    os.kill(pid, signal.SIGTERM)
+    assert await writer.run(fetch_all, "SELECT 1") == [(1,)]
+    assert child_of(writer) == pid and alive(pid)
+
+
+async def test_unavailable_when_the_child_dies_during_a_call_then_a_new_child_serves(
+    writer: SqliteProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    pid = child_of(writer)
+    busy_from = cpu_ticks(pid)
+    endless = asyncio.create_task(writer.run(fetch_all, ENDLESS))
+    await until(lambda: cpu_ticks(pid) > busy_from + 5, "the child runs the endless statement")
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(StoreUnavailable):
+        await endless
+    assert "the store's writer process ended unexpectedly (exit code -9)" in caplog.text
+    assert await writer.run(fetch_all, "SELECT 1") == [(1,)]
+    assert child_of(writer) != pid and not alive(pid)
+
+
+async def test_ok_a_child_that_died_idle_is_replaced_before_the_next_write(
+    store: SqliteStore, admin: Caller, caplog: pytest.LogCaptureFixture
+) -> None:
+    api = await admin.make_api(["documents.read", "documents.write"])
+    key, _ = await admin.make_key(api.id, permissions=["documents.read"])
+    pid = child_of(store._writer)
+    os.kill(pid, signal.SIGKILL)
+    await until(lambda: not alive(pid), "the killed child has ended")
+    # The first write after the death is not the one to fail: the death is noticed before it is sent.
+    answer = await admin.keys.SetPermissions(
+        keys_pb2.SetPermissionsRequest(key_id=key.id, permissions=["documents.write"]), metadata=admin.md
+    )
+    assert [p.name for p in answer.permissions] == ["documents.write"]
+    assert [p.name for p in (await admin.get_key(key.id)).permissions] == ["documents.write"]
+    assert "the store's writer process ended unexpectedly (exit code -9)" in caplog.text
+
+
+async def test_ok_the_child_ends_with_the_store(db_path: Path) -> None:
+    store = await SqliteStore.open(db_path)
+    pid = child_of(store._writer)
+    assert alive(pid)
+    await store.close()
+    assert not alive(pid)
+
+
+async def test_ok_the_child_ends_when_the_server_is_killed(tmp_path: Path) -> None:
+    server = start_serve(tmp_path, tmp_path / "keyscope.db", free_port())
+    helpers = descendants_of(server.pid)  # the writer, and multiprocessing's fork server and resource tracker
+    try:
+        assert len(helpers) == 3 and all(alive(pid) for pid in helpers)
+    finally:
+        stop(server, signal.SIGKILL)
+    await until(lambda: not any(alive(pid) for pid in helpers), "every helper process has ended")
