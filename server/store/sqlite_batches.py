@@ -18,7 +18,6 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-from server.errors import DomainError
 from server.store.sqlite_process import SqliteProcess, with_child_traceback
 from server.store.sqlite_steps import DryRun, rollback
 
@@ -41,10 +40,7 @@ def _run_batch(db: sqlite3.Connection, operations: list[Operation]) -> list[Outc
             except DryRun as dry_run:
                 db.execute("ROLLBACK TO operation")
                 outcomes.append((True, dry_run.result))
-            except DomainError as exc:
-                db.execute("ROLLBACK TO operation")
-                outcomes.append((False, exc))
-            except Exception as exc:  # noqa: BLE001 - a bug or a store fault, handed to the operation's caller
+            except Exception as exc:  # noqa: BLE001 - handed to the operation's caller
                 db.execute("ROLLBACK TO operation")
                 outcomes.append((False, with_child_traceback(exc)))
             db.execute("RELEASE operation")

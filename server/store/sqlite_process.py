@@ -33,7 +33,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, TypeVar
 
-from server.errors import StoreUnavailable
+from server.errors import DomainError, StoreUnavailable
 from server.store.sqlite_thread import connect
 
 __all__ = ["SqliteProcess", "with_child_traceback"]
@@ -78,8 +78,10 @@ def _serve(conn: Connection, path: Path, pragmas: tuple[str, ...]) -> None:
 
 
 def with_child_traceback(exc: BaseException) -> BaseException:
-    """`exc`, noted with its traceback in the child (a traceback does not cross the pipe), for the log."""
-    exc.add_note(f"in the store's writer process:\n{''.join(traceback.format_exception(exc))}")
+    """`exc`, noted with its traceback in the child (a traceback does not cross the pipe) for the log, unless it
+    is a domain error, meant for the caller rather than for whoever reads the log."""
+    if not isinstance(exc, DomainError):
+        exc.add_note(f"in the store's writer process:\n{''.join(traceback.format_exception(exc))}")
     return exc
 
 

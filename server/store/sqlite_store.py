@@ -41,6 +41,7 @@ from server.store.sqlite_process import SqliteProcess
 from server.store.sqlite_steps import current_revision, migrate, require_revision, rollback, store_faults
 from server.store.sqlite_thread import SqliteThread, connect
 from server.store.verify_cache import CacheLimits, VerifyCache
+from server.store.wal_index import CommitMark
 from server.validation import ScopeSpec
 
 __all__ = ["SqliteStore"]
@@ -113,11 +114,11 @@ class SqliteStore:
         self._writer = writer
         self._reader = reader
         self._batches = WriteBatcher(writer)
-        # Used on the event loop's thread, for two cheap reads: has anything been committed since it last
-        # looked (PRAGMA data_version, no I/O), and if so, the change log since the cache's revision.
+        # Used on the event loop's thread: has anything been committed since the cache last caught up (a mark
+        # in shared memory), and if so, the change log since the cache's revision (one read on `monitor`).
         self._monitor = monitor
-        self._data_version = -1
-        self._fresh = False  # True from a check of the store until the callbacks scheduled before it have run
+        self._commits = CommitMark(path, monitor)
+        self._mark: bytes | int | None = None
         self.cache = VerifyCache(limits)
         self._closed = False
         self._identity = _identity(path)
@@ -161,6 +162,7 @@ class SqliteStore:
         # Work already sent runs first: each thread closes its connection after it.
         await self._batches.close()
         await asyncio.gather(self._writer.close(), self._reader.close())
+        self._commits.close()
         self._monitor.close()
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
@@ -202,29 +204,16 @@ class SqliteStore:
             return await self._reader.run(fn, *args)
 
     def _catch_up(self, min_revision: int) -> None:
-        """Bring the cache up to every change committed so far, by any process; then check `min_revision`.
-
-        One check of the store serves every call whose handler the event loop had scheduled before it: such a call
-        arrived before the check began, so the check saw every change acknowledged before the call. The check stays
-        good until a callback scheduled with it runs; the loop runs callbacks in the order they were scheduled, so
-        a handler that runs before that callback was scheduled before the check. So VerifyKey checks once, in
-        authentication, and calls that arrive together share one check.
-        """
+        """Bring the cache up to every change committed so far, by any process; then check `min_revision`."""
         self._check_open()
-        if not self._fresh or min_revision > self.cache.seen:
-            with store_faults():
-                # The version is read before the changes, so a commit in between shows at the next check; it is
-                # kept only once the changes are applied, so a failed catch-up is tried again.
-                version = self._monitor.execute("PRAGMA data_version").fetchone()[0]
-                if version != self._data_version or min_revision > self.cache.seen:
-                    self.cache.apply(*operations.changes_since(self._monitor, self.cache.seen))
-                    self._data_version = version
-            self._fresh = True
-            asyncio.get_running_loop().call_soon(self._expire_check)
+        # The mark is read before the changes, so a commit in between shows at the next call; it is kept only
+        # once the changes are applied, so a failed catch-up is tried again.
+        with store_faults():
+            mark = self._commits.read()
+            if mark != self._mark or min_revision > self.cache.seen:
+                self.cache.apply(*operations.changes_since(self._monitor, self.cache.seen))
+                self._mark = mark
         require_revision(self.cache.seen, min_revision)
-
-    def _expire_check(self) -> None:
-        self._fresh = False
 
     def _check_open(self) -> None:
         if self._closed:
