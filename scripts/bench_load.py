@@ -105,12 +105,14 @@ class LoadGenerator:
     def _keys(self) -> keys_pb2_grpc.KeyServiceStub:
         return self.rng.choice(self.stubs)[1]
 
-    async def measure(self, scenario: str, seconds: float) -> dict[str, Any]:
+    async def measure(self, scenario: str, seconds: float, calls: int | None = None) -> dict[str, Any]:
+        """A round of `seconds`, or of `calls` calls if those are made sooner (verify-cold: its share of the keys
+        never verified, so that no round verifies a key twice)."""
         if scenario == "memory":
             return await self._memory(seconds)
         await self._prepare_once(scenario)
         self.stale = 0
-        result = await self._drive(self._operations()[scenario], seconds)
+        result = await self._drive(self._operations()[scenario], seconds, calls)
         if scenario == "verify-cold":
             result["keys_reused"] = self.keys_reused
         if scenario == "mixed":
@@ -149,14 +151,18 @@ class LoadGenerator:
 
         await asyncio.gather(*(caller() for _ in range(self.concurrency)))
 
-    async def _drive(self, operation: Callable[[], Awaitable[Any]], seconds: float) -> dict[str, Any]:
+    async def _drive(
+        self, operation: Callable[[], Awaitable[Any]], seconds: float, calls: int | None = None
+    ) -> dict[str, Any]:
         latencies: list[float] = []
         cpu_start, started = tree_cpu_seconds(self.server_pid), time.perf_counter()
         client_cpu_start = time.process_time()
         deadline = started + seconds
+        left = [calls if calls is not None else -1]  # calls still to start; -1: no limit
 
         async def caller() -> None:
-            while (start := time.perf_counter()) < deadline:
+            while left[0] != 0 and (start := time.perf_counter()) < deadline:
+                left[0] -= 1
                 await operation()
                 latencies.append(time.perf_counter() - start)
 
@@ -344,8 +350,8 @@ class LoadClient:
     conn: Connection
 
     def run(self, scenario: str, *args: float) -> dict[str, Any]:
-        """A round of `scenario` (args: its seconds), the "memory" pass (args: seconds of health checks before it),
-        or a "soak" (args: seconds, intervals)."""
+        """A round of `scenario` (args: its seconds, and for verify-cold the most calls to make), the "memory" pass
+        (args: seconds of health checks before it), or a "soak" (args: seconds, intervals)."""
         self.conn.send((scenario, *args))
         try:
             status, payload = self.conn.recv()

@@ -159,7 +159,7 @@ class SqliteStore:
         if self._closed:
             return
         self._closed = True
-        # Work already sent runs first: each thread closes its connection after it.
+        # Work already sent runs first: the writer process and the reader thread close their connections after it.
         await self._batches.close()
         await asyncio.gather(self._writer.close(), self._reader.close())
         self._commits.close()
