@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable
 from functools import lru_cache
 
-__all__ = ["PermissionSet", "grants", "is_granted", "permission_set"]
+__all__ = ["PermissionSet", "grants", "permission_set"]
 
 WILDCARD = "*"
 
@@ -39,7 +39,7 @@ def grants(granted: str, required: str) -> bool:
 
 
 class PermissionSet:
-    """Permissions held together; `grants(required)` is `is_granted(held, required)`, without the scan."""
+    """Permissions held together: `grants(required)` is whether any of them `grants` it, without a scan."""
 
     __slots__ = ("_exact", "_patterns")
 
@@ -63,10 +63,3 @@ def _pattern(granted: str) -> str:
 def permission_set(held: tuple[str, ...]) -> PermissionSet:
     """The compiled set of `held`, shared by every holder of the same tuple (root keys: one per request)."""
     return PermissionSet(held)
-
-
-def is_granted(held: Iterable[str] | PermissionSet, required: str) -> bool:
-    """True if any permission in `held` grants `required`."""
-    if isinstance(held, PermissionSet):
-        return held.grants(required)
-    return any(grants(granted, required) for granted in held)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.permission_match import PermissionSet, grants, is_granted
+from server.permission_match import PermissionSet, grants
 from server.permission_query import parse_query
 
 OK = [
@@ -81,14 +81,14 @@ def test_denied_grants(granted: str, required: str) -> None:
         (["api.*.verify_key"], "api.api_9.verify_key", True),
     ],
 )
-def test_is_granted_is_any_of_held(held: tuple[str, ...], required: str, expected: bool) -> None:
-    assert is_granted(held, required) is expected
+def test_permission_set_is_any_of_held(held: tuple[str, ...], required: str, expected: bool) -> None:
+    assert PermissionSet(held).grants(required) is expected
 
 
-def test_is_granted_accepts_a_one_shot_iterable() -> None:
+def test_permission_set_accepts_a_one_shot_iterable() -> None:
     # Callers may pass generators; one pass must be enough.
     held = (p for p in ["a.b", "c.*"])
-    assert is_granted(held, "c.d")
+    assert PermissionSet(held).grants("c.d")
 
 
 # -- PermissionSet: the same rule, compiled once for many checks -------------------------------------------
@@ -113,5 +113,4 @@ def test_permission_set_agrees_with_the_scan(held: list[str], required: str) -> 
     # Short names over a few characters reach the edges: empty segments, stars inside segments, `*` required.
     expected = any(grants(granted, required) for granted in held)
     assert PermissionSet(held).grants(required) is expected
-    assert is_granted(PermissionSet(held), required) is expected
     assert (parse_query("b").missing(PermissionSet(held)) == []) is any(grants(granted, "b") for granted in held)
