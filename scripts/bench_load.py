@@ -158,11 +158,12 @@ class LoadGenerator:
         cpu_start, started = tree_cpu_seconds(self.server_pid), time.perf_counter()
         client_cpu_start = time.process_time()
         deadline = started + seconds
-        left = [calls if calls is not None else -1]  # calls still to start; -1: no limit
+        left = -1 if calls is None else calls  # calls still to start; -1: no limit
 
         async def caller() -> None:
-            while left[0] != 0 and (start := time.perf_counter()) < deadline:
-                left[0] -= 1
+            nonlocal left
+            while left != 0 and (start := time.perf_counter()) < deadline:
+                left -= 1
                 await operation()
                 latencies.append(time.perf_counter() - start)
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import grpc
 
-from server.access import Principal
 from server.credentials import hash_secret
 from server.errors import DomainError, ServerStopping, Unauthenticated
 from server.request_context import principal_var, request_id_var
@@ -98,8 +97,8 @@ class KeyscopeInterceptor(grpc.aio.ServerInterceptor):
                     raise ServerStopping()
                 await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
                 if authenticate:
-                    principal = await store.authenticate(_root_key_hash(metadata), int(time.time() * 1000))
-                    principal_var.set(Principal(principal.root_key_id, principal.permissions, request_id))
+                    principal = await store.authenticate(_root_key_hash(metadata), int(time.time() * 1000), request_id)
+                    principal_var.set(principal)
                     caller = principal.root_key_id
                 return await inner(request, context)
             except grpc.aio.AbortError:

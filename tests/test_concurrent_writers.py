@@ -28,7 +28,7 @@ from keyscope.v1 import apis_pb2, keys_pb2, permissions_pb2, roles_pb2
 from server.cli import EXAMPLE_ROOT_KEY
 from tests.audit_replay import all_events, as_json, replay, store_state
 from tests.client import Caller
-from tests.processes import create_root_key, free_port, start_serve, stop
+from tests.processes import create_root_key, free_port, start_serve, stop, until
 
 pytestmark = pytest.mark.asyncio
 
@@ -89,11 +89,11 @@ def _request(rng: random.Random, world: World) -> tuple[str, str, Message]:
     return "apis", "UpdateScopes", apis_pb2.UpdateScopesRequest(api_id=rng.choice(world.apis), scopes=scopes)
 
 
-async def _caller(admin: Caller, world: World, number: int, until: float) -> list[Outcome]:
+async def _caller(admin: Caller, world: World, number: int, end: float) -> list[Outcome]:
     rng = random.Random(number)
     outcomes: list[Outcome] = []
     sequence = 0
-    while time.monotonic() < until:
+    while time.monotonic() < end:
         stub, rpc, request = _request(rng, world)
         request_id = f"c{number}-{sequence}"
         sequence += 1
@@ -110,8 +110,11 @@ async def _caller(admin: Caller, world: World, number: int, until: float) -> lis
 async def test_ok_two_workers_fifty_callers_the_audit_trail_replays_to_the_final_state(tmp_path: Path) -> None:
     db, port = tmp_path / "keyscope.db", free_port()
     secret = create_root_key(tmp_path, db, *EXAMPLE_ROOT_KEY)
-    server = start_serve(tmp_path, db, port, "--workers", "2", log=tmp_path / "server.log")
+    log = tmp_path / "server.log"
+    server = start_serve(tmp_path, db, port, "--workers", "2", log=log)
     try:
+        # start_serve saw one worker answer; connections made before the other listens would all go to the first.
+        await until(lambda: log.read_text().count("keyscope serving on") == 2, "both workers serving")
         # Several connections, which the kernel spreads over the two workers (SO_REUSEPORT).
         channels = [
             grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
@@ -119,8 +122,8 @@ async def test_ok_two_workers_fifty_callers_the_audit_trail_replays_to_the_final
         ]
         callers = [Caller(channel, secret, "") for channel in channels]
         world = await _seed(callers[0])
-        until = time.monotonic() + SECONDS
-        results = await asyncio.gather(*(_caller(callers[n % len(callers)], world, n, until) for n in range(CALLERS)))
+        end = time.monotonic() + SECONDS
+        results = await asyncio.gather(*(_caller(callers[n % len(callers)], world, n, end) for n in range(CALLERS)))
         outcomes = [o for result in results for o in result]
         events = await all_events(callers[0], page_size=1000)
         for channel in channels:
@@ -134,7 +137,7 @@ async def test_ok_two_workers_fifty_callers_the_audit_trail_replays_to_the_final
     acknowledged = [o for o in outcomes if o.code == grpc.StatusCode.OK]
     failed = [o for o in outcomes if o.code != grpc.StatusCode.OK]
     assert len(acknowledged) > 500, "too little load to say anything"
-    served_by = set(re.findall(r" INFO (\d+) keyscope\.rpc ", (tmp_path / "server.log").read_text()))
+    served_by = set(re.findall(r" INFO (\d+) keyscope\.rpc ", log.read_text()))
     assert len(served_by) == 2, "both workers should have served calls"
     # No "database is locked" (nor any other store error) reaches a caller; failures are only timeouts that
     # left nothing behind.

@@ -20,7 +20,7 @@ import signal
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from keyscope.v1 import apis_pb2, apis_pb2_grpc, keys_pb2, keys_pb2_grpc, permissions_pb2
 from server.cli import EXAMPLE_ROOT_KEY
-from tests.processes import create_root_key, free_port, start_serve, stop
+from tests.processes import create_root_key, free_port, start_serve, stop, until
 
 pytestmark = pytest.mark.asyncio
 
@@ -120,13 +120,6 @@ async def verify_until_refused(
             return
         call.code, call.ended_after_signal = OK, phase.signalled
         assert answer.code == Code.VALID, answer
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 async def code_of(call: Awaitable[object]) -> grpc.StatusCode:

@@ -314,7 +314,7 @@ async def test_unavailable_when_table_is_gone(admin: Caller, db_path: Path, capl
 class _BrokenStore:
     """Stands in for the store, which this test is not about: the interceptor's handling of a surprise is."""
 
-    async def authenticate(self, secret_hash: bytes, now_ms: int) -> object:
+    async def authenticate(self, secret_hash: bytes, now_ms: int, request_id: str = "") -> object:
         raise RuntimeError("secret internals")
 
 

@@ -8,8 +8,7 @@ import asyncio
 import os
 import signal
 import sqlite3
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,12 +22,11 @@ from server.store import sqlite_operations as operations
 from server.store.sqlite_process import SqliteProcess
 from server.store.sqlite_steps import fetch_all
 from tests.client import Caller
-from tests.processes import descendants_of, free_port, start_serve, stop
+from tests.processes import alive, descendants_of, free_port, start_serve, stop, until
 
 PRAGMAS = ("busy_timeout = 5000", "foreign_keys = ON", "synchronous = FULL")
 # A statement that runs until it is stopped: a recursive count without end.
 ENDLESS = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
-DEADLINE_SECONDS = 20.0
 
 pytestmark = pytest.mark.asyncio
 
@@ -46,26 +44,9 @@ def child_of(writer: SqliteProcess) -> int:
     return writer._process.pid
 
 
-def alive(pid: int) -> bool:
-    """Running or sleeping; a zombie (ended, not yet reaped) counts as ended."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def cpu_ticks(pid: int) -> int:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])  # utime + stime
-
-
-async def until(condition: Callable[[], bool], what: str) -> None:
-    """Poll `condition` until it holds; fail with `what` after DEADLINE_SECONDS."""
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while not condition():
-        assert time.monotonic() < deadline, f"still not true after {DEADLINE_SECONDS}s: {what}"
-        await asyncio.sleep(0.01)
 
 
 # -- what crosses the pipe -------------------------------------------------------------------------------------

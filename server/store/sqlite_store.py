@@ -82,18 +82,13 @@ def _pragmas(busy_timeout_ms: int) -> tuple[str, ...]:
     return (f"busy_timeout = {int(busy_timeout_ms)}", "foreign_keys = ON", "synchronous = FULL")
 
 
-def _prepare_file(path: Path, pragmas: tuple[str, ...]) -> None:
+def _prepare(path: Path, pragmas: tuple[str, ...]) -> None:
     db = connect(path, pragmas)
     try:
-        _prepare(db)
+        db.execute("PRAGMA journal_mode = WAL").fetchall()
+        migrate(db)
     finally:
         db.close()
-
-
-def _prepare(db: sqlite3.Connection) -> None:
-    """WAL mode (a setting of the file), and the schema migrated to the latest version."""
-    db.execute("PRAGMA journal_mode = WAL").fetchall()
-    migrate(db)
 
 
 def _read_transaction(db: sqlite3.Connection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
@@ -135,10 +130,10 @@ class SqliteStore:
         pragmas = _pragmas(busy_timeout_ms)
         opened: list[SqliteProcess | SqliteThread] = []
         try:
+            await cls.prepare(path, busy_timeout_ms=busy_timeout_ms)
             with store_faults():
                 reader = await SqliteThread.open(path, pragmas, "reader")
                 opened.append(reader)
-                await reader.run(_prepare)
                 writer = await SqliteProcess.open(path, pragmas, "writer")
                 opened.append(writer)
                 monitor = sqlite3.connect(path, isolation_level=None)
@@ -149,11 +144,11 @@ class SqliteStore:
         return cls(path, writer, reader, monitor, cache)
 
     @staticmethod
-    async def prepare(path: str | Path) -> None:
-        """What `open` does to the file first, without opening the store: for the supervisor of several workers,
-        before they open it."""
+    async def prepare(path: str | Path, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> None:
+        """What `open` does to the file first, and the supervisor of several workers before they open it: WAL mode
+        (a setting of the file), and the schema migrated to the latest version."""
         with store_faults():
-            await asyncio.to_thread(_prepare_file, Path(path), _pragmas(DEFAULT_BUSY_TIMEOUT_MS))
+            await asyncio.to_thread(_prepare, Path(path), _pragmas(busy_timeout_ms))
 
     async def close(self) -> None:
         if self._closed:
@@ -238,14 +233,14 @@ class SqliteStore:
     async def list_root_keys(self) -> list[RootKeyRecord]:
         return await self._read(operations.list_root_keys)
 
-    async def authenticate(self, secret_hash: bytes, now_ms: int) -> Principal:
+    async def authenticate(self, secret_hash: bytes, now_ms: int, request_id: str = "") -> Principal:
         self._catch_up(0)
         grant = self.cache.root(secret_hash)
         if grant is None:
             grant = await self._read_one_statement(operations.root_key_grant, secret_hash)
             if grant is not None:
                 self.cache.put_root(secret_hash, grant)
-        return admit(grant, now_ms)
+        return admit(grant, now_ms, request_id)
 
     # -- APIs -------------------------------------------------------------------
 

@@ -38,6 +38,9 @@ class CommitMark:
     def __init__(self, path: Path, monitor: sqlite3.Connection) -> None:
         self._monitor = monitor
         self._header: mmap.mmap | None = None
+        # A first read through `monitor` makes sure the WAL index exists and is set up, and keeps it so while
+        # `monitor` stays open.
+        monitor.execute("PRAGMA data_version").fetchall()
         try:
             with open(f"{path}-shm", "rb") as shm:
                 self._header = mmap.mmap(shm.fileno(), HEADER_BYTES, access=mmap.ACCESS_READ)
