@@ -152,7 +152,7 @@ class SqliteProcess:
             raise value
 
     def _call(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[bool, Any]:
-        if self._process is not None and not self._process.is_alive():
+        if self._conn is not None and self._conn.poll():  # between calls, only a closed pipe is readable
             log.error("the store's writer process ended unexpectedly (exit code %s)", self._exit_code())
             self._forget_child()
         if self._conn is None:
