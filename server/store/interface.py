@@ -31,6 +31,7 @@ from server.store.models import (
     ScopesUpdate,
     Written,
 )
+from server.store.snapshot import StoreSnapshot
 from server.validation import ScopeSpec
 
 __all__ = ["Store"]
@@ -84,6 +85,9 @@ class Store(Protocol):
 
     # The audit trail.
     async def list_audit_events(self, principal: Principal, query: AuditQuery) -> AuditPage: ...
+
+    # The whole store, as rows no engine shapes (one read snapshot).
+    async def export_snapshot(self) -> StoreSnapshot: ...
 
     # Lifecycle.
     async def revision(self) -> int: ...

@@ -203,7 +203,7 @@ def list_events(db: sqlite3.Connection, query: AuditQuery) -> AuditPage:
         db,
         "SELECT revision, time, actor, action, resource_type, resource_id, api_id, before_state, after_state,"
         f" created_permissions, request_id FROM audit_events{where} ORDER BY revision DESC LIMIT ?",
-        (*params, query.limit + 1),
+        (*params, query.limit + 1 if query.limit >= 0 else -1),
     )
     events = tuple(
         AuditEventRecord(
@@ -219,6 +219,6 @@ def list_events(db: sqlite3.Connection, query: AuditQuery) -> AuditPage:
             tuple(json.loads(r[9])),
             r[10],
         )
-        for r in rows[: query.limit]
+        for r in (rows if query.limit < 0 else rows[: query.limit])
     )
-    return AuditPage(events, len(rows) > query.limit)
+    return AuditPage(events, query.limit >= 0 and len(rows) > query.limit)

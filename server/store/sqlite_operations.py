@@ -16,6 +16,7 @@ import json
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 from server import access
 from server.access import CLI, Principal
@@ -36,6 +37,7 @@ from server.store.models import (
     ScopesUpdate,
     Written,
 )
+from server.store.snapshot import ApiRow, KeyRow, PermissionRow, RoleRow, RootKeyRow, StoreSnapshot
 from server.store.sqlite_audit import (
     Change,
     api_state,
@@ -446,3 +448,41 @@ def set_role_permissions(
     else:
         revision = current_revision(db)
     return Written(load_roles(db, [role_id])[0], revision, created)
+
+
+# -- the whole store ----------------------------------------------------------------
+
+
+def export_snapshot(db: sqlite3.Connection) -> StoreSnapshot:
+    def rows(sql: str) -> list[tuple[Any, ...]]:
+        return sorted(fetch_all(db, sql))
+
+    events = list_events(db, AuditQuery(limit=-1))  # every event, newest first
+    return StoreSnapshot(
+        revision=current_revision(db),
+        apis=tuple(ApiRow(*r) for r in rows("SELECT id, name, created_at, updated_at, etag_revision FROM apis")),
+        permissions=tuple(
+            PermissionRow(*r) for r in rows("SELECT id, api_id, name, description, created_at FROM permissions")
+        ),
+        keys=tuple(
+            KeyRow(r[0], r[1], r[2], r[3], r[4], bool(r[5]), *r[6:])
+            for r in rows(
+                "SELECT id, api_id, secret_hash, start, name, enabled, expires_at, created_at, updated_at,"
+                " etag_revision FROM keys"
+            )
+        ),
+        roles=tuple(
+            RoleRow(*r)
+            for r in rows("SELECT id, api_id, name, description, created_at, updated_at, etag_revision FROM roles")
+        ),
+        key_permissions=tuple(rows("SELECT key_id, permission_id FROM key_permissions")),
+        key_roles=tuple(rows("SELECT key_id, role_id FROM key_roles")),
+        role_permissions=tuple(rows("SELECT role_id, permission_id FROM role_permissions")),
+        root_keys=tuple(
+            RootKeyRow(r[0], r[1], r[2], bool(r[3]), r[4], r[5])
+            for r in rows("SELECT id, name, secret_hash, enabled, expires_at, created_at FROM root_keys")
+        ),
+        root_key_permissions=tuple(rows("SELECT root_key_id, name FROM root_key_permissions")),
+        changes=tuple(rows("SELECT revision, kind, id FROM changes")),
+        audit_events=events.events[::-1],
+    )

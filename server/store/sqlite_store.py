@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,6 +37,7 @@ from server.store.models import (
     Written,
 )
 from server.store.root_keys import admit
+from server.store.snapshot import StoreSnapshot
 from server.store.sqlite_batches import WriteBatcher
 from server.store.sqlite_process import SqliteProcess
 from server.store.sqlite_steps import current_revision, migrate, require_revision, rollback, store_faults
@@ -82,13 +84,30 @@ def _pragmas(busy_timeout_ms: int) -> tuple[str, ...]:
     return (f"busy_timeout = {int(busy_timeout_ms)}", "foreign_keys = ON", "synchronous = FULL")
 
 
-def _prepare(path: Path, pragmas: tuple[str, ...]) -> None:
-    db = connect(path, pragmas)
-    try:
-        db.execute("PRAGMA journal_mode = WAL").fetchall()
-        migrate(db)
-    finally:
-        db.close()
+def _prepare(path: Path, pragmas: tuple[str, ...], timeout_seconds: float) -> None:
+    """WAL mode and the latest schema, waiting out (up to `timeout_seconds`) other processes preparing the file.
+
+    Switching a new file to WAL needs an exclusive lock, and SQLite does not call the busy handler for every
+    lock that step takes: a process that opens the file while another one switches or migrates it can get
+    SQLITE_BUSY at once, busy_timeout or not. Preparing is idempotent, so a busy attempt is simply made again.
+    """
+    deadline = time.monotonic() + timeout_seconds
+    pause = 0.001
+    while True:
+        try:
+            db = connect(path, pragmas)
+            try:
+                db.execute("PRAGMA journal_mode = WAL").fetchall()
+                migrate(db)
+            finally:
+                db.close()
+            return
+        except sqlite3.OperationalError as exc:
+            busy = (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            if not busy or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 def _read_transaction(db: sqlite3.Connection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
@@ -148,7 +167,7 @@ class SqliteStore:
         """What `open` does to the file first, and the supervisor of several workers before they open it: WAL mode
         (a setting of the file), and the schema migrated to the latest version."""
         with store_faults():
-            await asyncio.to_thread(_prepare, Path(path), _pragmas(busy_timeout_ms))
+            await asyncio.to_thread(_prepare, Path(path), _pragmas(busy_timeout_ms), busy_timeout_ms / 1000)
 
     async def close(self) -> None:
         if self._closed:
@@ -314,3 +333,8 @@ class SqliteStore:
 
     async def list_audit_events(self, principal: Principal, query: AuditQuery) -> AuditPage:
         return await self._read(operations.list_audit_events, principal, query)
+
+    # -- the whole store -------------------------------------------------------------
+
+    async def export_snapshot(self) -> StoreSnapshot:
+        return await self._read(operations.export_snapshot)
