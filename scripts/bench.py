@@ -2,8 +2,8 @@
 the server's memory after verifying every key; and a soak of the mixed load.
 
 What runs: the real server (`python -m server serve`) as a separate process on a temporary SQLite file that is
-seeded beforehand (schema through `SqliteStore.open`, a root key through `SqliteStore.create_root_key`, then one
-API, a catalog of 50 permissions, a few roles and `--keys` keys bulk-inserted with sqlite3 in one transaction).
+seeded beforehand through the store's interface (`Store.import_snapshot`: one API, a catalog of 50 permissions, a few
+roles, a root key and `--keys` keys, in one transaction).
 The load comes from a second process (multiprocessing, "spawn") that keeps `--concurrency` grpc.aio calls in flight
 over 8 connections; key secrets reach it through the process pipe and are never written to disk.
 
@@ -48,12 +48,10 @@ Usage: scripts/bench [--quick] [--keys N] [--rounds N] [--seconds S] [--concurre
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
 import random
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -64,10 +62,11 @@ from typing import Any
 
 import google.protobuf
 import grpc
-from bench_load import NAMES_PER_WRITE, LoadClient, load_client, summarize
-from bench_seed import Workload, copy_database, seed
+from bench_load import LoadClient, load_client
+from bench_seed import Workload, seed
 from bench_server import BenchError, running_server, tree_memory_mb
 from bench_soak import render_soak, run_soak
+from bench_sqlite_raw import SQLITE_VERSION, copy_database, measure_sqlite_raw
 
 SCENARIOS = ("health", "verify-warm", "verify-cold", "set-permissions", "mixed", "sqlite-raw", "memory")
 DEFAULT_SCENARIOS = tuple(name for name in SCENARIOS if name != "memory")
@@ -77,43 +76,6 @@ DEFAULT_SCENARIOS = tuple(name for name in SCENARIOS if name != "memory")
 
 
 # The size of a key's state in an audit event, before and after, as SetPermissions writes it.
-AUDIT_STATE = json.dumps(
-    {"enabled": True, "expire_time": None, "name": "bench key", "permissions": ["documents.read"] * 5, "roles": []}
-)
-
-
-def measure_sqlite_raw(path: Path, workload: Workload, seconds: float, rng: random.Random) -> dict[str, Any]:
-    """SetPermissions' transaction, one at a time, in this process, for `seconds`: the key's direct permissions
-    replaced, the key marked changed (etag), the revision bumped, a change-log row and an audit event."""
-    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
-        for pragma in ("journal_mode = WAL", "synchronous = FULL", "foreign_keys = ON", "busy_timeout = 5000"):
-            db.execute(f"PRAGMA {pragma}")
-        latencies: list[float] = []
-        cpu_start, started = time.process_time(), time.perf_counter()
-        deadline = started + seconds
-        while (start := time.perf_counter()) < deadline:
-            key_id = rng.choice(workload.key_ids)
-            db.execute("BEGIN IMMEDIATE")
-            db.execute("DELETE FROM key_permissions WHERE key_id = ?", (key_id,))
-            db.executemany(
-                "INSERT INTO key_permissions (key_id, permission_id) VALUES (?, ?)",
-                ((key_id, pid) for pid in rng.sample(workload.permission_ids, NAMES_PER_WRITE)),
-            )
-            now = int(time.time() * 1000)
-            revision = db.execute("UPDATE meta SET revision = revision + 1 RETURNING revision").fetchall()[0][0]
-            db.execute("UPDATE keys SET updated_at = ?, etag_revision = ? WHERE id = ?", (now, revision, key_id))
-            db.execute("INSERT INTO changes (revision, kind, id) VALUES (?, 'key', ?)", (revision, key_id))
-            db.execute(
-                "INSERT INTO audit_events (revision, time, actor, action, resource_type, resource_id, api_id,"
-                " before_state, after_state, created_permissions, request_id)"
-                " VALUES (?, ?, 'root_bench', 'SetPermissions', 'key', ?, 'api', ?, ?, '[]', 'req_bench')",
-                (revision, now, key_id, AUDIT_STATE, AUDIT_STATE),
-            )
-            db.execute("COMMIT")
-            latencies.append(time.perf_counter() - start)
-        return summarize(latencies, time.perf_counter() - started, time.process_time() - cpu_start)
-
-
 # -- the run ---------------------------------------------------------------------------------------------------
 
 
@@ -191,7 +153,7 @@ def machine_info(directory: Path) -> dict[str, Any]:
         "python": platform.python_version(),
         "grpcio": grpc.__version__,
         "protobuf": google.protobuf.__version__,
-        "sqlite": sqlite3.sqlite_version,
+        "sqlite": SQLITE_VERSION,
         "database_filesystem": mount[2],
         "note": f"the server and the load client share these {cores} cores: the client's own CPU competes with the"
         " server, which is why each scenario is also given as a ratio to the health check of the same run",
@@ -217,7 +179,7 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
         directory = Path(tmp)
         db = directory / "keyscope.db"
         started = time.perf_counter()
-        workload = seed(db, options.keys)
+        workload = seed(str(db), options.keys)
         seed_seconds = time.perf_counter() - started
         print(f"seeded {options.keys} keys in {seed_seconds:.1f}s", file=sys.stderr)
         machine = machine_info(directory)

@@ -18,7 +18,7 @@ from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
 from server.errors import DomainError
 from server.factory import ServerConfig, TlsConfig, start_server
 from server.logs import configure_logging
-from server.store import SqliteStore
+from server.store import open_store, prepare_store
 from server.store.verify_cache import CacheLimits
 from server.workers import supervise
 
@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--db",
         default=env.get("KEYSCOPE_DB", "keyscope.db"),
-        help="SQLite database file, created if missing (env KEYSCOPE_DB; default %(default)s)",
+        help="the database: a SQLite file, created if missing (env KEYSCOPE_DB; default %(default)s)",
     )
     common.add_argument(
         "--log-level",
@@ -206,7 +206,7 @@ def _tls_config(parser: argparse.ArgumentParser, options: argparse.Namespace) ->
 
 
 async def _serve(db: str, config: ServerConfig, grace: float, lame_duck: float, cache: CacheLimits) -> None:
-    store = await SqliteStore.open(db, cache=cache)
+    store = await open_store(db, cache)
     try:
         running = await start_server(store, config)
         stop = asyncio.Event()
@@ -238,10 +238,6 @@ async def _serve(db: str, config: ServerConfig, grace: float, lame_duck: float, 
     log.info("stopped")
 
 
-async def _migrate(db: str) -> None:
-    await SqliteStore.prepare(db)
-
-
 def _worker_command(options: argparse.Namespace) -> list[str]:
     command = [
         sys.executable, "-m", "server", "serve", "--reuse-port", "--workers", "1",
@@ -262,7 +258,7 @@ async def _create_root_key(db: str, name: str, permissions: Sequence[str], expir
     expires_ms = None
     if expires_in_days is not None:
         expires_ms = int((datetime.now(UTC).timestamp() + expires_in_days * 86400) * 1000)
-    store = await SqliteStore.open(db)
+    store = await open_store(db)
     try:
         record = await store.create_root_key(name, hash_secret(secret), permissions, expires_ms)
     finally:
@@ -274,7 +270,7 @@ async def _create_root_key(db: str, name: str, permissions: Sequence[str], expir
 
 
 async def _admin(db: str, command: str, root_key_id: str = "") -> None:
-    store = await SqliteStore.open(db)
+    store = await open_store(db)
     try:
         if command == "list-root-keys":
             for key in await store.list_root_keys():
@@ -298,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if options.command == "serve" and options.workers > 1:
             if options.port == 0:
                 parser.error("--workers needs a fixed --port: workers cannot share a port picked at random")
-            asyncio.run(_migrate(options.db))  # once, before the workers open the file
+            asyncio.run(prepare_store(options.db))  # once, before the workers open the file
             return supervise(_worker_command(options), options.workers)
         if options.command == "serve":
             if options.workers < 1:

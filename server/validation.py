@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 from server.errors import FieldViolation, InvalidArgument
+from server.store.models import ScopeSpec
 
 __all__ = ["MAX_LIST", "ScopeSpec", "Validator"]
 
@@ -33,14 +33,6 @@ MAX_LIST = 1000
 MAX_ETAG = 64
 MAX_PAGE_SIZE = 1000
 MAX_TIMESTAMP_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
-
-
-@dataclass(frozen=True)
-class ScopeSpec:
-    """A scope as requested: its value and description."""
-
-    value: str
-    description: str
 
 
 class Validator:

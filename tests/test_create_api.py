@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from keyscope.v1 import apis_pb2, permissions_pb2
-from server.store import SqliteStore
+from server.store import Store
 from tests.client import BAD_AUTHORIZATION, Caller
 from tests.conftest import MakeCaller
 from tests.rpc_errors import error_info, field_violations, rejected, request_id
@@ -34,7 +34,7 @@ async def create_api(
 # -- ok ---------------------------------------------------------------------------------------
 
 
-async def test_ok_returns_the_api_with_its_scopes_and_the_next_revision(admin: Caller, store: SqliteStore) -> None:
+async def test_ok_returns_the_api_with_its_scopes_and_the_next_revision(admin: Caller, store: Store) -> None:
     before = await store.revision()
 
     response = await create_api(
@@ -60,7 +60,7 @@ async def test_ok_what_it_returns_is_what_get_api_reads(admin: Caller) -> None:
     assert await admin.get_api(response.api.id) == response.api
 
 
-async def test_ok_without_scopes_the_catalog_is_empty(admin: Caller, store: SqliteStore) -> None:
+async def test_ok_without_scopes_the_catalog_is_empty(admin: Caller, store: Store) -> None:
     before = await store.revision()
     response = await create_api(admin, request("bare"))
     assert list(response.api.scopes) == []
@@ -81,9 +81,7 @@ async def test_ok_scope_ids_sent_in_the_request_are_ignored(admin: Caller) -> No
     assert scope.id.startswith("perm_")
 
 
-async def test_ok_each_api_gets_its_own_id_and_catalog_even_with_the_same_name(
-    admin: Caller, store: SqliteStore
-) -> None:
+async def test_ok_each_api_gets_its_own_id_and_catalog_even_with_the_same_name(admin: Caller, store: Store) -> None:
     before = await store.revision()
     first = await create_api(admin, request("same", [("documents.read", "")]))
     second = await create_api(admin, request("same", [("documents.read", "")]))

@@ -12,7 +12,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from keyscope.v1 import keys_pb2
-from server.store import SqliteStore
+from server.store import Store
 from tests.client import BAD_AUTHORIZATION, Caller, from_now
 from tests.conftest import UNUSABLE_ROOT_KEYS, MakeCaller, UnusableCaller
 from tests.rpc_errors import error_info, field_violations, rejected, resource_names
@@ -30,7 +30,7 @@ async def _create(caller: Caller, **fields: object) -> keys_pb2.CreateKeyRespons
 # -- ok ---------------------------------------------------------------------------------------------
 
 
-async def test_ok_minimal_key(admin: Caller, store: SqliteStore) -> None:
+async def test_ok_minimal_key(admin: Caller, store: Store) -> None:
     api = await admin.make_api()
     before = await store.revision()
 
@@ -104,7 +104,7 @@ async def test_ok_enabled(admin: Caller, enabled: bool, code: int) -> None:
     assert (await admin.verify(created.secret)).code == code
 
 
-async def test_ok_permissions_from_the_catalog(admin: Caller, store: SqliteStore) -> None:
+async def test_ok_permissions_from_the_catalog(admin: Caller, store: Store) -> None:
     api = await admin.make_api([("documents.write", "Write"), ("documents.read", "Read")])
     scope_ids = {s.value: s.id for s in api.scopes}
 
@@ -118,7 +118,7 @@ async def test_ok_permissions_from_the_catalog(admin: Caller, store: SqliteStore
     assert list(created.created_permissions) == []
 
 
-async def test_ok_unknown_permissions_are_added_to_the_catalog(admin: Caller, store: SqliteStore) -> None:
+async def test_ok_unknown_permissions_are_added_to_the_catalog(admin: Caller, store: Store) -> None:
     api = await admin.make_api(["documents.read"])
     before = await store.revision()
 

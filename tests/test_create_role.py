@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from keyscope.v1 import roles_pb2
-from server.store import SqliteStore
+from server.store import Store
 from tests.client import BAD_AUTHORIZATION, Caller
 from tests.conftest import MakeCaller
 from tests.rpc_errors import blanked_answer, error_info, field_violations, rejected, resource_names
@@ -56,7 +56,7 @@ async def create_role_error(
 # -- ok ---------------------------------------------------------------------------------------
 
 
-async def test_ok_returns_the_role_and_the_next_revision(admin: Caller, store: SqliteStore) -> None:
+async def test_ok_returns_the_role_and_the_next_revision(admin: Caller, store: Store) -> None:
     api = await admin.make_api([("documents.read", "Read"), ("documents.write", "Write")])
     ids = await admin.catalog(api.id)
     before = await store.revision()
@@ -85,7 +85,7 @@ async def test_ok_what_it_returns_is_what_get_role_reads(admin: Caller) -> None:
     assert await admin.get_role(role.id) == role
 
 
-async def test_ok_without_permissions(admin: Caller, store: SqliteStore) -> None:
+async def test_ok_without_permissions(admin: Caller, store: Store) -> None:
     api = await admin.make_api(["documents.read"])
     before = await store.revision()
     response = await create_role(admin, api.id, "empty")
@@ -99,9 +99,7 @@ async def test_ok_duplicates_count_once(admin: Caller) -> None:
     assert [p.name for p in role.permissions] == ["documents.read", "documents.write"]
 
 
-async def test_ok_unknown_names_are_added_to_the_catalog_in_the_same_revision(
-    admin: Caller, store: SqliteStore
-) -> None:
+async def test_ok_unknown_names_are_added_to_the_catalog_in_the_same_revision(admin: Caller, store: Store) -> None:
     api = await admin.make_api(["documents.read"])
     before = await store.revision()
 

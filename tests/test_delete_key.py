@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from keyscope.v1 import keys_pb2
-from server.store import SqliteStore
+from server.store import Store
 from tests.client import BAD_AUTHORIZATION, INVALID_KEY_IDS, Caller
 from tests.conftest import UNUSABLE_ROOT_KEYS, MakeCaller, UnusableCaller
 from tests.rpc_errors import error_info, field_violations, rejected, resource_names
@@ -26,7 +26,7 @@ async def _delete(caller: Caller, key_id: str) -> keys_pb2.DeleteKeyResponse:
 # -- ok ---------------------------------------------------------------------------------------------
 
 
-async def test_ok_key_is_gone(admin: Caller, store: SqliteStore) -> None:
+async def test_ok_key_is_gone(admin: Caller, store: Store) -> None:
     api = await admin.make_api()
     key, secret = await admin.make_key(api.id, ["a"])
     before = await store.revision()

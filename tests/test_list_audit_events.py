@@ -12,7 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from keyscope.v1 import audit_pb2, keys_pb2
 from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
-from server.store import SqliteStore
+from server.store import Store
 from tests.audit_replay import all_events
 from tests.client import BAD_AUTHORIZATION, Caller
 from tests.conftest import MakeCaller
@@ -106,9 +106,7 @@ async def test_ok_filters(admin: Caller, make_caller: MakeCaller) -> None:
     assert ids(await _list(admin, api_id="api_0000000000000000")) == []
 
 
-async def test_ok_root_keys_made_on_the_command_line_are_audited_without_secrets(
-    admin: Caller, store: SqliteStore
-) -> None:
+async def test_ok_root_keys_made_on_the_command_line_are_audited_without_secrets(admin: Caller, store: Store) -> None:
     secret = new_secret(ROOT_KEY_PREFIX)
     record = await store.create_root_key("ops", hash_secret(secret), ["api.*.read_api"])
     await store.set_root_key_enabled(record.id, False)

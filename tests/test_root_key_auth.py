@@ -24,7 +24,7 @@ from keyscope.v1 import apis_pb2, audit_pb2, keys_pb2, permissions_pb2, roles_pb
 from server.cli import EXAMPLE_ROOT_KEY
 from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
 from server.factory import SERVICE_NAMES
-from server.store import SqliteStore
+from server.store import Store
 from tests.client import BAD_AUTHORIZATION, Caller
 from tests.conftest import UNUSABLE_ROOT_KEYS, MakeCaller, UnusableCaller
 from tests.rpc_errors import blanked_answer, error_info, rejected, request_id
@@ -247,7 +247,7 @@ async def test_unauthenticated_answer_carries_the_request_id(admin: Caller, worl
 
 
 async def test_unauthenticated_the_call_after_a_root_key_is_disabled(
-    admin: Caller, world: World, store: SqliteStore, make_caller: MakeCaller
+    admin: Caller, world: World, store: Store, make_caller: MakeCaller
 ) -> None:
     caller = await make_caller(EXAMPLE_ROOT_KEY)
     await call(caller, "GetApi", world)
@@ -278,7 +278,7 @@ async def test_unauthenticated_the_secret_is_case_sensitive(admin: Caller, world
     assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
-async def test_ok_root_key_that_expires_later(admin: Caller, world: World, store: SqliteStore) -> None:
+async def test_ok_root_key_that_expires_later(admin: Caller, world: World, store: Store) -> None:
     secret = new_secret(ROOT_KEY_PREFIX)
     await store.create_root_key(
         "t", hash_secret(secret), EXAMPLE_ROOT_KEY, expires_ms=int(time.time() * 1000) + 3_600_000
@@ -545,7 +545,7 @@ SEED_ROOT_KEY = ["api.*.update_key", "rbac.*.create_permission"]
 
 
 async def test_ok_seed_root_key_sets_permissions_creating_unknown_ones(
-    admin: Caller, world: World, make_caller: MakeCaller, store: SqliteStore
+    admin: Caller, world: World, make_caller: MakeCaller, store: Store
 ) -> None:
     caller = await make_caller(SEED_ROOT_KEY)
     before = await store.revision()

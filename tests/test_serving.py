@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from keyscope.v1 import apis_pb2, keys_pb2
 from server.factory import SERVICE_NAMES, RunningServer, ServerConfig, start_server
 from server.logs import RequestIdFilter
-from server.store import SqliteStore
+from server.store import Store
 from tests.client import Caller
 from tests.conftest import MakeCaller
 from tests.rpc_errors import request_id
@@ -60,7 +60,7 @@ async def test_not_found_health_of_unknown_service(channel: grpc.aio.Channel) ->
 
 
 async def test_ok_graceful_stop(
-    server: RunningServer, store: SqliteStore, channel: grpc.aio.Channel, admin: Caller, db_path: Path
+    server: RunningServer, store: Store, channel: grpc.aio.Channel, admin: Caller, db_path: Path
 ) -> None:
     health = health_pb2_grpc.HealthStub(channel)
     watch = health.Watch(health_pb2.HealthCheckRequest(service="keyscope.v1.KeyService"))
@@ -286,7 +286,7 @@ async def test_invalid_argument_error_request_id_replaced_when_unsafe(admin: Cal
 # -- store failures and unexpected errors ------------------------------------------------------------
 
 
-async def test_unavailable_when_store_closed(store: SqliteStore, admin: Caller) -> None:
+async def test_unavailable_when_store_closed(store: Store, admin: Caller) -> None:
     api = await admin.make_api()
     await store.close()
     with pytest.raises(grpc.aio.AioRpcError) as e:

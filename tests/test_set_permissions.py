@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from keyscope.v1 import keys_pb2
-from server.store import SqliteStore
+from server.store import Store
 from tests.client import BAD_AUTHORIZATION, INVALID_KEY_IDS, Caller
 from tests.conftest import UNUSABLE_ROOT_KEYS, MakeCaller, UnusableCaller
 from tests.rpc_errors import error_info, field_violations, rejected, request_id, resource_names
@@ -178,7 +178,7 @@ async def test_ok_the_next_verify_sees_the_change(admin: Caller) -> None:
     assert (await admin.verify(secret, "documents.read.own")).code == Code.INSUFFICIENT_PERMISSIONS
 
 
-async def test_ok_revision_grows_by_exactly_one(admin: Caller, store: SqliteStore) -> None:
+async def test_ok_revision_grows_by_exactly_one(admin: Caller, store: Store) -> None:
     api = await admin.make_api(["a", "b"])
     key, _ = await admin.make_key(api.id, ["a"])
     before = await store.revision()
@@ -191,7 +191,7 @@ async def test_ok_revision_grows_by_exactly_one(admin: Caller, store: SqliteStor
 
 
 async def test_ok_unchanged_set_keeps_the_revision_and_changes_nothing(
-    admin: Caller, store: SqliteStore, db_path: Path
+    admin: Caller, store: Store, db_path: Path
 ) -> None:
     api = await admin.make_api(["a", "b"])
     key, _ = await admin.make_key(api.id, ["a", "b"])
@@ -232,7 +232,7 @@ async def test_ok_boundaries(admin: Caller) -> None:
     assert len(response.created_permissions) == 1000
 
 
-async def test_ok_concurrent_calls_leave_exactly_one_requested_set(admin: Caller, store: SqliteStore) -> None:
+async def test_ok_concurrent_calls_leave_exactly_one_requested_set(admin: Caller, store: Store) -> None:
     api = await admin.make_api([f"p{i:02d}" for i in range(25)] + ["initial"])
     key, _ = await admin.make_key(api.id, ["initial"])
     sets = [[f"p{i:02d}", f"p{i + 1:02d}", f"p{i + 5:02d}"] for i in range(20)]
@@ -356,7 +356,7 @@ async def test_unauthenticated_comes_before_validation(admin: Caller) -> None:
 
 
 async def test_permission_denied_among_concurrent_calls_changes_only_its_own_key(
-    admin: Caller, make_caller: MakeCaller, store: SqliteStore
+    admin: Caller, make_caller: MakeCaller, store: Store
 ) -> None:
     # Concurrent writes may share one SQLite transaction: a denied one must leave no trace,
     # and must not take the others down with it.

@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from keyscope.v1 import keys_pb2, roles_pb2
-from server.store import SqliteStore
+from server.store import Store
 from tests.client import BAD_AUTHORIZATION, Caller
 from tests.conftest import MakeCaller
 from tests.rpc_errors import blanked_answer, error_info, field_violations, resource_names
@@ -46,7 +46,7 @@ async def role_names(caller: Caller, role_id: str) -> list[str]:
 # -- ok ---------------------------------------------------------------------------------------
 
 
-async def test_ok_replaces_every_permission_and_bumps_the_revision(admin: Caller, store: SqliteStore) -> None:
+async def test_ok_replaces_every_permission_and_bumps_the_revision(admin: Caller, store: Store) -> None:
     api = await admin.make_api([("documents.read", "Read"), ("documents.write", "Write"), ("admin", "All")])
     ids = await admin.catalog(api.id)
     role = await admin.make_role(api.id, "editor", ["documents.read", "admin"], description="Edits")
@@ -68,7 +68,7 @@ async def test_ok_replaces_every_permission_and_bumps_the_revision(admin: Caller
     assert set(await admin.catalog(api.id)) == {"admin", "documents.read", "documents.write"}
 
 
-async def test_ok_empty_list_clears_the_role(admin: Caller, store: SqliteStore) -> None:
+async def test_ok_empty_list_clears_the_role(admin: Caller, store: Store) -> None:
     api = await admin.make_api(["documents.read", "documents.write"])
     role = await admin.make_role(api.id, "editor", ["documents.read", "documents.write"])
     before = await store.revision()
@@ -94,7 +94,7 @@ async def test_ok_duplicates_count_once(admin: Caller) -> None:
     ],
 )
 async def test_ok_the_same_set_changes_nothing(
-    admin: Caller, db_path: Path, store: SqliteStore, initial: list[str], again: list[str]
+    admin: Caller, db_path: Path, store: Store, initial: list[str], again: list[str]
 ) -> None:
     api = await admin.make_api(["documents.read", "documents.write"])
     role = await admin.make_role(api.id, "editor", initial)
@@ -108,9 +108,7 @@ async def test_ok_the_same_set_changes_nothing(
     assert snapshot(db_path) == before
 
 
-async def test_ok_unknown_names_are_added_to_the_catalog_in_the_same_revision(
-    admin: Caller, store: SqliteStore
-) -> None:
+async def test_ok_unknown_names_are_added_to_the_catalog_in_the_same_revision(admin: Caller, store: Store) -> None:
     api = await admin.make_api(["documents.read"])
     role = await admin.make_role(api.id, "editor", ["documents.read"])
     before = await store.revision()

@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from keyscope.v1 import keys_pb2
-from server.store import SqliteStore
+from server.store import Store
 from tests.client import BAD_AUTHORIZATION, Caller
 from tests.conftest import UNUSABLE_ROOT_KEYS, MakeCaller, UnusableCaller
 from tests.rpc_errors import error_info, field_violations, rejected, resource_names
@@ -26,7 +26,7 @@ async def _set_roles(caller: Caller, key_id: str, roles: list[str]) -> keys_pb2.
 # -- ok ---------------------------------------------------------------------------------------------
 
 
-async def test_ok_assigns_roles(admin: Caller, store: SqliteStore) -> None:
+async def test_ok_assigns_roles(admin: Caller, store: Store) -> None:
     api = await admin.make_api()
     writer = await admin.make_role(api.id, "writer", ["documents.write"])
     auditor = await admin.make_role(api.id, "auditor", ["audit.read"])
@@ -90,9 +90,7 @@ async def test_ok_direct_permissions_untouched(admin: Caller) -> None:
 
 
 @pytest.mark.parametrize("roles", [["reader", "writer"], ["writer", "reader", "writer"]])
-async def test_ok_same_roles_again_bump_nothing(
-    admin: Caller, store: SqliteStore, db_path: Path, roles: list[str]
-) -> None:
+async def test_ok_same_roles_again_bump_nothing(admin: Caller, store: Store, db_path: Path, roles: list[str]) -> None:
     api = await admin.make_api()
     await admin.make_role(api.id, "reader")
     await admin.make_role(api.id, "writer")
@@ -107,9 +105,7 @@ async def test_ok_same_roles_again_bump_nothing(
     assert snapshot(db_path) == before
 
 
-async def test_ok_empty_list_on_a_key_without_roles_bumps_nothing(
-    admin: Caller, store: SqliteStore, db_path: Path
-) -> None:
+async def test_ok_empty_list_on_a_key_without_roles_bumps_nothing(admin: Caller, store: Store, db_path: Path) -> None:
     api = await admin.make_api()
     key, _ = await admin.make_key(api.id)
     before = snapshot(db_path)

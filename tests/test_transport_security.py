@@ -20,7 +20,7 @@ from server.addresses import is_loopback
 from server.cli import EXAMPLE_ROOT_KEY
 from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
 from server.factory import RunningServer, ServerConfig, TlsConfig, start_server
-from server.store import SqliteStore
+from server.store import Store
 from tests.certs import Certificates, Identity, make_certificates
 from tests.client import Caller
 from tests.processes import create_root_key, free_port, server_env, start_serve, stop
@@ -44,27 +44,27 @@ def client_credentials(certs: Certificates, identity: Identity | None = None) ->
     )
 
 
-async def serve_tls(store: SqliteStore, certs: Certificates, *, mutual: bool) -> RunningServer:
+async def serve_tls(store: Store, certs: Certificates, *, mutual: bool) -> RunningServer:
     tls = TlsConfig(certs.server.cert_pem, certs.server.key_pem, certs.ca_pem if mutual else None)
     return await start_server(store, ServerConfig(host="127.0.0.1", port=0, tls=tls))
 
 
 @pytest_asyncio.fixture
-async def tls_server(store: SqliteStore, certs: Certificates) -> AsyncIterator[RunningServer]:
+async def tls_server(store: Store, certs: Certificates) -> AsyncIterator[RunningServer]:
     running = await serve_tls(store, certs, mutual=False)
     yield running
     await running.stop(None)
 
 
 @pytest_asyncio.fixture
-async def mtls_server(store: SqliteStore, certs: Certificates) -> AsyncIterator[RunningServer]:
+async def mtls_server(store: Store, certs: Certificates) -> AsyncIterator[RunningServer]:
     running = await serve_tls(store, certs, mutual=True)
     yield running
     await running.stop(None)
 
 
 @pytest_asyncio.fixture
-async def root_key(store: SqliteStore) -> tuple[str, str]:
+async def root_key(store: Store) -> tuple[str, str]:
     """A root key holding every permission: its secret and id."""
     secret = new_secret(ROOT_KEY_PREFIX)
     record = await store.create_root_key("transport test", hash_secret(secret), EXAMPLE_ROOT_KEY)
@@ -164,7 +164,7 @@ async def test_unavailable_mtls_client_without_a_certificate_from_the_ca(
 
 
 @pytest_asyncio.fixture
-async def limited(store: SqliteStore, root_key: tuple[str, str]) -> AsyncIterator[Caller]:
+async def limited(store: Store, root_key: tuple[str, str]) -> AsyncIterator[Caller]:
     """A caller with every permission, on a server that takes and sends messages of at most LIMIT bytes."""
     running = await start_server(store, ServerConfig(host="127.0.0.1", port=0, max_message_bytes=LIMIT))
     try:

@@ -9,7 +9,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from keyscope.v1 import keys_pb2
-from server.store import SqliteStore
+from server.store import Store
 from tests.client import BAD_AUTHORIZATION, INVALID_KEY_IDS, Caller, from_now
 from tests.conftest import UNUSABLE_ROOT_KEYS, MakeCaller, UnusableCaller
 from tests.rpc_errors import error_info, field_violations, rejected, resource_names
@@ -28,7 +28,7 @@ async def _update(caller: Caller, key_id: str, **fields: object) -> keys_pb2.Upd
 # -- ok ---------------------------------------------------------------------------------------------
 
 
-async def test_ok_name_only_leaves_the_rest(admin: Caller, store: SqliteStore) -> None:
+async def test_ok_name_only_leaves_the_rest(admin: Caller, store: Store) -> None:
     api = await admin.make_api()
     await admin.make_role(api.id, "reader", ["documents.read"])
     expiry = from_now(3600)
@@ -122,7 +122,7 @@ async def test_ok_every_field_at_once(admin: Caller) -> None:
     ],
 )
 async def test_ok_no_change_bumps_nothing(
-    admin: Caller, store: SqliteStore, db_path: Path, fields: dict[str, object]
+    admin: Caller, store: Store, db_path: Path, fields: dict[str, object]
 ) -> None:
     api = await admin.make_api()
     key, _ = await admin.make_key(api.id, name="same")
@@ -136,7 +136,7 @@ async def test_ok_no_change_bumps_nothing(
     assert snapshot(db_path) == before
 
 
-async def test_ok_same_expiry_bumps_nothing(admin: Caller, store: SqliteStore, db_path: Path) -> None:
+async def test_ok_same_expiry_bumps_nothing(admin: Caller, store: Store, db_path: Path) -> None:
     api = await admin.make_api()
     expiry = from_now(3600)
     key, _ = await admin.make_key(api.id, expire_time=expiry)

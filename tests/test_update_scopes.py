@@ -10,7 +10,7 @@ import pytest
 from google.protobuf import json_format
 
 from keyscope.v1 import apis_pb2, keys_pb2, permissions_pb2
-from server.store import SqliteStore
+from server.store import Store
 from tests.client import BAD_AUTHORIZATION, Caller
 from tests.conftest import UNUSABLE_ROOT_KEYS, MakeCaller, UnusableCaller
 from tests.rpc_errors import error_info, field_violations, rejected, resource_names
@@ -216,7 +216,7 @@ async def test_ok_caller_with_update_api(admin: Caller, make_caller: MakeCaller,
     assert values(response.api) == ["write:users"]
 
 
-async def test_ok_revision_grows_by_exactly_one(admin: Caller, store: SqliteStore) -> None:
+async def test_ok_revision_grows_by_exactly_one(admin: Caller, store: Store) -> None:
     api = await admin.make_api(["a", "b", "c"])
     for _ in range(3):
         await admin.make_key(api.id, ["a", "b"])
@@ -231,7 +231,7 @@ async def test_ok_revision_grows_by_exactly_one(admin: Caller, store: SqliteStor
 
 
 async def test_ok_unchanged_list_keeps_the_revision_and_changes_nothing(
-    admin: Caller, store: SqliteStore, db_path: Path
+    admin: Caller, store: Store, db_path: Path
 ) -> None:
     api = await admin.make_api([("a", "A"), ("b", "B")])
     await admin.make_key(api.id, ["a"])

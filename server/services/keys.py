@@ -114,14 +114,14 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
         names = check.permission_names("permissions", request.permissions)
         check.etag(request.etag)
         check.done()
-        written = await self._store.set_permissions(
+        update = await self._store.set_permissions(
             current_principal(), request.key_id, names, request.etag, request.validate_only
         )
         return keys_pb2.SetPermissionsResponse(
-            permissions=[permission_message(p) for p in written.value],
-            created_permissions=[permission_message(p) for p in written.created_permissions],
-            revision=written.revision,
-            etag=written.etag,
+            permissions=[permission_message(p) for p in update.permissions],
+            created_permissions=[permission_message(p) for p in update.created_permissions],
+            revision=update.revision,
+            etag=update.etag,
         )
 
     async def SetRoles(
@@ -150,5 +150,5 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
                 check.add("permissions", str(exc))
         check.min_revision(request.min_revision)
         check.done()
-        found = await self._store.verify_key(hash_secret(request.key), request.min_revision)
-        return verdict(found, current_principal(), query, _now_ms())
+        found = await self._store.verify_key(current_principal(), hash_secret(request.key), request.min_revision)
+        return verdict(found, query, _now_ms())

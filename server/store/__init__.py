@@ -1,6 +1,7 @@
-"""Persistence behind one interface (`Store`); SQLite is the embedded default."""
+"""Persistence behind one interface (`Store`): the rules in this package, the SQL in one package per engine
+(`sqlite/`, the embedded default); `open_store` picks the engine a `--db` value names."""
 
+from server.store.engines import open_store, prepare_store
 from server.store.interface import Store
-from server.store.sqlite_store import SqliteStore
 
-__all__ = ["SqliteStore", "Store"]
+__all__ = ["Store", "open_store", "prepare_store"]

@@ -1,4 +1,4 @@
-"""The store as the servicers see it. Another engine implements this and nothing else changes.
+"""The store as the servicers see it: one interface, whichever engine is below it (server.store.engines).
 
 Every method that touches an API's resources takes the calling `Principal` and
 checks it inside the same transaction as the work, so that authorization and
@@ -8,6 +8,8 @@ etag, and `validate_only` answers what the call would return and writes
 nothing. Methods raise `server.errors` domain errors: NotFound,
 PermissionDenied, AlreadyExists, EtagMismatch, RevisionNotReached (a read's
 `min_revision` is ahead of the store), StoreFull, StoreUnavailable.
+Implemented by server.store.engine_store.EngineStore, over the SQLite engine
+(server.store.sqlite).
 """
 
 from __future__ import annotations
@@ -25,14 +27,14 @@ from server.store.models import (
     KeyRecord,
     KeyVerification,
     NewKey,
-    PermissionEntry,
+    PermissionsUpdate,
     RoleRecord,
     RootKeyRecord,
+    ScopeSpec,
     ScopesUpdate,
     Written,
 )
 from server.store.snapshot import StoreSnapshot
-from server.validation import ScopeSpec
 
 __all__ = ["Store"]
 
@@ -68,11 +70,13 @@ class Store(Protocol):
     async def delete_key(self, principal: Principal, key_id: str) -> int: ...
     async def set_permissions(
         self, principal: Principal, key_id: str, names: Sequence[str], etag: str = "", validate_only: bool = False
-    ) -> Written[tuple[PermissionEntry, ...]]: ...
+    ) -> PermissionsUpdate: ...
     async def set_roles(
         self, principal: Principal, key_id: str, role_names: Sequence[str], etag: str = ""
     ) -> Written[KeyRecord]: ...
-    async def verify_key(self, secret_hash: bytes, min_revision: int = 0) -> KeyVerification | None: ...
+    async def verify_key(
+        self, principal: Principal, secret_hash: bytes, min_revision: int = 0
+    ) -> KeyVerification | None: ...
 
     # Roles.
     async def create_role(
@@ -86,8 +90,9 @@ class Store(Protocol):
     # The audit trail.
     async def list_audit_events(self, principal: Principal, query: AuditQuery) -> AuditPage: ...
 
-    # The whole store, as rows no engine shapes (one read snapshot).
+    # The whole store, as rows no engine shapes: to compare two stores, and to copy one into an empty one.
     async def export_snapshot(self) -> StoreSnapshot: ...
+    async def import_snapshot(self, snapshot: StoreSnapshot) -> None: ...
 
     # Lifecycle.
     async def revision(self) -> int: ...

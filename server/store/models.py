@@ -18,14 +18,24 @@ __all__ = [
     "KeyVerification",
     "NewKey",
     "PermissionEntry",
+    "PermissionsUpdate",
     "RoleRecord",
     "RootKeyGrant",
     "RootKeyRecord",
+    "ScopeSpec",
     "ScopesUpdate",
     "Written",
 ]
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ScopeSpec:
+    """A scope as requested: its value and description."""
+
+    value: str
+    description: str
 
 
 @dataclass(frozen=True)
@@ -142,7 +152,17 @@ class Written(Generic[T]):
     value: T
     revision: int
     created_permissions: tuple[PermissionEntry, ...] = field(default=())
-    etag: str = ""  # the changed resource's etag, where `value` does not carry it
+
+
+@dataclass(frozen=True)
+class PermissionsUpdate:
+    """SetPermissions' outcome: the key's direct permissions after it, the catalog entries it created, the key's
+    etag and the store revision after it."""
+
+    permissions: tuple[PermissionEntry, ...]
+    created_permissions: tuple[PermissionEntry, ...]
+    etag: str
+    revision: int
 
 
 @dataclass(frozen=True)

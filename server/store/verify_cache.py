@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from server.store.models import KeyVerification, RootKeyGrant
 
-__all__ = ["CacheLimits", "Change", "VerifyCache"]
+__all__ = ["DEFAULT_LIMITS", "CacheLimits", "Change", "VerifyCache"]
 
 Change = tuple[int, str, str]  # (revision, kind, id); kinds: "key" (key id), "api" (all its keys), "root"
 
@@ -26,6 +26,9 @@ _ENTRY_OVERHEAD = 400  # bytes of Python objects around an entry's strings, meas
 class CacheLimits:
     entries: int = 100_000
     bytes: int = 64 * 1024 * 1024
+
+
+DEFAULT_LIMITS = CacheLimits()
 
 
 def _size(key: KeyVerification) -> int:

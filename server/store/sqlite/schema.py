@@ -1,4 +1,5 @@
-"""The SQLite schema, as numbered migrations. `PRAGMA user_version` records the last one applied.
+"""The SQLite schema, as numbered migrations (`PRAGMA user_version` records the last one applied), and
+preparing a file: WAL mode and the latest schema.
 
 Append a migration to change the schema; never edit one that has shipped.
 Times are milliseconds since the Unix epoch; secrets are stored only as
@@ -7,7 +8,17 @@ SHA-256 digests.
 
 from __future__ import annotations
 
-__all__ = ["MIGRATIONS", "LATEST_VERSION"]
+import logging
+import sqlite3
+import time
+from pathlib import Path
+
+from server.errors import StoreUnavailable
+from server.store.sqlite.connection import connect, rollback
+
+__all__ = ["LATEST_VERSION", "MIGRATIONS", "migrate", "prepare"]
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: the core model.
@@ -119,3 +130,50 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 
 LATEST_VERSION = len(MIGRATIONS)
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    # Another process may be migrating too: read the version inside SQLite's write lock.
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > LATEST_VERSION:
+            raise StoreUnavailable(
+                f"the database has schema version {version}, newer than this server "
+                f"knows ({LATEST_VERSION}); upgrade the server"
+            )
+        for number in range(version + 1, LATEST_VERSION + 1):
+            for statement in MIGRATIONS[number - 1]:
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {number}")
+            log.info("store schema migrated to version %d", number)
+        db.execute("COMMIT")
+    except BaseException:
+        rollback(db)
+        raise
+
+
+def prepare(path: Path, pragmas: tuple[str, ...], timeout_seconds: float) -> None:
+    """WAL mode and the latest schema, waiting out (up to `timeout_seconds`) other processes preparing the file.
+
+    Switching a new file to WAL needs an exclusive lock, and SQLite does not call the busy handler for every
+    lock that step takes: a process that opens the file while another one switches or migrates it can get
+    SQLITE_BUSY at once, busy_timeout or not. Preparing is idempotent, so a busy attempt is simply made again.
+    """
+    deadline = time.monotonic() + timeout_seconds
+    pause = 0.001
+    while True:
+        try:
+            db = connect(path, pragmas)
+            try:
+                db.execute("PRAGMA journal_mode = WAL").fetchall()
+                migrate(db)
+            finally:
+                db.close()
+            return
+        except sqlite3.OperationalError as exc:
+            busy = (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            if not busy or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)

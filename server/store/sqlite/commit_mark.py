@@ -29,7 +29,7 @@ from pathlib import Path
 
 __all__ = ["CommitMark"]
 
-log = logging.getLogger("server.store.sqlite_store")
+log = logging.getLogger(__name__)
 
 HEADER_BYTES = 48  # one copy of the WAL-index header
 

@@ -1,4 +1,4 @@
-"""The store's writer in a process of its own (server.store.sqlite_process): what crosses the pipe arrives intact,
+"""The store's writer in a process of its own (server.store.sqlite.process): what crosses the pipe arrives intact,
 the child outlives the signals a terminal or a service manager sends its process group, a child that dies is
 replaced, and the child ends with the store, or with the server when the server is killed."""
 
@@ -17,12 +17,15 @@ import pytest_asyncio
 from keyscope.v1 import keys_pb2
 from server.access import CLI
 from server.errors import NotFound, StoreUnavailable
-from server.store import SqliteStore
-from server.store import sqlite_operations as operations
-from server.store.sqlite_process import SqliteProcess
-from server.store.sqlite_steps import fetch_all
+from server.store import keys, open_store
+from server.store.engine_store import EngineStore
+from server.store.sqlite import SqliteEngine
+from server.store.sqlite.connection import fetch_all
+from server.store.sqlite.engine import read_transaction
+from server.store.sqlite.process import SqliteProcess
 from tests.client import Caller
 from tests.processes import alive, descendants_of, free_port, start_serve, stop, until
+from tests.sqlite.writer import writer_of
 
 PRAGMAS = ("busy_timeout = 5000", "foreign_keys = ON", "synchronous = FULL")
 # A statement that runs until it is stopped: a recursive count without end.
@@ -33,7 +36,7 @@ pytestmark = pytest.mark.asyncio
 
 @pytest_asyncio.fixture
 async def writer(db_path: Path) -> AsyncIterator[SqliteProcess]:
-    await SqliteStore.prepare(db_path)
+    await SqliteEngine.prepare(db_path)
     process = await SqliteProcess.open(db_path, PRAGMAS, "writer")
     yield process
     await process.close()
@@ -58,7 +61,7 @@ async def test_ok_results_cross_intact(writer: SqliteProcess) -> None:
 
 async def test_not_found_domain_errors_cross_with_every_field(writer: SqliteProcess) -> None:
     with pytest.raises(NotFound) as caught:
-        await writer.run(operations.get_key, CLI, "key_missing", 0)
+        await writer.run(read_transaction, keys.get_key, (CLI, "key_missing", 0))
     expected = NotFound("key", ["key_missing"])
     assert (caught.value.resource_type, caught.value.names) == ("key", ("key_missing",))
     assert (caught.value.message, caught.value.args) == (expected.message, expected.args)
@@ -109,11 +112,11 @@ async def test_unavailable_when_the_child_dies_during_a_call_then_a_new_child_se
 
 
 async def test_ok_a_child_that_died_idle_is_replaced_before_the_next_write(
-    store: SqliteStore, admin: Caller, caplog: pytest.LogCaptureFixture
+    store: EngineStore, admin: Caller, caplog: pytest.LogCaptureFixture
 ) -> None:
     api = await admin.make_api(["documents.read", "documents.write"])
     key, _ = await admin.make_key(api.id, permissions=["documents.read"])
-    pid = child_of(store._writer)
+    pid = child_of(writer_of(store))
     os.kill(pid, signal.SIGKILL)
     await until(lambda: not alive(pid), "the killed child has ended")
     # The first write after the death is not the one to fail: the death is noticed before it is sent.
@@ -126,8 +129,8 @@ async def test_ok_a_child_that_died_idle_is_replaced_before_the_next_write(
 
 
 async def test_ok_the_child_ends_with_the_store(db_path: Path) -> None:
-    store = await SqliteStore.open(db_path)
-    pid = child_of(store._writer)
+    store = await open_store(str(db_path))
+    pid = child_of(writer_of(store))
     assert alive(pid)
     await store.close()
     assert not alive(pid)

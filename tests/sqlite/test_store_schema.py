@@ -10,9 +10,9 @@ import pytest
 
 from server.access import Principal
 from server.errors import StoreUnavailable
-from server.store import SqliteStore
-from server.store.sqlite_schema import LATEST_VERSION
-from server.validation import ScopeSpec
+from server.store import open_store
+from server.store.models import ScopeSpec
+from server.store.sqlite.schema import LATEST_VERSION
 
 pytestmark = pytest.mark.asyncio
 
@@ -28,18 +28,18 @@ def _pragma(path: Path, name: str) -> object:
 
 
 async def test_ok_fresh_file_gets_latest_schema_in_wal_mode(db_path: Path) -> None:
-    store = await SqliteStore.open(db_path)
+    store = await open_store(str(db_path))
     await store.close()
     assert _pragma(db_path, "user_version") == LATEST_VERSION
     assert _pragma(db_path, "journal_mode") == "wal"
 
 
 async def test_ok_reopening_keeps_data_and_revision(db_path: Path) -> None:
-    store = await SqliteStore.open(db_path)
+    store = await open_store(str(db_path))
     written = await store.create_api(CREATOR, "kept", [ScopeSpec("a.read", "A")])
     await store.close()
 
-    store = await SqliteStore.open(db_path)
+    store = await open_store(str(db_path))
     try:
         api = await store.get_api(CREATOR, written.value.id)
         assert [s.name for s in api.scopes] == ["a.read"]
@@ -50,7 +50,7 @@ async def test_ok_reopening_keeps_data_and_revision(db_path: Path) -> None:
 
 async def test_ok_two_stores_migrating_one_new_file_at_once(db_path: Path) -> None:
     # Worker processes may start together on a new file: one migrates, the other waits and skips.
-    first, second = await asyncio.gather(SqliteStore.open(db_path), SqliteStore.open(db_path))
+    first, second = await asyncio.gather(open_store(str(db_path)), open_store(str(db_path)))
     await first.close()
     await second.close()
     assert _pragma(db_path, "user_version") == LATEST_VERSION
@@ -61,16 +61,16 @@ async def test_unavailable_schema_newer_than_the_server(db_path: Path) -> None:
     db.execute(f"PRAGMA user_version = {LATEST_VERSION + 1}")
     db.close()
     with pytest.raises(StoreUnavailable, match="newer than this server"):
-        await SqliteStore.open(db_path)
+        await open_store(str(db_path))
 
 
 async def test_unavailable_file_cannot_be_opened(tmp_path: Path) -> None:
     with pytest.raises(StoreUnavailable):
-        await SqliteStore.open(tmp_path / "missing-dir" / "keyscope.db")
+        await open_store(str(tmp_path / "missing-dir" / "keyscope.db"))
 
 
 async def test_unavailable_after_close(db_path: Path) -> None:
-    store = await SqliteStore.open(db_path)
+    store = await open_store(str(db_path))
     await store.close()
     with pytest.raises(StoreUnavailable):
         await store.revision()

@@ -1,5 +1,6 @@
-"""server.store.wal_index.CommitMark: the mark VerifyKey reads before trusting its cache changes with every commit,
-by any connection or process, and with nothing else; without a WAL index it falls back to PRAGMA data_version."""
+"""server.store.sqlite.commit_mark.CommitMark: the mark VerifyKey reads before trusting its cache changes with every
+commit, by any connection or process, and with nothing else; without a WAL index it falls back to PRAGMA
+data_version."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from server.store.wal_index import CommitMark
+from server.store.sqlite.commit_mark import CommitMark
 
 
 @contextlib.contextmanager

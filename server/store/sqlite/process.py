@@ -1,6 +1,6 @@
 """A sqlite3 connection in a process of its own: the store's writer.
 
-The same interface as server.store.sqlite_thread.SqliteThread (`open`, `run`,
+The same interface as server.store.sqlite.thread.SqliteThread (`open`, `run`,
 `close`), but `fn(connection, *args)` runs in a child process, so the writer's
 Python work and SQLite's never wait on the event loop's interpreter lock.
 In one process, each of the writer's statements gave the lock back to the
@@ -34,16 +34,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from server.errors import DomainError, StoreUnavailable
-from server.store.sqlite_thread import connect
+from server.store.sqlite.connection import connect
 
 __all__ = ["SqliteProcess", "with_child_traceback"]
 
-log = logging.getLogger("server.store.sqlite_store")
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 _CONTEXT = multiprocessing.get_context("forkserver")
-_CONTEXT.set_forkserver_preload([__name__])
+# The children run the store's rules (server.store.engine_store imports them all) in group-commit batches.
+_CONTEXT.set_forkserver_preload([__name__, "server.store.sqlite.batches", "server.store.engine_store"])
 
 STOP_SECONDS = 10.0  # how long `close` waits for the child to finish its work and exit
 

@@ -26,11 +26,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from keyscope.v1 import keys_pb2
 from server.factory import SERVICE_NAMES, RunningServer, ServerConfig, start_server
-from server.store import SqliteStore
-from server.store.sqlite_steps import fetch_all
-from server.store.sqlite_store import RESERVE_PAGES
+from server.store.engine_store import EngineStore
+from server.store.sqlite.connection import fetch_all
+from server.store.sqlite.engine import RESERVE_PAGES
 from tests.client import Caller
 from tests.rpc_errors import error_info, rejected
+from tests.sqlite.writer import writer_of
 from tests.store_snapshot import integrity_problems, revision, snapshot
 
 pytestmark = pytest.mark.asyncio
@@ -46,7 +47,7 @@ HEALTH_NAMES = ("", *SERVICE_NAMES)
 
 
 @pytest_asyncio.fixture
-async def server(store: SqliteStore) -> AsyncIterator[RunningServer]:
+async def server(store: EngineStore) -> AsyncIterator[RunningServer]:
     """conftest's server, probing its store every PROBE_SECONDS so that health follows faults quickly."""
     running = await start_server(store, ServerConfig(host="127.0.0.1", port=0, store_probe_seconds=PROBE_SECONDS))
     yield running
@@ -112,14 +113,14 @@ def file_bytes(*paths: Path) -> dict[str, str]:
 # -- a full disk -----------------------------------------------------------------------------------------
 
 
-async def _pragma(store: SqliteStore, name: str, value: int | None = None) -> int:
+async def _pragma(store: EngineStore, name: str, value: int | None = None) -> int:
     """A PRAGMA on the store's own writer connection (max_page_count is a setting of each connection)."""
     statement = f"PRAGMA {name}" if value is None else f"PRAGMA {name} = {int(value)}"
-    return int((await store._writer.run(fetch_all, statement))[0][0])
+    return int((await writer_of(store).run(fetch_all, statement))[0][0])
 
 
 async def test_resource_exhausted_when_disk_full_then_recovers(
-    store: SqliteStore, channel: grpc.aio.Channel, admin: Caller, db_path: Path, caplog: pytest.LogCaptureFixture
+    store: EngineStore, channel: grpc.aio.Channel, admin: Caller, db_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="keyscope")
     api = await admin.make_api(["base.read"])
@@ -203,7 +204,7 @@ async def test_resource_exhausted_when_disk_full_then_recovers(
 
 
 async def test_resource_exhausted_when_write_outgrows_room_left(
-    store: SqliteStore, admin: Caller, db_path: Path, caplog: pytest.LogCaptureFixture
+    store: EngineStore, admin: Caller, db_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Above, writes of a few pages fill the store until less than the server's reserve is left. Here more than
     # the reserve is left, so the probe lets writes through, and one write needs more than that room: SQLite

@@ -15,20 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["SqliteThread", "connect"]
+from server.store.sqlite.connection import connect
+
+__all__ = ["SqliteThread"]
 
 T = TypeVar("T")
-
-
-def connect(path: Path, pragmas: tuple[str, ...]) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None)  # autocommit: transactions are explicit
-    try:
-        for pragma in pragmas:
-            db.execute(f"PRAGMA {pragma}").fetchall()
-    except BaseException:
-        db.close()
-        raise
-    return db
 
 
 class SqliteThread:

@@ -1,0 +1,72 @@
+"""May this caller act on this resource, and is the etag it sent still the resource's? Checked inside the
+transaction that does the work, so that the check and the change see the same state."""
+
+from __future__ import annotations
+
+import time
+
+from server import access
+from server.access import Principal
+from server.errors import EtagMismatch, NotFound, RevisionNotReached
+from server.store.engine import Tables
+
+__all__ = ["authorize_api", "authorize_key", "authorize_role", "etag_of", "now_ms", "require_revision"]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def etag_of(revision: int) -> str:
+    """A resource's etag: opaque to callers, made of the revision at which the resource last changed."""
+    return f"r{revision}"
+
+
+def require_revision(current: int, min_revision: int) -> None:
+    """A read's snapshot must be at `min_revision` or later."""
+    if current < min_revision:
+        raise RevisionNotReached(min_revision, current)
+
+
+def _current_etag(kind: str, row_id: str, etag_revision: int, sent: str) -> str:
+    # Checked after authorization: a caller that may not act on a resource learns nothing of its etag.
+    current = etag_of(etag_revision)
+    if sent and sent != current:
+        raise EtagMismatch(kind, row_id, sent, current)
+    return current
+
+
+async def authorize_api(
+    tx: Tables, principal: Principal, action: access.Action, api_id: str, sent_etag: str = ""
+) -> str:
+    """The API's etag, once the caller may act on the API (and `sent_etag`, if any, is still its etag)."""
+    hidden = NotFound("api", [api_id])
+    etag_revision = await tx.apis.etag_revision(api_id)
+    if etag_revision is None:
+        raise hidden
+    principal.authorize(action, api_id, hidden)
+    return _current_etag("api", api_id, etag_revision, sent_etag)
+
+
+async def authorize_key(
+    tx: Tables, principal: Principal, action: access.Action, key_id: str, sent_etag: str = ""
+) -> tuple[str, str]:
+    """The key's API id and etag, once the caller may act on the key (and `sent_etag`, if any, is its etag)."""
+    hidden = NotFound("key", [key_id])
+    owner = await tx.keys.owner(key_id)
+    if owner is None:
+        raise hidden
+    principal.authorize(action, owner[0], hidden)
+    return owner[0], _current_etag("key", key_id, owner[1], sent_etag)
+
+
+async def authorize_role(
+    tx: Tables, principal: Principal, action: access.Action, role_id: str, sent_etag: str = ""
+) -> tuple[str, str]:
+    """The role's API id and etag, once the caller may act on the role (and `sent_etag`, if any, is its etag)."""
+    hidden = NotFound("role", [role_id])
+    owner = await tx.roles.owner(role_id)
+    if owner is None:
+        raise hidden
+    principal.authorize(action, owner[0], hidden)
+    return owner[0], _current_etag("role", role_id, owner[1], sent_etag)

@@ -1,0 +1,110 @@
+"""The rules of keys: creation, their direct permissions (Unkey's setPermissions), roles and flags."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from server import access
+from server.access import Principal
+from server.credentials import new_id
+from server.store.authorization import authorize_api, authorize_key, etag_of, now_ms, require_revision
+from server.store.catalog import resolve_permissions, resolve_roles
+from server.store.changes import Change, record_change
+from server.store.engine import Tables
+from server.store.models import KeyChanges, KeyRecord, NewKey, PermissionsUpdate, Written
+
+__all__ = ["create_key", "delete_key", "get_key", "set_permissions", "set_roles", "update_key"]
+
+
+async def create_key(tx: Tables, principal: Principal, new: NewKey) -> Written[KeyRecord]:
+    key_id = new_id("key")
+    now = now_ms()
+    await authorize_api(tx, principal, access.CREATE_KEY, new.api_id)
+    role_ids = await resolve_roles(tx, new.api_id, new.roles)
+    entries, created = await resolve_permissions(tx, principal, new.api_id, new.permissions, now)
+    await tx.keys.insert(key_id, new, now)
+    await tx.keys.add_permissions(key_id, [p.id for p in entries])
+    await tx.keys.add_roles(key_id, role_ids)
+    change = Change("CreateKey", "key", key_id, new.api_id)
+    revision = await record_change(tx, principal, change, None, await tx.keys.state(key_id), now, created=created)
+    return Written(await tx.keys.load(key_id), revision, created)
+
+
+async def get_key(tx: Tables, principal: Principal, key_id: str, min_revision: int) -> KeyRecord:
+    require_revision(await tx.changes.revision(), min_revision)
+    await authorize_key(tx, principal, access.READ_KEY, key_id)
+    return await tx.keys.load(key_id)
+
+
+async def update_key(
+    tx: Tables, principal: Principal, key_id: str, changes: KeyChanges, etag: str
+) -> Written[KeyRecord]:
+    now = now_ms()
+    api_id, _ = await authorize_key(tx, principal, access.UPDATE_KEY, key_id, etag)
+    before = await tx.keys.state(key_id)
+    after = replace(
+        before,
+        name=before.name if changes.name is None else changes.name,
+        enabled=before.enabled if changes.enabled is None else changes.enabled,
+        expires_ms=None
+        if changes.clear_expiry
+        else before.expires_ms
+        if changes.expires_ms is None
+        else changes.expires_ms,
+    )
+    if after != before:
+        await tx.keys.update(key_id, after.name, after.enabled, after.expires_ms)
+        change = Change("UpdateKey", "key", key_id, api_id)
+        revision = await record_change(tx, principal, change, before, after, now, cached=[("key", key_id)])
+    else:
+        revision = await tx.changes.revision()
+    return Written(await tx.keys.load(key_id), revision)
+
+
+async def delete_key(tx: Tables, principal: Principal, key_id: str) -> int:
+    api_id, _ = await authorize_key(tx, principal, access.DELETE_KEY, key_id)
+    before = await tx.keys.state(key_id)
+    await tx.keys.delete(key_id)
+    change = Change("DeleteKey", "key", key_id, api_id)
+    return await record_change(tx, principal, change, before, None, now_ms(), cached=[("key", key_id)])
+
+
+async def set_permissions(
+    tx: Tables, principal: Principal, key_id: str, names: Sequence[str], etag: str, dry_run: bool
+) -> PermissionsUpdate:
+    """Make the key's direct permissions exactly `names`; permissions through roles stay as they are."""
+    now = now_ms()
+    api_id, before_etag = await authorize_key(tx, principal, access.UPDATE_KEY, key_id, etag)
+    before = await tx.keys.state(key_id)
+    entries, created = await resolve_permissions(tx, principal, api_id, names, now)
+    changed = await tx.keys.replace_permissions(key_id, [p.id for p in entries])
+    permissions = tuple(sorted(entries, key=lambda p: p.name))
+    if dry_run:
+        # The answer as the call would give it, with the revision and etag that stay, and no ids yet.
+        new_ids = {p.id for p in created}
+        permissions = tuple(replace(p, id="") if p.id in new_ids else p for p in permissions)
+        created = tuple(replace(p, id="") for p in created)
+        return PermissionsUpdate(permissions, created, before_etag, await tx.changes.revision())
+    if not (changed or created):
+        return PermissionsUpdate(permissions, created, before_etag, await tx.changes.revision())
+    after = replace(before, permissions=tuple(sorted(set(names))))
+    change = Change("SetPermissions", "key", key_id, api_id)
+    revision = await record_change(tx, principal, change, before, after, now, cached=[("key", key_id)], created=created)
+    return PermissionsUpdate(permissions, created, etag_of(revision), revision)
+
+
+async def set_roles(
+    tx: Tables, principal: Principal, key_id: str, role_names: Sequence[str], etag: str
+) -> Written[KeyRecord]:
+    now = now_ms()
+    api_id, _ = await authorize_key(tx, principal, access.UPDATE_KEY, key_id, etag)
+    role_ids = await resolve_roles(tx, api_id, role_names)
+    before = await tx.keys.state(key_id)
+    if await tx.keys.replace_roles(key_id, role_ids):
+        after = replace(before, roles=tuple(sorted(set(role_names))))
+        change = Change("SetRoles", "key", key_id, api_id)
+        revision = await record_change(tx, principal, change, before, after, now, cached=[("key", key_id)])
+    else:
+        revision = await tx.changes.revision()
+    return Written(await tx.keys.load(key_id), revision)

@@ -1,0 +1,59 @@
+"""The rules of roles: a named set of an API's permissions, granted to every key that has the role."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from server import access
+from server.access import Principal
+from server.credentials import new_id
+from server.errors import AlreadyExists
+from server.store.authorization import authorize_api, authorize_role, now_ms, require_revision
+from server.store.catalog import resolve_permissions
+from server.store.changes import Change, record_change
+from server.store.engine import Tables
+from server.store.models import RoleRecord, Written
+
+__all__ = ["create_role", "get_role", "set_role_permissions"]
+
+
+async def create_role(
+    tx: Tables, principal: Principal, api_id: str, name: str, description: str, permissions: Sequence[str]
+) -> Written[RoleRecord]:
+    role_id = new_id("role")
+    now = now_ms()
+    await authorize_api(tx, principal, access.CREATE_ROLE, api_id)
+    if await tx.roles.named(api_id, [name]):
+        raise AlreadyExists("role", name)
+    entries, created = await resolve_permissions(tx, principal, api_id, permissions, now)
+    await tx.roles.insert(role_id, api_id, name, description, now)
+    await tx.roles.add_permissions(role_id, [p.id for p in entries])
+    change = Change("CreateRole", "role", role_id, api_id)
+    revision = await record_change(tx, principal, change, None, await tx.roles.state(role_id), now, created=created)
+    return Written(await tx.roles.load(role_id), revision, created)
+
+
+async def get_role(tx: Tables, principal: Principal, role_id: str, min_revision: int) -> RoleRecord:
+    require_revision(await tx.changes.revision(), min_revision)
+    await authorize_role(tx, principal, access.READ_ROLE, role_id)
+    return await tx.roles.load(role_id)
+
+
+async def set_role_permissions(
+    tx: Tables, principal: Principal, role_id: str, names: Sequence[str], etag: str
+) -> Written[RoleRecord]:
+    now = now_ms()
+    api_id, _ = await authorize_role(tx, principal, access.UPDATE_ROLE, role_id, etag)
+    before = await tx.roles.state(role_id)
+    entries, created = await resolve_permissions(tx, principal, api_id, names, now)
+    if await tx.roles.replace_permissions(role_id, [p.id for p in entries]) or created:
+        after = replace(before, permissions=tuple(sorted(set(names))))
+        change = Change("SetRolePermissions", "role", role_id, api_id)
+        # Every key holding the role may have gained or lost permissions: caches drop the API's keys.
+        revision = await record_change(
+            tx, principal, change, before, after, now, cached=[("api", api_id)], created=created
+        )
+    else:
+        revision = await tx.changes.revision()
+    return Written(await tx.roles.load(role_id), revision, created)

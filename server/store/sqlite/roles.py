@@ -1,0 +1,85 @@
+"""The SQL of roles."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+
+from server.errors import NotFound
+from server.store.authorization import etag_of
+from server.store.models import PermissionEntry, RoleRecord
+from server.store.sqlite.connection import as_json, fetch_all, fetch_one
+from server.store.sqlite.links import ROLE_PERMISSIONS, add_links, replace_links, touch
+from server.store.states import RoleState
+
+__all__ = ["SqliteRoles", "load_roles"]
+
+
+def load_roles(db: sqlite3.Connection, role_ids: Sequence[str]) -> list[RoleRecord]:
+    """The roles, by name; NotFound names the ids that are not there."""
+    ids = as_json(role_ids)
+    grants: dict[str, list[PermissionEntry]] = {role_id: [] for role_id in role_ids}
+    for r in fetch_all(
+        db,
+        "SELECT rp.role_id, p.id, p.name, p.description FROM role_permissions rp"
+        " JOIN permissions p ON p.id = rp.permission_id"
+        " WHERE rp.role_id IN (SELECT value FROM json_each(?)) ORDER BY p.name",
+        (ids,),
+    ):
+        grants[r[0]].append(PermissionEntry(r[1], r[2], r[3]))
+    rows = fetch_all(
+        db,
+        "SELECT id, api_id, name, description, created_at, updated_at, etag_revision FROM roles"
+        " WHERE id IN (SELECT value FROM json_each(?)) ORDER BY name",
+        (ids,),
+    )
+    if len(rows) != len(grants):
+        raise NotFound("role", [role_id for role_id in role_ids if role_id not in {r[0] for r in rows}])
+    return [RoleRecord(r[0], r[1], r[2], r[3], tuple(grants[r[0]]), r[4], r[5], etag_of(r[6])) for r in rows]
+
+
+class SqliteRoles:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    async def insert(self, role_id: str, api_id: str, name: str, description: str, now: int) -> None:
+        fetch_all(
+            self._db,
+            "INSERT INTO roles (id, api_id, name, description, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (role_id, api_id, name, description, now, now),
+        )
+
+    async def owner(self, role_id: str) -> tuple[str, int] | None:
+        row = fetch_one(self._db, "SELECT api_id, etag_revision FROM roles WHERE id = ?", (role_id,))
+        return None if row is None else (str(row[0]), int(row[1]))
+
+    async def named(self, api_id: str, names: Sequence[str]) -> dict[str, str]:
+        rows = fetch_all(
+            self._db,
+            "SELECT id, name FROM roles WHERE api_id = ? AND name IN (SELECT value FROM json_each(?))",
+            (api_id, as_json(names)),
+        )
+        return {r[1]: r[0] for r in rows}
+
+    async def load(self, role_id: str) -> RoleRecord:
+        return load_roles(self._db, [role_id])[0]
+
+    async def state(self, role_id: str) -> RoleState:
+        row = fetch_one(
+            self._db,
+            "SELECT r.name, r.description, (SELECT json_group_array(p.name) FROM role_permissions rp"
+            " JOIN permissions p ON p.id = rp.permission_id WHERE rp.role_id = r.id) FROM roles r WHERE r.id = ?",
+            (role_id,),
+        )
+        assert row is not None
+        return RoleState(row[0], row[1], tuple(json.loads(row[2])))
+
+    async def add_permissions(self, role_id: str, permission_ids: Sequence[str]) -> None:
+        add_links(self._db, ROLE_PERMISSIONS, role_id, permission_ids)
+
+    async def replace_permissions(self, role_id: str, permission_ids: Sequence[str]) -> bool:
+        return replace_links(self._db, ROLE_PERMISSIONS, role_id, permission_ids)
+
+    async def touch(self, role_ids: Sequence[str], revision: int, now: int) -> None:
+        touch(self._db, "roles", role_ids, revision, now)
