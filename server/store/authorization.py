@@ -52,21 +52,21 @@ async def authorize_key(
     tx: Tables, principal: Principal, action: access.Action, key_id: str, sent_etag: str = ""
 ) -> tuple[str, str]:
     """The key's API id and etag, once the caller may act on the key (and `sent_etag`, if any, is its etag)."""
-    hidden = NotFound("key", [key_id])
-    owner = await tx.keys.owner(key_id)
-    if owner is None:
-        raise hidden
-    principal.authorize(action, owner[0], hidden)
-    return owner[0], _current_etag("key", key_id, owner[1], sent_etag)
+    return _authorize_in_api(await tx.keys.owner(key_id), "key", principal, action, key_id, sent_etag)
 
 
 async def authorize_role(
     tx: Tables, principal: Principal, action: access.Action, role_id: str, sent_etag: str = ""
 ) -> tuple[str, str]:
     """The role's API id and etag, once the caller may act on the role (and `sent_etag`, if any, is its etag)."""
-    hidden = NotFound("role", [role_id])
-    owner = await tx.roles.owner(role_id)
+    return _authorize_in_api(await tx.roles.owner(role_id), "role", principal, action, role_id, sent_etag)
+
+
+def _authorize_in_api(
+    owner: tuple[str, int] | None, kind: str, principal: Principal, action: access.Action, row_id: str, sent: str
+) -> tuple[str, str]:
+    hidden = NotFound(kind, [row_id])
     if owner is None:
         raise hidden
     principal.authorize(action, owner[0], hidden)
-    return owner[0], _current_etag("role", role_id, owner[1], sent_etag)
+    return owner[0], _current_etag(kind, row_id, owner[1], sent)
