@@ -26,6 +26,7 @@ pytest_plugins = ["tests.secret_watch"]
 
 MakeCaller = Callable[[Sequence[str]], Awaitable[Caller]]
 UnusableCaller = Callable[[str], Awaitable[Caller]]
+OpenStore = Callable[[str], Awaitable[Store]]
 # The ways a root key stops authenticating, as `unusable_caller` takes them.
 UNUSABLE_ROOT_KEYS = ["disabled", "expired", "deleted"]
 
@@ -35,11 +36,29 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "keyscope.db"
 
 
-@pytest_asyncio.fixture(params=ENGINES)
-async def store(request: pytest.FixtureRequest, db_path: Path) -> AsyncIterator[Store]:
-    store = await open_store(str(db_path))
-    yield store
-    await store.close()
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    """The engine this test runs on."""
+    return str(request.param)
+
+
+@pytest_asyncio.fixture
+async def open_test_store(engine: str, tmp_path: Path) -> AsyncIterator[OpenStore]:
+    """`await open_test_store("name")`: a fresh store of the test's engine, closed after the test."""
+    opened: list[Store] = []
+
+    async def open_(name: str) -> Store:
+        opened.append(await open_store(str(tmp_path / f"{name}.db")))
+        return opened[-1]
+
+    yield open_
+    for store in opened:
+        await store.close()
+
+
+@pytest_asyncio.fixture
+async def store(open_test_store: OpenStore, db_path: Path) -> Store:
+    return await open_test_store(db_path.stem)
 
 
 @pytest_asyncio.fixture
