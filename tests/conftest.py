@@ -13,7 +13,7 @@ import pytest_asyncio
 from server.cli import EXAMPLE_ROOT_KEY
 from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
 from server.factory import RunningServer, ServerConfig, start_server
-from server.store import SqliteStore
+from server.store import SqliteStore, Store
 from tests.client import Caller
 
 # Every secret the run creates is searched for in its logs, errors and stores (issue 4).
@@ -31,14 +31,14 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest_asyncio.fixture
-async def store(db_path: Path) -> AsyncIterator[SqliteStore]:
+async def store(db_path: Path) -> AsyncIterator[Store]:
     store = await SqliteStore.open(db_path)
     yield store
     await store.close()
 
 
 @pytest_asyncio.fixture
-async def server(store: SqliteStore) -> AsyncIterator[RunningServer]:
+async def server(store: Store) -> AsyncIterator[RunningServer]:
     running = await start_server(store, ServerConfig(host="127.0.0.1", port=0))
     yield running
     await running.stop(None)
@@ -51,7 +51,7 @@ async def channel(server: RunningServer) -> AsyncIterator[grpc.aio.Channel]:
 
 
 @pytest.fixture
-def make_caller(store: SqliteStore, channel: grpc.aio.Channel) -> MakeCaller:
+def make_caller(store: Store, channel: grpc.aio.Channel) -> MakeCaller:
     """`await make_caller(["api.*.verify_key"])`: a caller with a new root key holding those permissions."""
 
     async def make(permissions: Sequence[str]) -> Caller:
@@ -69,7 +69,7 @@ async def admin(make_caller: MakeCaller) -> Caller:
 
 
 @pytest.fixture
-def unusable_caller(store: SqliteStore, channel: grpc.aio.Channel, make_caller: MakeCaller) -> UnusableCaller:
+def unusable_caller(store: Store, channel: grpc.aio.Channel, make_caller: MakeCaller) -> UnusableCaller:
     """`await unusable_caller("disabled" | "expired" | "deleted")`: a caller whose root key holds every
     permission but no longer authenticates."""
 

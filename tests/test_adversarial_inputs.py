@@ -2,11 +2,12 @@
 
 Every answer is OK or a deliberate error code with google.rpc details (a RequestInfo always; a BadRequest
 whose violations name real fields of the request for INVALID_ARGUMENT), in trailers a default client accepts,
-never UNKNOWN, INTERNAL or UNAVAILABLE. A failed call leaves the SQLite file exactly as it was; a successful
-one changes it only with the store's revision growing by exactly one (reads and validate_only: not at all),
-and its answer reads back the same through the Get RPCs. The server stays up (health SERVING). At the end
-the file passes PRAGMA integrity_check and foreign_key_check, holds exactly the APIs, keys and roles the
-successful calls made, and ListAuditEvents shows one event for each successful change and no other.
+never UNKNOWN, INTERNAL or UNAVAILABLE. A failed call leaves the store (its logical snapshot) exactly as it
+was; a successful one changes it only with the store's revision growing by exactly one (reads and
+validate_only: not at all), and its answer reads back the same through the Get RPCs. The server stays up
+(health SERVING). At the end the snapshot refers to no row it lacks (tests/store_snapshot.dangling_references),
+holds exactly the APIs, keys and roles the successful calls made, and ListAuditEvents shows one event for each
+successful change and no other.
 
 How it runs. One test per RPC, parametrized over every method of every service of every generated
 `keyscope.v1.*_pb2` module, so an RPC added to a .proto is fuzzed at once (tests/request_strategies.py
@@ -40,7 +41,6 @@ import re
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -56,11 +56,13 @@ import keyscope.v1
 from keyscope.v1 import apis_pb2, audit_pb2, audit_pb2_grpc, keys_pb2, roles_pb2
 from server.cli import EXAMPLE_ROOT_KEY
 from server.factory import RunningServer, ServerConfig
+from server.store import Store
+from server.store.snapshot import StoreSnapshot
 from tests.client import Caller, from_now
 from tests.conftest import MakeCaller
 from tests.request_strategies import Pools, Shown, request_strategy
 from tests.rpc_errors import error_info, field_violations, request_id, resource_names
-from tests.store_snapshot import integrity_problems, revision, snapshot
+from tests.store_snapshot import dangling_references
 
 pytestmark = pytest.mark.asyncio
 
@@ -157,12 +159,12 @@ def names_a_field(request: Message, path: str) -> bool:
 @dataclass
 class World:
     channel: grpc.aio.Channel
-    db_path: Path
+    store: Store
     callers: dict[str, Caller]
     pools: Pools = field(default_factory=Pools)
     # What the store must hold: ids of the APIs, keys and roles made and not deleted.
     expected: dict[str, set[str]] = field(default_factory=lambda: {"api": set(), "key": set(), "role": set()})
-    held: dict[str, list[tuple]] = field(default_factory=dict)  # snapshot after the last call
+    held: StoreSnapshot | None = None  # the store's snapshot after the last call
     revision: int = 0
     revision_at_start: int = 0
     # The successful calls that changed the store: the revision each made -> (RPC, request id).
@@ -218,9 +220,9 @@ class World:
         answer = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
 
-    def take_stock(self) -> None:
-        self.held = snapshot(self.db_path)
-        self.revision = revision(self.db_path)
+    async def take_stock(self) -> None:
+        self.held = await self.store.export_snapshot()
+        self.revision = self.held.revision
 
     async def attempt(self, rpc: MethodDescriptor, who: str, request: Message, sent_id: str | None) -> None:
         """One call, and every check of its answer and of the store after it."""
@@ -233,14 +235,14 @@ class World:
         except grpc.aio.AioRpcError as error:
             self.tried[error.code().name] += 1
             _check_error(rpc, request, error, sent_id)
-            self.take_stock()
+            await self.take_stock()
             assert self.held == before, f"{rpc.name} failed with {error.code().name} but changed the store"
             assert self.revision == revision_before
         else:
             self.tried["OK"] += 1
             assert request.ByteSize() <= MAX_MESSAGE_BYTES, f"{rpc.name} accepted a request over the size limit"
             echoed_id = _check_request_id(await call.initial_metadata(), sent_id)
-            self.take_stock()
+            await self.take_stock()
             changed = self.held != before
             if changed:
                 self.changes[self.revision] = (rpc.name, echoed_id)
@@ -261,11 +263,12 @@ class World:
 
     async def check_final(self) -> None:
         await self.check_serving()
-        assert integrity_problems(self.db_path) == []
-        held = snapshot(self.db_path)
-        for kind, table in (("api", "apis"), ("key", "keys"), ("role", "roles")):
-            assert {row[0] for row in held[table]} == self.expected[kind], f"the {table} the store holds"
-        assert revision(self.db_path) == self.revision_at_start + len(self.changes)
+        held = await self.store.export_snapshot()
+        assert dangling_references(held) == []
+        for kind, rows in (("api", held.apis), ("key", held.keys), ("role", held.roles)):
+            assert {row.id for row in rows} == self.expected[kind], f"the {kind}s the store holds"
+        assert held.revision == self.revision_at_start + len(self.changes)
+        assert await self.store.revision() == held.revision
         # One audit event for each of them, and none for anything else (a failed call, a no-op, validate_only).
         events = await self.audit_events_after(self.revision_at_start)
         assert {e.revision: (e.action, e.request_id) for e in events} == self.changes
@@ -415,7 +418,7 @@ EFFECTS: dict[str, Effect] = {
 }
 
 
-async def build_world(make_caller: MakeCaller, channel: grpc.aio.Channel, db_path: Path) -> World:
+async def build_world(make_caller: MakeCaller, channel: grpc.aio.Channel, store: Store) -> World:
     """Two APIs; keys enabled, disabled, expired and deleted; roles; an admin, a weaker caller and an unknown one.
     The callers call over `channel`."""
 
@@ -424,7 +427,7 @@ async def build_world(make_caller: MakeCaller, channel: grpc.aio.Channel, db_pat
         return Caller(channel, made.root_key, made.root_key_id)
 
     admin = await caller_with(list(EXAMPLE_ROOT_KEY))  # the `admin` fixture's permissions, on `channel`
-    world = World(channel, db_path, {"admin": admin})
+    world = World(channel, store, {"admin": admin})
     documents = await admin.make_api(
         [("documents.read", "Read documents"), ("documents.write", "Write\ndocuments"), "admin", "documents.*"],
         name="documents",
@@ -475,7 +478,7 @@ async def build_world(make_caller: MakeCaller, channel: grpc.aio.Channel, db_pat
     for key_id in world.expected["key"]:
         world.learn(await world.read_key(key_id))
     world.pools.revision = lambda: world.revision
-    world.take_stock()
+    await world.take_stock()
     world.revision_at_start = world.revision
     return world
 
@@ -491,10 +494,10 @@ CALLERS = st.sampled_from(["admin"] * 12 + ["weak"] * 4 + ["unknown"])
 
 @pytest.mark.parametrize("rpc", RPCS, ids=[rpc.full_name for rpc in RPCS])
 async def test_bad_input_gets_a_deliberate_answer_and_changes_nothing(
-    rpc: MethodDescriptor, make_caller: MakeCaller, server: RunningServer, db_path: Path
+    rpc: MethodDescriptor, make_caller: MakeCaller, server: RunningServer, store: Store
 ) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=WIDE_METADATA) as channel:
-        await explore_rpc(rpc, await build_world(make_caller, channel, db_path))
+        await explore_rpc(rpc, await build_world(make_caller, channel, store))
 
 
 async def explore_rpc(rpc: MethodDescriptor, world: World) -> None:
@@ -537,11 +540,11 @@ REGRESSIONS: dict[str, tuple[str, str, Callable[[World], Message], grpc.StatusCo
 
 @pytest.mark.parametrize("case", REGRESSIONS)
 async def test_error_details_fit_a_default_clients_metadata_limit(
-    case: str, make_caller: MakeCaller, server: RunningServer, db_path: Path
+    case: str, make_caller: MakeCaller, server: RunningServer, store: Store
 ) -> None:
     rpc_name, who, make_request, code = REGRESSIONS[case]
     [rpc] = [rpc for rpc in RPCS if rpc.full_name == rpc_name]
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=WIDE_METADATA) as channel:
-        world = await build_world(make_caller, channel, db_path)
+        world = await build_world(make_caller, channel, store)
         await world.attempt(rpc, who, make_request(world), None)  # every check of the exploration
     assert world.tried == {code.name: 1}

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import grpc
 import pytest
 
 from keyscope.v1 import apis_pb2, permissions_pb2
-from server.store import SqliteStore
+from server.store import Store
 from tests.client import BAD_AUTHORIZATION, Caller
 from tests.conftest import MakeCaller
 from tests.rpc_errors import error_info, field_violations, rejected, request_id
@@ -34,7 +33,7 @@ async def create_api(
 # -- ok ---------------------------------------------------------------------------------------
 
 
-async def test_ok_returns_the_api_with_its_scopes_and_the_next_revision(admin: Caller, store: SqliteStore) -> None:
+async def test_ok_returns_the_api_with_its_scopes_and_the_next_revision(admin: Caller, store: Store) -> None:
     before = await store.revision()
 
     response = await create_api(
@@ -60,7 +59,7 @@ async def test_ok_what_it_returns_is_what_get_api_reads(admin: Caller) -> None:
     assert await admin.get_api(response.api.id) == response.api
 
 
-async def test_ok_without_scopes_the_catalog_is_empty(admin: Caller, store: SqliteStore) -> None:
+async def test_ok_without_scopes_the_catalog_is_empty(admin: Caller, store: Store) -> None:
     before = await store.revision()
     response = await create_api(admin, request("bare"))
     assert list(response.api.scopes) == []
@@ -81,9 +80,7 @@ async def test_ok_scope_ids_sent_in_the_request_are_ignored(admin: Caller) -> No
     assert scope.id.startswith("perm_")
 
 
-async def test_ok_each_api_gets_its_own_id_and_catalog_even_with_the_same_name(
-    admin: Caller, store: SqliteStore
-) -> None:
+async def test_ok_each_api_gets_its_own_id_and_catalog_even_with_the_same_name(admin: Caller, store: Store) -> None:
     before = await store.revision()
     first = await create_api(admin, request("same", [("documents.read", "")]))
     second = await create_api(admin, request("same", [("documents.read", "")]))
@@ -148,8 +145,8 @@ async def test_ok_wildcards_that_cover_create_api(make_caller: MakeCaller, permi
         ("next line\x85", "must not contain control characters"),
     ],
 )
-async def test_invalid_argument_name(admin: Caller, db_path: Path, name: str, description: str) -> None:
-    error = await rejected(db_path, lambda: create_api(admin, request(name)), grpc.StatusCode.INVALID_ARGUMENT)
+async def test_invalid_argument_name(admin: Caller, store: Store, name: str, description: str) -> None:
+    error = await rejected(store, lambda: create_api(admin, request(name)), grpc.StatusCode.INVALID_ARGUMENT)
     assert field_violations(error) == {"name": description}
 
 
@@ -179,26 +176,26 @@ async def test_invalid_argument_name(admin: Caller, db_path: Path, name: str, de
     ],
 )
 async def test_invalid_argument_scopes(
-    admin: Caller, db_path: Path, scopes: list[tuple[str, str]], violations: dict[str, str]
+    admin: Caller, store: Store, scopes: list[tuple[str, str]], violations: dict[str, str]
 ) -> None:
     error = await rejected(
-        db_path, lambda: create_api(admin, request("documents", scopes)), grpc.StatusCode.INVALID_ARGUMENT
+        store, lambda: create_api(admin, request("documents", scopes)), grpc.StatusCode.INVALID_ARGUMENT
     )
     assert field_violations(error) == violations
 
 
-async def test_invalid_argument_more_than_a_thousand_scopes(admin: Caller, db_path: Path) -> None:
+async def test_invalid_argument_more_than_a_thousand_scopes(admin: Caller, store: Store) -> None:
     error = await rejected(
-        db_path,
+        store,
         lambda: create_api(admin, request(scopes=[(f"scope.{i}", "") for i in range(1001)])),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert field_violations(error) == {"scopes": "must hold at most 1000 scopes (got 1001)"}
 
 
-async def test_invalid_argument_lists_every_bad_field_at_once(admin: Caller, db_path: Path) -> None:
+async def test_invalid_argument_lists_every_bad_field_at_once(admin: Caller, store: Store) -> None:
     error = await rejected(
-        db_path,
+        store,
         lambda: create_api(admin, request("", [("ok", ""), ("bad value", ""), ("ok", "d" * 501)])),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
@@ -215,9 +212,9 @@ async def test_invalid_argument_lists_every_bad_field_at_once(admin: Caller, db_
 
 
 @pytest.mark.parametrize("metadata", BAD_AUTHORIZATION)
-async def test_unauthenticated(admin: Caller, db_path: Path, metadata: tuple[tuple[str, str], ...]) -> None:
+async def test_unauthenticated(admin: Caller, store: Store, metadata: tuple[tuple[str, str], ...]) -> None:
     await rejected(
-        db_path,
+        store,
         lambda: create_api(admin, request("documents", [("documents.read", "")]), metadata=metadata),
         grpc.StatusCode.UNAUTHENTICATED,
     )
@@ -239,11 +236,11 @@ async def test_unauthenticated(admin: Caller, db_path: Path, metadata: tuple[tup
     ],
 )
 async def test_permission_denied_without_create_api(
-    make_caller: MakeCaller, db_path: Path, permissions: list[str]
+    make_caller: MakeCaller, store: Store, permissions: list[str]
 ) -> None:
     caller = await make_caller(permissions)
     error = await rejected(
-        db_path,
+        store,
         lambda: create_api(caller, request("documents", [("documents.read", "")])),
         grpc.StatusCode.PERMISSION_DENIED,
     )

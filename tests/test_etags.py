@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -13,6 +12,7 @@ import pytest
 import pytest_asyncio
 
 from keyscope.v1 import apis_pb2, keys_pb2, permissions_pb2, roles_pb2
+from server.store import Store
 from tests.client import Caller
 from tests.rpc_errors import error_info, field_violations, rejected, resource_names
 
@@ -145,13 +145,13 @@ async def test_ok_permissions_created_by_set_permissions_change_the_apis_etag(ad
 
 @pytest.mark.parametrize("rpc", RPCS)
 async def test_aborted_stale_etag_changes_nothing_and_names_the_current_one(
-    admin: Caller, world: World, db_path: Path, rpc: str
+    admin: Caller, world: World, store: Store, rpc: str
 ) -> None:
     kind, read, change = RPCS[rpc]
     stale = await read(admin, world)
     current = await change(admin, world, 1, "")
 
-    error = await rejected(db_path, lambda: change(admin, world, 2, stale), ABORTED)
+    error = await rejected(store, lambda: change(admin, world, 2, stale), ABORTED)
 
     info = error_info(error)
     assert (info.reason, info.metadata["etag"]) == ("ETAG_MISMATCH", current)
@@ -176,10 +176,10 @@ async def test_aborted_two_admins_with_the_same_etag_exactly_one_wins(admin: Cal
 
 
 async def test_not_found_before_aborted_for_a_caller_that_may_not_see_the_key(
-    admin: Caller, world: World, make_caller: Callable[[list[str]], Awaitable[Caller]], db_path: Path
+    admin: Caller, world: World, make_caller: Callable[[list[str]], Awaitable[Caller]], store: Store
 ) -> None:
     stranger = await make_caller(["api.api_other.*"])
-    error = await rejected(db_path, lambda: _set_permissions(stranger, world, 1, "r0"), grpc.StatusCode.NOT_FOUND)
+    error = await rejected(store, lambda: _set_permissions(stranger, world, 1, "r0"), grpc.StatusCode.NOT_FOUND)
     assert "etag" not in (error.details() or "")
 
 
@@ -188,7 +188,7 @@ async def test_not_found_before_aborted_for_a_caller_that_may_not_see_the_key(
 
 @pytest.mark.parametrize("etag", ["r 1", "x" * 65, "r1\x00", "é"])
 @pytest.mark.parametrize("rpc", RPCS)
-async def test_invalid_argument_malformed_etag(admin: Caller, world: World, db_path: Path, rpc: str, etag: str) -> None:
+async def test_invalid_argument_malformed_etag(admin: Caller, world: World, store: Store, rpc: str, etag: str) -> None:
     _, _, change = RPCS[rpc]
-    error = await rejected(db_path, lambda: change(admin, world, 1, etag), grpc.StatusCode.INVALID_ARGUMENT)
+    error = await rejected(store, lambda: change(admin, world, 1, etag), grpc.StatusCode.INVALID_ARGUMENT)
     assert "etag" in field_violations(error)

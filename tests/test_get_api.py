@@ -8,16 +8,15 @@ exactly as for an API that does not exist.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import grpc
 import pytest
 
 from keyscope.v1 import apis_pb2, permissions_pb2
+from server.store import Store
 from tests.client import BAD_AUTHORIZATION, Caller
 from tests.conftest import MakeCaller
 from tests.rpc_errors import blanked_answer, error_info, field_violations, resource_names
-from tests.store_snapshot import snapshot
 
 pytestmark = pytest.mark.asyncio
 
@@ -100,13 +99,13 @@ async def test_ok_reflects_the_latest_scope_list(admin: Caller) -> None:
         ["*.*.*"],
     ],
 )
-async def test_ok_with_read_api(admin: Caller, make_caller: MakeCaller, db_path: Path, permissions: list[str]) -> None:
+async def test_ok_with_read_api(admin: Caller, make_caller: MakeCaller, store: Store, permissions: list[str]) -> None:
     api = await admin.make_api(["documents.read"])
     reader = await make_caller([p.format(id=api.id) for p in permissions])
-    before = snapshot(db_path)
+    before = await store.export_snapshot()
     assert await get_api(reader, api.id) == api
     # A read changes nothing, not even the revision.
-    assert snapshot(db_path) == before
+    assert await store.export_snapshot() == before
 
 
 # -- invalid argument -----------------------------------------------------------------------------
@@ -180,12 +179,12 @@ async def test_not_found_unknown_api(admin: Caller) -> None:
     ],
 )
 async def test_not_found_without_read_api_is_the_same_answer_as_an_unknown_api(
-    admin: Caller, make_caller: MakeCaller, db_path: Path, permissions: list[str]
+    admin: Caller, make_caller: MakeCaller, store: Store, permissions: list[str]
 ) -> None:
     api = await admin.make_api(["documents.read"])
     other = await admin.make_api(name="other")
     caller = await make_caller([p.format(id=api.id, other=other.id) for p in permissions])
-    before = snapshot(db_path)
+    before = await store.export_snapshot()
 
     hidden = await get_api_error(caller, api.id)
     unknown = await get_api_error(caller, UNKNOWN_API)
@@ -193,7 +192,7 @@ async def test_not_found_without_read_api_is_the_same_answer_as_an_unknown_api(
     assert hidden.code() == grpc.StatusCode.NOT_FOUND
     assert resource_names(hidden) == [api.id]
     assert blanked_answer(hidden, api.id) == blanked_answer(unknown, UNKNOWN_API)
-    assert snapshot(db_path) == before
+    assert await store.export_snapshot() == before
 
 
 async def test_not_found_an_id_of_another_kind(admin: Caller) -> None:

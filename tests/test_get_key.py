@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import grpc
 import pytest
 
 from keyscope.v1 import keys_pb2
 from server.cli import EXAMPLE_ROOT_KEY
+from server.store import Store
 from tests.client import BAD_AUTHORIZATION, INVALID_KEY_IDS, Caller, from_now
 from tests.conftest import UNUSABLE_ROOT_KEYS, MakeCaller, UnusableCaller
 from tests.rpc_errors import field_violations, resource_names
-from tests.store_snapshot import snapshot
 
 pytestmark = pytest.mark.asyncio
 
@@ -73,14 +71,14 @@ async def test_ok_caller_with_read_key_only(admin: Caller, make_caller: MakeCall
     assert await caller.get_key(created.id) == created
 
 
-async def test_ok_reading_changes_nothing(admin: Caller, db_path: Path) -> None:
+async def test_ok_reading_changes_nothing(admin: Caller, store: Store) -> None:
     api = await admin.make_api()
     created, _ = await admin.make_key(api.id, ["a"])
-    before = snapshot(db_path)
+    before = await store.export_snapshot()
 
     await admin.get_key(created.id)
 
-    assert snapshot(db_path) == before
+    assert await store.export_snapshot() == before
 
 
 # -- invalid argument -------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import grpc
 import pytest
@@ -12,7 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from keyscope.v1 import audit_pb2, keys_pb2
 from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
-from server.store import SqliteStore
+from server.store import Store
 from tests.audit_replay import all_events
 from tests.client import BAD_AUTHORIZATION, Caller
 from tests.conftest import MakeCaller
@@ -106,9 +105,7 @@ async def test_ok_filters(admin: Caller, make_caller: MakeCaller) -> None:
     assert ids(await _list(admin, api_id="api_0000000000000000")) == []
 
 
-async def test_ok_root_keys_made_on_the_command_line_are_audited_without_secrets(
-    admin: Caller, store: SqliteStore
-) -> None:
+async def test_ok_root_keys_made_on_the_command_line_are_audited_without_secrets(admin: Caller, store: Store) -> None:
     secret = new_secret(ROOT_KEY_PREFIX)
     record = await store.create_root_key("ops", hash_secret(secret), ["api.*.read_api"])
     await store.set_root_key_enabled(record.id, False)
@@ -169,12 +166,12 @@ async def test_ok_caller_with_one_apis_permission_reads_that_apis_events(
         ({"start_time": Timestamp(seconds=-1)}, "start_time"),
     ],
 )
-async def test_invalid_argument(admin: Caller, db_path: Path, fields: dict[str, object], field: str) -> None:
-    error = await rejected(db_path, lambda: _list(admin, **fields), grpc.StatusCode.INVALID_ARGUMENT)
+async def test_invalid_argument(admin: Caller, store: Store, fields: dict[str, object], field: str) -> None:
+    error = await rejected(store, lambda: _list(admin, **fields), grpc.StatusCode.INVALID_ARGUMENT)
     assert field in field_violations(error)
 
 
-async def test_invalid_argument_page_token_with_other_filters(admin: Caller, db_path: Path) -> None:
+async def test_invalid_argument_page_token_with_other_filters(admin: Caller, store: Store) -> None:
     api = await admin.make_api(["x"])
     for _ in range(3):
         await admin.make_key(api.id)
@@ -182,7 +179,7 @@ async def test_invalid_argument_page_token_with_other_filters(admin: Caller, db_
     assert token
 
     other_filters = lambda: _list(admin, api_id=api.id, action="CreateKey", page_token=token)  # noqa: E731
-    error = await rejected(db_path, other_filters, grpc.StatusCode.INVALID_ARGUMENT)
+    error = await rejected(store, other_filters, grpc.StatusCode.INVALID_ARGUMENT)
     assert "page_token" in field_violations(error)
 
 

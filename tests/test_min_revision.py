@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from keyscope.v1 import apis_pb2, keys_pb2, roles_pb2
-from server.store import SqliteStore
+from server.store import Store
 from tests.client import Caller
 from tests.rpc_errors import error_info, field_violations
 
@@ -50,14 +50,14 @@ async def test_ok_min_revision_of_the_latest_write_sees_it(admin: Caller) -> Non
 
 
 @pytest.mark.parametrize("rpc", READS)
-async def test_ok_min_revision_zero_or_reached(admin: Caller, store: SqliteStore, rpc: str) -> None:
+async def test_ok_min_revision_zero_or_reached(admin: Caller, store: Store, rpc: str) -> None:
     resources = await _resources(admin)
     for min_revision in (0, 1, await store.revision()):
         assert await READS[rpc](admin, resources, min_revision) is not None
 
 
 @pytest.mark.parametrize("rpc", READS)
-async def test_out_of_range_min_revision_ahead_of_the_store(admin: Caller, store: SqliteStore, rpc: str) -> None:
+async def test_out_of_range_min_revision_ahead_of_the_store(admin: Caller, store: Store, rpc: str) -> None:
     resources = await _resources(admin)
     current = await store.revision()
 
@@ -70,7 +70,7 @@ async def test_out_of_range_min_revision_ahead_of_the_store(admin: Caller, store
     assert dict(info.metadata) == {"min_revision": str(current + 1), "revision": str(current)}
 
 
-async def test_out_of_range_for_an_unknown_key_too(admin: Caller, store: SqliteStore) -> None:
+async def test_out_of_range_for_an_unknown_key_too(admin: Caller, store: Store) -> None:
     # Never an answer from a state older than asked for, not even "no such key".
     current = await store.revision()
     with pytest.raises(grpc.aio.AioRpcError) as e:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -24,11 +23,10 @@ from keyscope.v1 import apis_pb2, audit_pb2, keys_pb2, permissions_pb2, roles_pb
 from server.cli import EXAMPLE_ROOT_KEY
 from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
 from server.factory import SERVICE_NAMES
-from server.store import SqliteStore
+from server.store import Store
 from tests.client import BAD_AUTHORIZATION, Caller
 from tests.conftest import UNUSABLE_ROOT_KEYS, MakeCaller, UnusableCaller
 from tests.rpc_errors import blanked_answer, error_info, rejected, request_id
-from tests.store_snapshot import snapshot
 
 pytestmark = pytest.mark.asyncio
 
@@ -219,12 +217,12 @@ async def test_unauthenticated(
     world: World,
     make_caller: MakeCaller,
     unusable_caller: UnusableCaller,
-    db_path: Path,
+    store: Store,
     case: str,
     rpc: str,
 ) -> None:
     metadata = await BAD_CREDENTIALS[case](make_caller, unusable_caller)
-    error = await rejected(db_path, lambda: call(admin, rpc, world, metadata), grpc.StatusCode.UNAUTHENTICATED)
+    error = await rejected(store, lambda: call(admin, rpc, world, metadata), grpc.StatusCode.UNAUTHENTICATED)
     info = error_info(error)
     assert (info.reason, info.domain) == ("UNAUTHENTICATED", "keyscope.v1")
 
@@ -247,7 +245,7 @@ async def test_unauthenticated_answer_carries_the_request_id(admin: Caller, worl
 
 
 async def test_unauthenticated_the_call_after_a_root_key_is_disabled(
-    admin: Caller, world: World, store: SqliteStore, make_caller: MakeCaller
+    admin: Caller, world: World, store: Store, make_caller: MakeCaller
 ) -> None:
     caller = await make_caller(EXAMPLE_ROOT_KEY)
     await call(caller, "GetApi", world)
@@ -278,7 +276,7 @@ async def test_unauthenticated_the_secret_is_case_sensitive(admin: Caller, world
     assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
-async def test_ok_root_key_that_expires_later(admin: Caller, world: World, store: SqliteStore) -> None:
+async def test_ok_root_key_that_expires_later(admin: Caller, world: World, store: Store) -> None:
     secret = new_secret(ROOT_KEY_PREFIX)
     await store.create_root_key(
         "t", hash_secret(secret), EXAMPLE_ROOT_KEY, expires_ms=int(time.time() * 1000) + 3_600_000
@@ -462,13 +460,13 @@ WRONGLY_HELD = [
 
 @pytest.mark.parametrize(("rpc", "holding"), WRONGLY_HELD, ids=[f"{rpc}-{holding}" for rpc, holding in WRONGLY_HELD])
 async def test_not_found_or_denied_matrix_the_required_permission_held_wrongly(
-    world: World, make_caller: MakeCaller, db_path: Path, rpc: str, holding: str
+    world: World, make_caller: MakeCaller, store: Store, rpc: str, holding: str
 ) -> None:
     held = [p.format(a=world.a, b=world.b) for p in WRONG_HOLDINGS[holding](REQUIRED[rpc])]
     caller = await make_caller(held)
-    before = snapshot(db_path)
+    before = await store.export_snapshot()
     assert await _answer(caller, rpc, world) == _refused(rpc)
-    assert snapshot(db_path) == before
+    assert await store.export_snapshot() == before
 
 
 async def test_the_matrix_covers_every_rpc() -> None:
@@ -480,10 +478,10 @@ async def test_the_matrix_covers_every_rpc() -> None:
 
 @pytest.mark.parametrize("rpc", RESOURCE_RPCS)
 async def test_not_found_with_every_permission_on_another_api(
-    world: World, make_caller: MakeCaller, db_path: Path, rpc: str
+    world: World, make_caller: MakeCaller, store: Store, rpc: str
 ) -> None:
     caller = await make_caller([f"api.{world.b}.*", f"rbac.{world.b}.*"])
-    before = snapshot(db_path)
+    before = await store.export_snapshot()
 
     with pytest.raises(grpc.aio.AioRpcError) as hidden:
         await call(caller, rpc, world)
@@ -493,7 +491,7 @@ async def test_not_found_with_every_permission_on_another_api(
     assert hidden.value.code() == NOT_FOUND
     # Word for word what a resource that does not exist answers: ids cannot be probed.
     assert blanked_answer(hidden.value, *world.ids) == blanked_answer(unknown.value, *UNKNOWN.ids)
-    assert snapshot(db_path) == before
+    assert await store.export_snapshot() == before
 
 
 async def test_not_found_verify_key_of_another_api_says_nothing_about_the_key(
@@ -528,10 +526,10 @@ DENIALS: list[tuple[list[str], str, str]] = [
 
 @pytest.mark.parametrize(("held", "rpc", "required"), DENIALS, ids=[f"{rpc}-{'+'.join(h)}" for h, rpc, _ in DENIALS])
 async def test_permission_denied_names_the_missing_permission(
-    world: World, make_caller: MakeCaller, db_path: Path, held: list[str], rpc: str, required: str
+    world: World, make_caller: MakeCaller, store: Store, held: list[str], rpc: str, required: str
 ) -> None:
     caller = await make_caller([p.format(a=world.a, b=world.b) for p in held])
-    error = await rejected(db_path, lambda: call(caller, rpc, world), PERMISSION_DENIED)
+    error = await rejected(store, lambda: call(caller, rpc, world), PERMISSION_DENIED)
     info = error_info(error)
     assert (info.reason, info.domain) == ("MISSING_PERMISSION", "keyscope.v1")
     assert info.metadata["permission"] == required.format(a=world.a)
@@ -545,7 +543,7 @@ SEED_ROOT_KEY = ["api.*.update_key", "rbac.*.create_permission"]
 
 
 async def test_ok_seed_root_key_sets_permissions_creating_unknown_ones(
-    admin: Caller, world: World, make_caller: MakeCaller, store: SqliteStore
+    admin: Caller, world: World, make_caller: MakeCaller, store: Store
 ) -> None:
     caller = await make_caller(SEED_ROOT_KEY)
     before = await store.revision()
@@ -575,11 +573,11 @@ async def test_ok_seed_root_key_removes_all_permissions(admin: Caller, world: Wo
 
 
 async def test_permission_denied_update_key_alone_cannot_create_permissions(
-    world: World, make_caller: MakeCaller, db_path: Path
+    world: World, make_caller: MakeCaller, store: Store
 ) -> None:
     caller = await make_caller(["api.*.update_key"])
     error = await rejected(
-        db_path,
+        store,
         lambda: caller.keys.SetPermissions(
             keys_pb2.SetPermissionsRequest(key_id=world.key_id, permissions=["documents.read", "documents.delete"]),
             metadata=caller.md,

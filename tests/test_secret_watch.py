@@ -198,6 +198,18 @@ def test_ok_store_files_without_secrets_are_counted(tmp_path: Path) -> None:
     assert "0 log records, 0 errors, 1 store files: none found" in watch.summary()
 
 
+@pytest.mark.asyncio
+async def test_ok_a_created_keys_secret_is_not_in_the_store_files(admin: Caller, db_path: Path) -> None:
+    # The SQLite engine's side of tests/test_create_key.py's check of the logical snapshot: the raw bytes on
+    # disk (the database and its write-ahead log), which the session's watch also searches after every test.
+    api = await admin.make_api()
+    created = await admin.keys.CreateKey(keys_pb2.CreateKeyRequest(api_id=api.id, prefix="sk_live"), metadata=admin.md)
+    files = list(db_path.parent.glob(db_path.name + "*"))
+    assert db_path in files
+    for path in files:
+        assert created.secret.encode() not in path.read_bytes()
+
+
 # -- subprocesses and captured output ---------------------------------------------------------------------
 
 

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from pathlib import Path
 
 import grpc
 import pytest
 
 from keyscope.v1 import keys_pb2
-from server.store import SqliteStore
+from server.store import Store
 from tests.client import BAD_AUTHORIZATION, INVALID_KEY_IDS, Caller
 from tests.conftest import UNUSABLE_ROOT_KEYS, MakeCaller, UnusableCaller
 from tests.rpc_errors import error_info, field_violations, rejected, request_id, resource_names
-from tests.store_snapshot import snapshot
 
 pytestmark = pytest.mark.asyncio
 
@@ -178,7 +176,7 @@ async def test_ok_the_next_verify_sees_the_change(admin: Caller) -> None:
     assert (await admin.verify(secret, "documents.read.own")).code == Code.INSUFFICIENT_PERMISSIONS
 
 
-async def test_ok_revision_grows_by_exactly_one(admin: Caller, store: SqliteStore) -> None:
+async def test_ok_revision_grows_by_exactly_one(admin: Caller, store: Store) -> None:
     api = await admin.make_api(["a", "b"])
     key, _ = await admin.make_key(api.id, ["a"])
     before = await store.revision()
@@ -190,12 +188,10 @@ async def test_ok_revision_grows_by_exactly_one(admin: Caller, store: SqliteStor
     assert (first.revision, second.revision) == (before + 1, before + 2)
 
 
-async def test_ok_unchanged_set_keeps_the_revision_and_changes_nothing(
-    admin: Caller, store: SqliteStore, db_path: Path
-) -> None:
+async def test_ok_unchanged_set_keeps_the_revision_and_changes_nothing(admin: Caller, store: Store) -> None:
     api = await admin.make_api(["a", "b"])
     key, _ = await admin.make_key(api.id, ["a", "b"])
-    before = snapshot(db_path)
+    before = await store.export_snapshot()
     revision = await store.revision()
 
     # The same set in another order, with a duplicate, is no change.
@@ -203,7 +199,7 @@ async def test_ok_unchanged_set_keeps_the_revision_and_changes_nothing(
 
     assert response.revision == revision
     assert [p.name for p in response.permissions] == ["a", "b"]
-    assert snapshot(db_path) == before
+    assert await store.export_snapshot() == before
 
 
 async def test_ok_kept_permissions_keep_their_ids(admin: Caller) -> None:
@@ -232,7 +228,7 @@ async def test_ok_boundaries(admin: Caller) -> None:
     assert len(response.created_permissions) == 1000
 
 
-async def test_ok_concurrent_calls_leave_exactly_one_requested_set(admin: Caller, store: SqliteStore) -> None:
+async def test_ok_concurrent_calls_leave_exactly_one_requested_set(admin: Caller, store: Store) -> None:
     api = await admin.make_api([f"p{i:02d}" for i in range(25)] + ["initial"])
     key, _ = await admin.make_key(api.id, ["initial"])
     sets = [[f"p{i:02d}", f"p{i + 1:02d}", f"p{i + 5:02d}"] for i in range(20)]
@@ -267,9 +263,9 @@ async def test_ok_concurrent_calls_create_a_new_name_once(admin: Caller) -> None
 
 
 @pytest.mark.parametrize("key_id", INVALID_KEY_IDS)
-async def test_invalid_argument_key_id(admin: Caller, db_path: Path, key_id: str) -> None:
+async def test_invalid_argument_key_id(admin: Caller, store: Store, key_id: str) -> None:
     error = await rejected(
-        db_path, lambda: set_permissions(admin, key_id, ["documents.read"]), grpc.StatusCode.INVALID_ARGUMENT
+        store, lambda: set_permissions(admin, key_id, ["documents.read"]), grpc.StatusCode.INVALID_ARGUMENT
     )
     assert list(field_violations(error)) == ["key_id"]
 
@@ -287,21 +283,19 @@ async def test_invalid_argument_key_id(admin: Caller, db_path: Path, key_id: str
     ],
 )
 async def test_invalid_argument_permission_names(
-    admin: Caller, db_path: Path, permissions: list[str], field: str
+    admin: Caller, store: Store, permissions: list[str], field: str
 ) -> None:
     api = await admin.make_api(["documents.read"])
     key, _ = await admin.make_key(api.id, ["documents.read"])
-    error = await rejected(
-        db_path, lambda: set_permissions(admin, key.id, permissions), grpc.StatusCode.INVALID_ARGUMENT
-    )
+    error = await rejected(store, lambda: set_permissions(admin, key.id, permissions), grpc.StatusCode.INVALID_ARGUMENT)
     assert list(field_violations(error)) == [field]
 
 
-async def test_invalid_argument_more_than_1000_names(admin: Caller, db_path: Path) -> None:
+async def test_invalid_argument_more_than_1000_names(admin: Caller, store: Store) -> None:
     api = await admin.make_api()
     key, _ = await admin.make_key(api.id)
     error = await rejected(
-        db_path,
+        store,
         lambda: set_permissions(admin, key.id, [f"perm.{i}" for i in range(1001)]),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
@@ -321,12 +315,12 @@ async def test_invalid_argument_lists_every_bad_field_at_once(admin: Caller) -> 
 
 @pytest.mark.parametrize("metadata", BAD_AUTHORIZATION)
 async def test_unauthenticated_bad_credentials(
-    admin: Caller, db_path: Path, metadata: tuple[tuple[str, str], ...]
+    admin: Caller, store: Store, metadata: tuple[tuple[str, str], ...]
 ) -> None:
     api = await admin.make_api(["documents.read"])
     key, _ = await admin.make_key(api.id)
     error = await rejected(
-        db_path,
+        store,
         lambda: set_permissions(admin, key.id, ["documents.read"], metadata=metadata),
         grpc.StatusCode.UNAUTHENTICATED,
     )
@@ -356,7 +350,7 @@ async def test_unauthenticated_comes_before_validation(admin: Caller) -> None:
 
 
 async def test_permission_denied_among_concurrent_calls_changes_only_its_own_key(
-    admin: Caller, make_caller: MakeCaller, store: SqliteStore
+    admin: Caller, make_caller: MakeCaller, store: Store
 ) -> None:
     # Concurrent writes may share one SQLite transaction: a denied one must leave no trace,
     # and must not take the others down with it.
@@ -389,13 +383,13 @@ async def test_permission_denied_among_concurrent_calls_changes_only_its_own_key
 
 
 async def test_permission_denied_read_key_without_update_key(
-    admin: Caller, make_caller: MakeCaller, db_path: Path
+    admin: Caller, make_caller: MakeCaller, store: Store
 ) -> None:
     api = await admin.make_api(["documents.read"])
     key, _ = await admin.make_key(api.id)
     caller = await make_caller([f"api.{api.id}.read_key", "rbac.*.create_permission", "api.*.update_api"])
     error = await rejected(
-        db_path, lambda: set_permissions(caller, key.id, ["documents.read"]), grpc.StatusCode.PERMISSION_DENIED
+        store, lambda: set_permissions(caller, key.id, ["documents.read"]), grpc.StatusCode.PERMISSION_DENIED
     )
     info = error_info(error)
     assert (info.reason, info.metadata["permission"]) == ("MISSING_PERMISSION", f"api.{api.id}.update_key")
@@ -403,13 +397,13 @@ async def test_permission_denied_read_key_without_update_key(
 
 @pytest.mark.parametrize("extra", [[], ["rbac.api_other.create_permission", "rbac.*.create_role"]])
 async def test_permission_denied_unknown_names_without_create_permission(
-    admin: Caller, make_caller: MakeCaller, db_path: Path, extra: list[str]
+    admin: Caller, make_caller: MakeCaller, store: Store, extra: list[str]
 ) -> None:
     api = await admin.make_api(["documents.read", "documents.write"])
     key, secret = await admin.make_key(api.id, ["documents.write"])
     caller = await make_caller([f"api.{api.id}.update_key", *extra])
     error = await rejected(
-        db_path,
+        store,
         lambda: set_permissions(caller, key.id, ["documents.read", "billing.read", "billing.write"]),
         grpc.StatusCode.PERMISSION_DENIED,
     )
@@ -425,10 +419,8 @@ async def test_permission_denied_unknown_names_without_create_permission(
 
 
 @pytest.mark.parametrize("key_id", ["key_doesnotexist0000", "k" * 64])
-async def test_not_found_unknown_key(admin: Caller, db_path: Path, key_id: str) -> None:
-    error = await rejected(
-        db_path, lambda: set_permissions(admin, key_id, ["documents.read"]), grpc.StatusCode.NOT_FOUND
-    )
+async def test_not_found_unknown_key(admin: Caller, store: Store, key_id: str) -> None:
+    error = await rejected(store, lambda: set_permissions(admin, key_id, ["documents.read"]), grpc.StatusCode.NOT_FOUND)
     assert resource_names(error) == [key_id]
 
 
@@ -451,13 +443,13 @@ async def test_not_found_deleted_key(admin: Caller) -> None:
     ids=["other-api", "cannot-read-keys", "nothing"],
 )
 async def test_not_found_key_the_caller_may_not_see(
-    admin: Caller, make_caller: MakeCaller, db_path: Path, permissions: list[str]
+    admin: Caller, make_caller: MakeCaller, store: Store, permissions: list[str]
 ) -> None:
     api = await admin.make_api(["documents.read"])
     other = await admin.make_api()
     key, _ = await admin.make_key(api.id)
     caller = await make_caller([p.format(api=api.id, other=other.id) for p in permissions])
-    before = snapshot(db_path)
+    before = await store.export_snapshot()
     with pytest.raises(grpc.aio.AioRpcError) as hidden:
         await set_permissions(caller, key.id, ["documents.read"])
     with pytest.raises(grpc.aio.AioRpcError) as missing:
@@ -467,4 +459,4 @@ async def test_not_found_key_the_caller_may_not_see(
     assert hidden.value.code() == missing.value.code() == grpc.StatusCode.NOT_FOUND
     assert hidden.value.details() == missing.value.details().replace("key_doesnotexist0000", key.id)
     assert resource_names(hidden.value) == [key.id]
-    assert snapshot(db_path) == before
+    assert await store.export_snapshot() == before

@@ -30,8 +30,8 @@ from server.store import SqliteStore
 from server.store.sqlite_steps import fetch_all
 from server.store.sqlite_store import RESERVE_PAGES
 from tests.client import Caller
-from tests.rpc_errors import error_info, rejected
-from tests.store_snapshot import integrity_problems, revision, snapshot
+from tests.rpc_errors import error_info
+from tests.sqlite_file import integrity_problems, rejected, revision, snapshot
 
 pytestmark = pytest.mark.asyncio
 

@@ -22,7 +22,7 @@ from keyscope.v1 import apis_pb2, apis_pb2_grpc, keys_pb2, keys_pb2_grpc
 from server.cli import EXAMPLE_ROOT_KEY
 from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
 from server.factory import RunningServer, ServerConfig, start_server
-from server.store import SqliteStore
+from server.store import SqliteStore, Store
 from tests.rpc_errors import field_violations, request_id
 
 T = TypeVar("T")
@@ -36,7 +36,7 @@ class BackgroundServer:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="keyscope-server", daemon=True)
         self._thread.start()
-        self.store: SqliteStore = self.run(SqliteStore.open(db_path))
+        self.store: Store = self.run(SqliteStore.open(db_path))
         self.running: RunningServer = self.run(start_server(self.store, ServerConfig(host="127.0.0.1", port=0)))
         self.admin_secret = new_secret(ROOT_KEY_PREFIX)
         self.run(self.store.create_root_key("sync admin", hash_secret(self.admin_secret), EXAMPLE_ROOT_KEY))

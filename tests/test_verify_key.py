@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import grpc
 import pytest
 
 from keyscope.v1 import apis_pb2, keys_pb2, permissions_pb2, roles_pb2
 from server.cli import EXAMPLE_ROOT_KEY
+from server.store import Store
 from tests.client import BAD_AUTHORIZATION, Caller, from_now
 from tests.conftest import UNUSABLE_ROOT_KEYS, MakeCaller, UnusableCaller
 from tests.rpc_errors import field_violations
-from tests.store_snapshot import snapshot
 
 pytestmark = pytest.mark.asyncio
 
@@ -225,15 +223,15 @@ async def test_ok_expired_wins_over_insufficient(admin: Caller) -> None:
     assert list(answer.missing_permissions) == []
 
 
-async def test_ok_verifying_changes_nothing(admin: Caller, db_path: Path) -> None:
+async def test_ok_verifying_changes_nothing(admin: Caller, store: Store) -> None:
     api = await admin.make_api()
     _, secret = await admin.make_key(api.id, ["a"])
-    before = snapshot(db_path)
+    before = await store.export_snapshot()
 
     await admin.verify(secret, "a OR b")
     await admin.verify(secret, "b")
 
-    assert snapshot(db_path) == before
+    assert await store.export_snapshot() == before
 
 
 # -- ok: every acknowledged change shows in the very next VerifyKey ------------------------------------
