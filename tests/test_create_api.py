@@ -9,7 +9,7 @@ import pytest
 
 from keyscope.v1 import apis_pb2, permissions_pb2
 from server.store import Store
-from tests.client import BAD_AUTHORIZATION, Caller
+from tests.client import Caller
 from tests.conftest import MakeCaller
 from tests.rpc_errors import error_info, field_violations, rejected, request_id
 
@@ -206,18 +206,6 @@ async def test_invalid_argument_lists_every_bad_field_at_once(admin: Caller, sto
         "scopes[2].description": "must be at most 500 characters (got 501)",
     }
     assert request_id(error)
-
-
-# -- unauthenticated ------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("metadata", BAD_AUTHORIZATION)
-async def test_unauthenticated(admin: Caller, store: Store, metadata: tuple[tuple[str, str], ...]) -> None:
-    await rejected(
-        store,
-        lambda: create_api(admin, request("documents", [("documents.read", "")]), metadata=metadata),
-        grpc.StatusCode.UNAUTHENTICATED,
-    )
 
 
 # -- permission denied ----------------------------------------------------------------------------

@@ -12,8 +12,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from keyscope.v1 import keys_pb2
 from server.store import Store
-from tests.client import BAD_AUTHORIZATION, Caller, from_now
-from tests.conftest import UNUSABLE_ROOT_KEYS, MakeCaller, UnusableCaller
+from tests.client import Caller, from_now
+from tests.conftest import MakeCaller
 from tests.rpc_errors import error_info, field_violations, rejected, resource_names
 
 pytestmark = pytest.mark.asyncio
@@ -242,28 +242,6 @@ async def test_ok_limits_are_inclusive(admin: Caller) -> None:
 
     assert len(created.key.permissions) == 1000 and len(created.created_permissions) == 1000
     assert [r.name for r in created.key.roles] == ["r" * 64]
-
-
-# -- unauthenticated ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("metadata", BAD_AUTHORIZATION)
-async def test_unauthenticated_metadata(admin: Caller, store: Store, metadata: tuple[tuple[str, str], ...]) -> None:
-    api = await admin.make_api()
-    await rejected(
-        store,
-        lambda: admin.keys.CreateKey(keys_pb2.CreateKeyRequest(api_id=api.id), metadata=metadata),
-        grpc.StatusCode.UNAUTHENTICATED,
-    )
-
-
-@pytest.mark.parametrize("how", UNUSABLE_ROOT_KEYS)
-async def test_unauthenticated_root_key_no_longer_usable(
-    admin: Caller, unusable_caller: UnusableCaller, store: Store, how: str
-) -> None:
-    api = await admin.make_api()
-    caller = await unusable_caller(how)
-    await rejected(store, lambda: _create(caller, api_id=api.id), grpc.StatusCode.UNAUTHENTICATED)
 
 
 # -- permission denied ---------------------------------------------------------------------------------

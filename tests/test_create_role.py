@@ -13,7 +13,7 @@ import pytest
 
 from keyscope.v1 import roles_pb2
 from server.store import Store
-from tests.client import BAD_AUTHORIZATION, Caller
+from tests.client import Caller
 from tests.conftest import MakeCaller
 from tests.rpc_errors import blanked_answer, error_info, field_violations, rejected, resource_names
 
@@ -248,18 +248,6 @@ async def test_invalid_argument(admin: Caller, store: Store, fields: dict, viola
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert field_violations(error) == violations
-
-
-# -- unauthenticated ------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("metadata", BAD_AUTHORIZATION)
-async def test_unauthenticated(admin: Caller, store: Store, metadata: tuple[tuple[str, str], ...]) -> None:
-    api = await admin.make_api(["documents.read"])
-    before = await store.export_snapshot()
-    error = await create_role_error(admin, api.id, "reader", ["documents.read"], metadata=metadata)
-    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert await store.export_snapshot() == before
 
 
 # -- permission denied ----------------------------------------------------------------------------

@@ -7,8 +7,8 @@ import pytest
 
 from keyscope.v1 import keys_pb2
 from server.store import Store
-from tests.client import BAD_AUTHORIZATION, INVALID_KEY_IDS, Caller
-from tests.conftest import UNUSABLE_ROOT_KEYS, MakeCaller, UnusableCaller
+from tests.client import INVALID_KEY_IDS, Caller
+from tests.conftest import MakeCaller
 from tests.rpc_errors import error_info, field_violations, rejected, resource_names
 
 pytestmark = pytest.mark.asyncio
@@ -73,30 +73,6 @@ async def test_invalid_argument_key_id(admin: Caller, store: Store, key_id: str)
     await admin.make_key(api.id)
     error = await rejected(store, lambda: _delete(admin, key_id), grpc.StatusCode.INVALID_ARGUMENT)
     assert list(field_violations(error)) == ["key_id"]
-
-
-# -- unauthenticated ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("metadata", BAD_AUTHORIZATION)
-async def test_unauthenticated_metadata(admin: Caller, store: Store, metadata: tuple[tuple[str, str], ...]) -> None:
-    api = await admin.make_api()
-    key, _ = await admin.make_key(api.id)
-    await rejected(
-        store,
-        lambda: admin.keys.DeleteKey(keys_pb2.DeleteKeyRequest(key_id=key.id), metadata=metadata),
-        grpc.StatusCode.UNAUTHENTICATED,
-    )
-
-
-@pytest.mark.parametrize("how", UNUSABLE_ROOT_KEYS)
-async def test_unauthenticated_root_key_no_longer_usable(
-    admin: Caller, unusable_caller: UnusableCaller, store: Store, how: str
-) -> None:
-    api = await admin.make_api()
-    key, _ = await admin.make_key(api.id)
-    caller = await unusable_caller(how)
-    await rejected(store, lambda: _delete(caller, key.id), grpc.StatusCode.UNAUTHENTICATED)
 
 
 # -- permission denied ---------------------------------------------------------------------------------

@@ -117,12 +117,6 @@ async def test_ok_without_etag_the_last_write_wins(admin: Caller, world: World, 
     assert await read(admin, world) == second
 
 
-async def test_ok_a_call_that_changes_nothing_keeps_the_etag(admin: Caller, world: World) -> None:
-    etag = await _key_etag(admin, world)
-    request = keys_pb2.SetPermissionsRequest(key_id=world.key_id, permissions=["a"], etag=etag)
-    assert (await admin.keys.SetPermissions(request, metadata=admin.md)).etag == etag
-
-
 async def test_ok_removing_a_scope_changes_the_etags_of_the_keys_and_roles_holding_it(
     admin: Caller, world: World
 ) -> None:
@@ -131,13 +125,6 @@ async def test_ok_removing_a_scope_changes_the_etags_of_the_keys_and_roles_holdi
     await admin.apis.UpdateScopes(request, metadata=admin.md)
     assert await _key_etag(admin, world) != key_before
     assert await _role_etag(admin, world) != role_before
-
-
-async def test_ok_permissions_created_by_set_permissions_change_the_apis_etag(admin: Caller, world: World) -> None:
-    before = await _api_etag(admin, world)
-    request = keys_pb2.SetPermissionsRequest(key_id=world.key_id, permissions=["brand.new"])
-    await admin.keys.SetPermissions(request, metadata=admin.md)
-    assert await _api_etag(admin, world) != before
 
 
 # -- aborted ----------------------------------------------------------------------------------------
@@ -173,14 +160,6 @@ async def test_aborted_two_admins_with_the_same_etag_exactly_one_wins(admin: Cal
     assert len(won) == 1 and len(lost) == 3
     assert {e.code() for e in lost} == {ABORTED}
     assert await read(admin, world) == won[0]
-
-
-async def test_not_found_before_aborted_for_a_caller_that_may_not_see_the_key(
-    admin: Caller, world: World, make_caller: Callable[[list[str]], Awaitable[Caller]], store: Store
-) -> None:
-    stranger = await make_caller(["api.api_other.*"])
-    error = await rejected(store, lambda: _set_permissions(stranger, world, 1, "r0"), grpc.StatusCode.NOT_FOUND)
-    assert "etag" not in (error.details() or "")
 
 
 # -- invalid argument -------------------------------------------------------------------------------

@@ -14,9 +14,9 @@ import pytest
 
 from keyscope.v1 import apis_pb2, permissions_pb2
 from server.store import Store
-from tests.client import BAD_AUTHORIZATION, Caller
+from tests.client import Caller
 from tests.conftest import MakeCaller
-from tests.rpc_errors import blanked_answer, error_info, field_violations, resource_names
+from tests.rpc_errors import blanked_answer, field_violations, resource_names
 
 pytestmark = pytest.mark.asyncio
 
@@ -132,17 +132,6 @@ async def test_not_found_for_a_well_formed_id_of_64_characters(admin: Caller) ->
     # 64 characters is still a valid id, so the answer is about existence, not shape.
     error = await get_api_error(admin, "a" * 64)
     assert error.code() == grpc.StatusCode.NOT_FOUND
-
-
-# -- unauthenticated ------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("metadata", BAD_AUTHORIZATION)
-async def test_unauthenticated(admin: Caller, metadata: tuple[tuple[str, str], ...]) -> None:
-    api = await admin.make_api(["documents.read"])
-    error = await get_api_error(admin, api.id, metadata)
-    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert error_info(error).reason == "UNAUTHENTICATED"
 
 
 # -- not found (also what a caller without read_api gets) -------------------------------------------

@@ -14,9 +14,9 @@ import pytest
 
 from keyscope.v1 import apis_pb2, permissions_pb2, roles_pb2
 from server.store import Store
-from tests.client import BAD_AUTHORIZATION, Caller
+from tests.client import Caller
 from tests.conftest import MakeCaller
-from tests.rpc_errors import blanked_answer, error_info, field_violations, resource_names
+from tests.rpc_errors import blanked_answer, field_violations, resource_names
 
 pytestmark = pytest.mark.asyncio
 
@@ -111,18 +111,6 @@ async def test_invalid_argument_role_id(admin: Caller, role_id: str, description
     error = await get_role_error(admin, role_id)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field_violations(error) == {"role_id": description}
-
-
-# -- unauthenticated ------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("metadata", BAD_AUTHORIZATION)
-async def test_unauthenticated(admin: Caller, metadata: tuple[tuple[str, str], ...]) -> None:
-    api = await admin.make_api(["documents.read"])
-    role = await admin.make_role(api.id, "reader", ["documents.read"])
-    error = await get_role_error(admin, role.id, metadata)
-    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert error_info(error).reason == "UNAUTHENTICATED"
 
 
 # -- not found (also what a caller without read_role gets) -----------------------------------------

@@ -206,6 +206,7 @@ BAD_CREDENTIALS: dict[str, MakeMetadata] = {
     "scheme-glued-to-secret": _header("Bearer{secret}"),
     "trailing-junk": _header("Bearer {secret} extra"),
     "unknown": _header(f"Bearer {new_secret(ROOT_KEY_PREFIX)}"),
+    "unknown-of-another-shape": _header("Bearer ksroot_unknown0123456789"),
     **{how: _unusable(how) for how in UNUSABLE_ROOT_KEYS},
 }
 
@@ -534,57 +535,3 @@ async def test_permission_denied_names_the_missing_permission(
     assert (info.reason, info.domain) == ("MISSING_PERMISSION", "keyscope.v1")
     assert info.metadata["permission"] == required.format(a=world.a)
     assert request_id(error)
-
-
-# -- the seed's root key ----------------------------------------------------------------------------
-
-
-SEED_ROOT_KEY = ["api.*.update_key", "rbac.*.create_permission"]
-
-
-async def test_ok_seed_root_key_sets_permissions_creating_unknown_ones(
-    admin: Caller, world: World, make_caller: MakeCaller, store: Store
-) -> None:
-    caller = await make_caller(SEED_ROOT_KEY)
-    before = await store.revision()
-
-    response = await caller.keys.SetPermissions(
-        keys_pb2.SetPermissionsRequest(key_id=world.key_id, permissions=["documents.read", "documents.delete"]),
-        metadata=caller.md,
-    )
-
-    [created] = response.created_permissions
-    assert created.name == "documents.delete"
-    assert [p.name for p in response.permissions] == ["documents.delete", "documents.read"]
-    assert response.revision == before + 1
-    scopes = {s.value: s.id for s in (await call(admin, "GetApi", world)).api.scopes}
-    assert scopes["documents.delete"] == created.id
-    assert (await admin.verify(world.secret, "documents.delete")).code == Code.VALID
-
-
-async def test_ok_seed_root_key_removes_all_permissions(admin: Caller, world: World, make_caller: MakeCaller) -> None:
-    caller = await make_caller(SEED_ROOT_KEY)
-    response = await caller.keys.SetPermissions(
-        keys_pb2.SetPermissionsRequest(key_id=world.key_id, permissions=[]), metadata=caller.md
-    )
-    assert list(response.permissions) == []
-    # The role's grant stays: only direct permissions were replaced.
-    assert list((await admin.verify(world.secret)).permissions) == ["documents.read"]
-
-
-async def test_permission_denied_update_key_alone_cannot_create_permissions(
-    world: World, make_caller: MakeCaller, store: Store
-) -> None:
-    caller = await make_caller(["api.*.update_key"])
-    error = await rejected(
-        store,
-        lambda: caller.keys.SetPermissions(
-            keys_pb2.SetPermissionsRequest(key_id=world.key_id, permissions=["documents.read", "documents.delete"]),
-            metadata=caller.md,
-        ),
-        PERMISSION_DENIED,
-    )
-    info = error_info(error)
-    assert info.reason == "PERMISSIONS_NOT_IN_CATALOG"
-    assert info.metadata["permission"] == f"rbac.{world.a}.create_permission"
-    assert info.metadata["permissions_not_in_catalog"] == "documents.delete"

@@ -8,8 +8,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from keyscope.v1 import keys_pb2
 from server.store import Store
-from tests.client import BAD_AUTHORIZATION, INVALID_KEY_IDS, Caller, from_now
-from tests.conftest import UNUSABLE_ROOT_KEYS, MakeCaller, UnusableCaller
+from tests.client import INVALID_KEY_IDS, Caller, from_now
+from tests.conftest import MakeCaller
 from tests.rpc_errors import error_info, field_violations, rejected, resource_names
 
 pytestmark = pytest.mark.asyncio
@@ -196,30 +196,6 @@ async def test_invalid_argument_key_id(admin: Caller, key_id: str) -> None:
 
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert list(field_violations(e.value)) == ["key_id"]
-
-
-# -- unauthenticated ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("metadata", BAD_AUTHORIZATION)
-async def test_unauthenticated_metadata(admin: Caller, store: Store, metadata: tuple[tuple[str, str], ...]) -> None:
-    api = await admin.make_api()
-    key, _ = await admin.make_key(api.id)
-    await rejected(
-        store,
-        lambda: admin.keys.UpdateKey(keys_pb2.UpdateKeyRequest(key_id=key.id, enabled=False), metadata=metadata),
-        grpc.StatusCode.UNAUTHENTICATED,
-    )
-
-
-@pytest.mark.parametrize("how", UNUSABLE_ROOT_KEYS)
-async def test_unauthenticated_root_key_no_longer_usable(
-    admin: Caller, unusable_caller: UnusableCaller, store: Store, how: str
-) -> None:
-    api = await admin.make_api()
-    key, _ = await admin.make_key(api.id)
-    caller = await unusable_caller(how)
-    await rejected(store, lambda: _update(caller, key.id, enabled=False), grpc.StatusCode.UNAUTHENTICATED)
 
 
 # -- permission denied ---------------------------------------------------------------------------------
