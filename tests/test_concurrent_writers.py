@@ -28,7 +28,8 @@ from keyscope.v1 import apis_pb2, keys_pb2, permissions_pb2, roles_pb2
 from server.cli import EXAMPLE_ROOT_KEY
 from tests.audit_replay import all_events, as_json, replay, store_state
 from tests.client import Caller
-from tests.processes import create_root_key, free_port, start_serve, stop, until
+from tests.polling import until
+from tests.processes import create_root_key, free_port, start_serve, stop
 from tests.sqlite_file import exported
 
 pytestmark = pytest.mark.asyncio

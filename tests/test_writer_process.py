@@ -22,7 +22,8 @@ from server.store import sqlite_operations as operations
 from server.store.sqlite_process import SqliteProcess
 from server.store.sqlite_steps import fetch_all
 from tests.client import Caller
-from tests.processes import alive, descendants_of, free_port, start_serve, stop, until
+from tests.polling import until
+from tests.processes import alive, descendants_of, free_port, start_serve, stop
 
 PRAGMAS = ("busy_timeout = 5000", "foreign_keys = ON", "synchronous = FULL")
 # A statement that runs until it is stopped: a recursive count without end.
