@@ -25,21 +25,9 @@ from keyscope.v1 import apis_pb2, keys_pb2, keys_pb2_grpc
 from server.factory import RunningServer
 from tests.client import Caller
 from tests.processes import ROOT
-from tests.secret_watch import (
-    CAPTURED,
-    ERROR,
-    KEY,
-    LOG,
-    OUTPUT,
-    ROOT_KEY,
-    STORE,
-    AioRecorder,
-    SecretWatch,
-    SyncRecorder,
-    Where,
-    active,
-    fingerprint,
-)
+from tests.secret_recording import AioRecorder, SyncRecorder
+from tests.secret_search import CAPTURED, ERROR, KEY, LOG, OUTPUT, ROOT_KEY, STORE, SecretWatch, Where, fingerprint
+from tests.secret_watch import active
 
 TEST = "tests/test_example.py::test_ok_example"
 
