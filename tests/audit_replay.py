@@ -3,23 +3,21 @@
 `replay` applies events oldest first to an empty state and checks, on the way,
 that each event's `before` is exactly the state the earlier events built: a
 missing, doubled or wrong event shows there, not only in the final state.
-`store_state` reads the same shape straight from the SQLite file.
+`store_state` reads the same shape from a store's logical snapshot.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable
-from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
 from keyscope.v1 import audit_pb2
+from server.store.snapshot import StoreSnapshot
 from tests.client import Caller
 
 __all__ = ["State", "all_events", "replay", "store_state"]
@@ -96,39 +94,31 @@ def _rfc3339(ms: int | None) -> str | None:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def store_state(db_path: Path) -> State:
-    """The state the SQLite file holds, read directly (read-only)."""
+def store_state(snapshot: StoreSnapshot) -> State:
+    """The state a store holds, read from its logical snapshot (`await store.export_snapshot()`)."""
+    permission_name = {p.id: p.name for p in snapshot.permissions}
+    role_name = {r.id: r.name for r in snapshot.roles}
     state = State()
-    with closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as db:
-        for api_id, name in db.execute("SELECT id, name FROM apis"):
-            scopes = dict(db.execute("SELECT name, description FROM permissions WHERE api_id = ?", (api_id,)))
-            state.apis[api_id] = {"name": name, "scopes": scopes}
-        for key_id, api_id, name, enabled, expires in db.execute(
-            "SELECT id, api_id, name, enabled, expires_at FROM keys"
-        ):
-            state.keys[key_id] = {
-                "api_id": api_id,
-                "name": name,
-                "enabled": bool(enabled),
-                "expire_time": _rfc3339(expires),
-                "permissions": _names(db, "key_permissions", "permissions", "key_id", "permission_id", key_id),
-                "roles": _names(db, "key_roles", "roles", "key_id", "role_id", key_id),
-            }
-        for role_id, api_id, name, description in db.execute("SELECT id, api_id, name, description FROM roles"):
-            state.roles[role_id] = {
-                "api_id": api_id,
-                "name": name,
-                "description": description,
-                "permissions": _names(db, "role_permissions", "permissions", "role_id", "permission_id", role_id),
-            }
+    for api in snapshot.apis:
+        scopes = {p.name: p.description for p in snapshot.permissions if p.api_id == api.id}
+        state.apis[api.id] = {"name": api.name, "scopes": scopes}
+    for key in snapshot.keys:
+        state.keys[key.id] = {
+            "api_id": key.api_id,
+            "name": key.name,
+            "enabled": key.enabled,
+            "expire_time": _rfc3339(key.expires_ms),
+            "permissions": sorted(permission_name[p] for k, p in snapshot.key_permissions if k == key.id),
+            "roles": sorted(role_name[r] for k, r in snapshot.key_roles if k == key.id),
+        }
+    for role in snapshot.roles:
+        state.roles[role.id] = {
+            "api_id": role.api_id,
+            "name": role.name,
+            "description": role.description,
+            "permissions": sorted(permission_name[p] for r, p in snapshot.role_permissions if r == role.id),
+        }
     return state
-
-
-def _names(db: sqlite3.Connection, links: str, targets: str, owner: str, target: str, owner_id: str) -> list[str]:
-    rows = db.execute(
-        f"SELECT t.name FROM {links} l JOIN {targets} t ON t.id = l.{target} WHERE l.{owner} = ?", (owner_id,)
-    )
-    return sorted(r[0] for r in rows)
 
 
 def as_json(state: State) -> str:

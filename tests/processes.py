@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -59,14 +56,6 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-async def until(condition: Callable[[], bool], what: str = "condition", seconds: float = 30.0) -> None:
-    """Poll `condition` until it holds; fail, naming `what`, after `seconds`."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"not reached in {seconds}s: {what}"
-        await asyncio.sleep(0.01)
 
 
 def descendants_of(pid: int) -> list[int]:

@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
-from tests.store_snapshot import snapshot
+from server.store import Store
 
 
-async def rejected(db_path: Path, call: Callable[[], Awaitable[object]], code: grpc.StatusCode) -> grpc.aio.AioRpcError:
-    """Runs `call()`, which must fail with `code` and leave the SQLite file exactly as it was; returns the error.
+async def rejected(store: Store, call: Callable[[], Awaitable[object]], code: grpc.StatusCode) -> grpc.aio.AioRpcError:
+    """Runs `call()`, which must fail with `code` and leave the store exactly as it was (its logical snapshot:
+    every row, the revision, the change log and the audit trail); returns the error.
 
     `call` is a zero-argument callable so the snapshot is taken before the request is sent.
     """
-    before = snapshot(db_path)
+    before = await store.export_snapshot()
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await call()
     assert e.value.code() == code
-    assert snapshot(db_path) == before
+    assert await store.export_snapshot() == before
     return e.value
 
 

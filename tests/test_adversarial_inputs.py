@@ -2,25 +2,26 @@
 
 Every answer is OK or a deliberate error code with google.rpc details (a RequestInfo always; a BadRequest
 whose violations name real fields of the request for INVALID_ARGUMENT), in trailers a default client accepts,
-never UNKNOWN, INTERNAL or UNAVAILABLE. A failed call leaves the SQLite file exactly as it was; a successful
-one changes it only with the store's revision growing by exactly one (reads and validate_only: not at all),
-and its answer reads back the same through the Get RPCs. The server stays up (health SERVING). At the end
-the file passes PRAGMA integrity_check and foreign_key_check, holds exactly the APIs, keys and roles the
-successful calls made, and ListAuditEvents shows one event for each successful change and no other.
+never UNKNOWN, INTERNAL or UNAVAILABLE. A failed call leaves the store (its logical snapshot) exactly as it
+was; a successful one changes it only with the store's revision growing by exactly one (reads and
+validate_only: not at all), and its answer reads back the same through the Get RPCs. The server stays up
+(health SERVING). At the end the snapshot refers to no row it lacks (tests/store_snapshot.dangling_references),
+holds exactly the APIs, keys and roles the successful calls made, and ListAuditEvents shows one event for each
+successful change and no other.
 
 How it runs. One test per RPC, parametrized over every method of every service of every generated
-`keyscope.v1.*_pb2` module, so an RPC added to a .proto is fuzzed at once (tests/request_strategies.py
-builds requests from the message descriptors) and fails naming itself until EFFECTS says what it may change
-and how to read it back. Each test takes the conftest fixtures (a fresh server on 127.0.0.1:0 over a fresh
-SQLite file), builds a small world through the public RPCs, then runs a Hypothesis `@given` function in a
-worker thread (`asyncio.to_thread`): each example is sent to the test's own event loop with
-`run_coroutine_threadsafe`, and the thread waits for it. The examples must share one world (so that
-requests name real rows, reach the store and change it, and the model accumulates), and the final checks
-must follow the last example. `@given` on the async test itself (which pytest-asyncio supports) would run
-the examples over function-scoped fixtures reused between them (a health check to suppress) and leave the
-final checks to a fixture's teardown, where a failure reads as a broken fixture; a module-scoped loop and
-server would need a wider loop scope than the project's strict default and would share state between the
-RPCs' tests. Here no health check is suppressed, and each test reads top to bottom.
+`keyscope.v1.*_pb2` module, so an RPC added to a .proto is fuzzed at once (tests/request_strategies.py builds
+requests from the message descriptors) and fails naming itself until EFFECTS (tests/fuzzed_world.py) says what
+it may change and how to read it back. Each test takes the conftest fixtures (a fresh server on 127.0.0.1:0
+over a fresh SQLite file), builds a small world through the public RPCs, then runs a Hypothesis `@given`
+function in a worker thread (`asyncio.to_thread`): each example is sent to the test's own event loop with
+`run_coroutine_threadsafe`, and the thread waits for it. The examples must share one world (so that requests
+name real rows, reach the store and change it, and the model accumulates), and the final checks must follow
+the last example. `@given` on the async test itself (which pytest-asyncio supports) would run the examples
+over function-scoped fixtures reused between them (a health check to suppress) and leave the final checks to a
+fixture's teardown, where a failure reads as a broken fixture; a module-scoped loop and server would need a
+wider loop scope than the project's strict default and would share state between the RPCs' tests. Here no
+health check is suppressed, and each test reads top to bottom.
 
 Settings: `derandomize=True` and `database=None` (the same inputs on every run, no .hypothesis directory);
 `deadline=None` (a call's time depends on the shared 2-core machine, not on the input); generation only,
@@ -34,74 +35,35 @@ how many inputs it tried and how they were answered (`-rP` or `-s` shows it).
 from __future__ import annotations
 
 import asyncio
-import importlib
-import pkgutil
-import re
-from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
 from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
-import keyscope.v1
-from keyscope.v1 import apis_pb2, audit_pb2, audit_pb2_grpc, keys_pb2, roles_pb2
-from server.cli import EXAMPLE_ROOT_KEY
-from server.factory import RunningServer, ServerConfig
-from tests.client import Caller, from_now
+from keyscope.v1 import keys_pb2
+from server.factory import RunningServer
+from server.store import Store
 from tests.conftest import MakeCaller
-from tests.request_strategies import Pools, Shown, request_strategy
-from tests.rpc_errors import error_info, field_violations, request_id, resource_names
-from tests.store_snapshot import integrity_problems, revision, snapshot
+from tests.fuzzed_answers import METADATA_LIMIT
+from tests.fuzzed_world import EFFECTS, RPCS, World, build_world
+from tests.request_strategies import Shown, request_strategy
 
 pytestmark = pytest.mark.asyncio
 
-EXAMPLES = 120  # per RPC: the module runs in 40-45 s on a busy 2-core machine
-HEALTH_EVERY = 10  # examples between two health checks
-
 Code = grpc.StatusCode
-DELIBERATE = {
-    Code.INVALID_ARGUMENT,
-    Code.NOT_FOUND,
-    Code.PERMISSION_DENIED,
-    Code.ALREADY_EXISTS,
-    Code.ABORTED,
-    Code.OUT_OF_RANGE,
-    Code.FAILED_PRECONDITION,
-    Code.RESOURCE_EXHAUSTED,
-    Code.UNAUTHENTICATED,
-}
-# The details each code carries besides the RequestInfo (README, "Errors"; ABORTED: the protos' etag rule).
-DETAILS_OF: dict[grpc.StatusCode, Callable[[grpc.aio.AioRpcError], object]] = {
-    Code.INVALID_ARGUMENT: field_violations,
-    Code.UNAUTHENTICATED: error_info,
-    Code.PERMISSION_DENIED: error_info,
-    Code.OUT_OF_RANGE: error_info,
-    Code.ABORTED: error_info,
-    Code.NOT_FOUND: resource_names,
-    Code.ALREADY_EXISTS: resource_names,
-}
-# A default gRPC client's grpc.max_metadata_size. Past it, the client drops the answer at random (up to the
-# hard limit, 16 KiB, then always) and sees RESOURCE_EXHAUSTED without details. The test's channel accepts more,
-# to see what the server sent, and asserts that the error's trailers stay within it.
-METADATA_LIMIT = 8192
+EXAMPLES = 120  # per RPC: the module runs in 40-45 s on a busy 2-core machine
+
 WIDE_METADATA = [
     ("grpc.max_metadata_size", 8 * METADATA_LIMIT),
     ("grpc.absolute_max_metadata_size", 8 * METADATA_LIMIT),
 ]
 # Requests past the server's message limit are refused by gRPC itself, before any Keyscope code runs: the
 # RESOURCE_EXHAUSTED the proto documents, without details (nothing of Keyscope saw the call).
-MAX_MESSAGE_BYTES = ServerConfig().max_message_bytes
-SANE_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")  # README: echoed when printable ASCII, no spaces, <= 128
-FIELD_PATH_SEGMENT = re.compile(r"([a-z_][a-z0-9_]*)(?:\[(\d+)\])?")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -111,373 +73,6 @@ def hypothesis_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     set_hypothesis_home_dir(tmp_path_factory.mktemp("hypothesis"))
     yield
     set_hypothesis_home_dir(None)
-
-
-def _rpcs() -> list[MethodDescriptor]:
-    methods: list[MethodDescriptor] = []
-    for module_info in pkgutil.iter_modules(keyscope.v1.__path__):
-        if module_info.name.endswith("_pb2"):
-            module = importlib.import_module(f"keyscope.v1.{module_info.name}")
-            for service in module.DESCRIPTOR.services_by_name.values():
-                methods.extend(service.methods)
-    return sorted(methods, key=lambda m: m.full_name)
-
-
-RPCS = _rpcs()
-
-
-def _stub_method(channel: grpc.aio.Channel, rpc: MethodDescriptor) -> Callable[..., Any]:
-    """The generated stub's method for `rpc` (keyscope/v1/keys.proto -> keyscope.v1.keys_pb2_grpc)."""
-    service = rpc.containing_service
-    module = importlib.import_module(service.file.name.removesuffix(".proto").replace("/", ".") + "_pb2_grpc")
-    return getattr(getattr(module, f"{service.name}Stub")(channel), rpc.name)
-
-
-def names_a_field(request: Message, path: str) -> bool:
-    """Whether `path` (`scopes[2].value`, `permissions[0]`, `expire_time`) names a field present in `request`."""
-    value: Any = request
-    for segment in path.split("."):
-        match = FIELD_PATH_SEGMENT.fullmatch(segment)
-        if match is None or not isinstance(value, Message):
-            return False
-        field_descriptor = value.DESCRIPTOR.fields_by_name.get(match[1])
-        if field_descriptor is None:
-            return False
-        value = getattr(value, match[1])
-        if match[2] is not None:
-            if not field_descriptor.is_repeated or int(match[2]) >= len(value):
-                return False
-            value = value[int(match[2])]
-    return True
-
-
-# -- the world the requests act on -------------------------------------------------------------------
-
-
-@dataclass
-class World:
-    channel: grpc.aio.Channel
-    db_path: Path
-    callers: dict[str, Caller]
-    pools: Pools = field(default_factory=Pools)
-    # What the store must hold: ids of the APIs, keys and roles made and not deleted.
-    expected: dict[str, set[str]] = field(default_factory=lambda: {"api": set(), "key": set(), "role": set()})
-    held: dict[str, list[tuple]] = field(default_factory=dict)  # snapshot after the last call
-    revision: int = 0
-    revision_at_start: int = 0
-    # The successful calls that changed the store: the revision each made -> (RPC, request id).
-    changes: dict[int, tuple[str, str]] = field(default_factory=dict)
-    tried: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def admin(self) -> Caller:
-        return self.callers["admin"]
-
-    def add(self, kind: str, resource_id: str) -> None:
-        self.expected[kind].add(resource_id)
-        self.pools.ids[kind].append(resource_id)
-
-    def learn(self, message: Message) -> None:
-        """Remember the names and etags an answer shows, for later requests to use."""
-        for api in _all(message, apis_pb2.Api):
-            self.pools.etags.append(api.etag)
-            self.pools.permission_names.extend(s.value for s in api.scopes)
-        for key in _all(message, keys_pb2.Key):
-            self.pools.etags.append(key.etag)
-        for role in _all(message, roles_pb2.Role):
-            self.pools.etags.append(role.etag)
-            self.pools.role_names.append(role.name)
-        for pool in (self.pools.etags, self.pools.permission_names, self.pools.role_names):
-            pool[:] = dict.fromkeys(value for value in pool if value)  # once each, in the order first seen
-
-    async def read_api(self, api_id: str) -> apis_pb2.Api:
-        return await self.admin.get_api(api_id)
-
-    async def read_key(self, key_id: str) -> keys_pb2.Key:
-        return await self.admin.get_key(key_id)
-
-    async def read_role(self, role_id: str) -> roles_pb2.Role:
-        return await self.admin.get_role(role_id)
-
-    async def audit_events_after(self, revision: int) -> list[audit_pb2.AuditEvent]:
-        """Every audit event of a revision after `revision`, through ListAuditEvents' pages."""
-        audit = audit_pb2_grpc.AuditServiceStub(self.channel)
-        events: list[audit_pb2.AuditEvent] = []
-        token = ""
-        while True:
-            page = await audit.ListAuditEvents(
-                audit_pb2.ListAuditEventsRequest(page_size=1000, page_token=token), metadata=self.admin.md
-            )
-            events += [e for e in page.events if e.revision > revision]
-            token = page.next_page_token
-            if not token or (page.events and page.events[-1].revision <= revision):
-                return events
-
-    async def check_serving(self) -> None:
-        health = health_pb2_grpc.HealthStub(self.channel)
-        answer = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
-        assert answer.status == health_pb2.HealthCheckResponse.SERVING
-
-    def take_stock(self) -> None:
-        self.held = snapshot(self.db_path)
-        self.revision = revision(self.db_path)
-
-    async def attempt(self, rpc: MethodDescriptor, who: str, request: Message, sent_id: str | None) -> None:
-        """One call, and every check of its answer and of the store after it."""
-        caller = self.callers[who]
-        metadata = caller.md + ((("x-request-id", sent_id),) if sent_id is not None else ())
-        before, revision_before = self.held, self.revision
-        call = _stub_method(self.channel, rpc)(request, metadata=metadata, timeout=60)
-        try:
-            response = await call
-        except grpc.aio.AioRpcError as error:
-            self.tried[error.code().name] += 1
-            _check_error(rpc, request, error, sent_id)
-            self.take_stock()
-            assert self.held == before, f"{rpc.name} failed with {error.code().name} but changed the store"
-            assert self.revision == revision_before
-        else:
-            self.tried["OK"] += 1
-            assert request.ByteSize() <= MAX_MESSAGE_BYTES, f"{rpc.name} accepted a request over the size limit"
-            echoed_id = _check_request_id(await call.initial_metadata(), sent_id)
-            self.take_stock()
-            changed = self.held != before
-            if changed:
-                self.changes[self.revision] = (rpc.name, echoed_id)
-                assert self.revision == revision_before + 1, f"{rpc.name} changed the store: revision must grow by 1"
-            else:
-                assert self.revision == revision_before, f"{rpc.name} changed nothing but the revision moved"
-            effect = EFFECTS[rpc.full_name]
-            if not effect.writes or getattr(request, "validate_only", False):
-                assert not changed, (
-                    f"{rpc.name} answered OK to a request that must change nothing, and changed the store"
-                )
-            if effect.writes:
-                assert response.revision == self.revision, f"{rpc.name} answered revision {response.revision}"
-            await effect.follow(self, request, response)
-            self.learn(response)
-        if sum(self.tried.values()) % HEALTH_EVERY == 0:
-            await self.check_serving()
-
-    async def check_final(self) -> None:
-        await self.check_serving()
-        assert integrity_problems(self.db_path) == []
-        held = snapshot(self.db_path)
-        for kind, table in (("api", "apis"), ("key", "keys"), ("role", "roles")):
-            assert {row[0] for row in held[table]} == self.expected[kind], f"the {table} the store holds"
-        assert revision(self.db_path) == self.revision_at_start + len(self.changes)
-        # One audit event for each of them, and none for anything else (a failed call, a no-op, validate_only).
-        events = await self.audit_events_after(self.revision_at_start)
-        assert {e.revision: (e.action, e.request_id) for e in events} == self.changes
-        for api_id in self.expected["api"]:
-            await self.read_api(api_id)
-        for key_id in self.expected["key"]:
-            await self.read_key(key_id)
-        for role_id in self.expected["role"]:
-            await self.read_role(role_id)
-
-
-def _all(message: Message, cls: type[Message]) -> list[Any]:
-    """Every `cls` message inside `message`, itself included."""
-    if isinstance(message, cls):
-        return [message]
-    found: list[Any] = []
-    for descriptor, value in message.ListFields():
-        inner = descriptor.message_type
-        if inner is None or not inner.full_name.startswith("keyscope."):
-            continue  # scalars, and google.protobuf messages (Struct, Timestamp), hold no resources
-        for item in value if descriptor.is_repeated else [value]:
-            found.extend(_all(item, cls))
-    return found
-
-
-def _check_request_id(initial_metadata: Any, sent_id: str | None) -> str:
-    echoed = dict(initial_metadata or ()).get("x-request-id")
-    assert echoed, "every answer carries an x-request-id header"
-    if sent_id is not None and SANE_REQUEST_ID.fullmatch(sent_id):
-        assert echoed == sent_id
-    else:
-        assert echoed != sent_id
-    return str(echoed)
-
-
-def trailers_size(error: grpc.aio.AioRpcError) -> int:
-    """The bytes an error's trailing metadata takes as a gRPC client counts them against max_metadata_size:
-    each entry's name and value plus 32 (grpc-message as sent, percent-encoded; -bin values decoded)."""
-    message = (error.details() or "").encode()
-    escaped = sum(3 if b < 0x20 or b > 0x7E or b == 0x25 else 1 for b in message)  # %XX
-    entries = [("grpc-status", len(str(error.code().value[0]))), ("grpc-message", escaped)]
-    entries += [(k, len(v)) for k, v in error.trailing_metadata() or () if k not in ("grpc-status", "grpc-message")]
-    return sum(len(key) + length + 32 for key, length in entries)
-
-
-def _check_error(rpc: MethodDescriptor, request: Message, error: grpc.aio.AioRpcError, sent_id: str | None) -> None:
-    code = error.code()
-    if request.ByteSize() > MAX_MESSAGE_BYTES:
-        assert code == Code.RESOURCE_EXHAUSTED, f"{rpc.name} answered {code.name} to a request over the size limit"
-        return
-    assert code in DELIBERATE, f"{rpc.name} answered {code.name}: {error.details()}"
-    size = trailers_size(error)
-    assert size <= METADATA_LIMIT, f"{rpc.name}'s {code.name} has {size} bytes of trailers: a default client drops it"
-    # request_id() also checks that the details are a google.rpc.Status of the same code.
-    assert request_id(error) == _check_request_id(error.initial_metadata(), sent_id)
-    detail = DETAILS_OF.get(code)
-    if detail is not None:
-        assert detail(error), f"{code.name} without its details"
-    if code == Code.INVALID_ARGUMENT:
-        unknown = [path for path in field_violations(error) if not names_a_field(request, path)]
-        assert not unknown, f"BadRequest names fields the request does not have: {unknown}"
-
-
-# -- what each RPC changes, and how to read it back ---------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Effect:
-    writes: bool  # may change the store (False: must never change it)
-    follow: Callable[[World, Any, Any], Awaitable[None]]  # checks the store after OK, updates the model
-
-
-async def _nothing(world: World, request: Any, response: Any) -> None:
-    pass
-
-
-async def _page(world: World, request: Any, response: Any) -> None:
-    if response.next_page_token:
-        world.pools.page_tokens.append(response.next_page_token)
-
-
-async def _created_api(world: World, request: Any, response: Any) -> None:
-    assert await world.read_api(response.api.id) == response.api
-    world.add("api", response.api.id)
-
-
-async def _updated_scopes(world: World, request: Any, response: Any) -> None:
-    if not request.validate_only:
-        assert await world.read_api(request.api_id) == response.api
-
-
-async def _created_key(world: World, request: Any, response: Any) -> None:
-    assert await world.read_key(response.key.id) == response.key
-    world.add("key", response.key.id)
-    world.pools.secrets.append(response.secret)
-
-
-async def _updated_key(world: World, request: Any, response: Any) -> None:
-    assert await world.read_key(request.key_id) == response.key
-
-
-async def _deleted_key(world: World, request: Any, response: Any) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as gone:
-        await world.read_key(request.key_id)
-    assert gone.value.code() == Code.NOT_FOUND
-    world.expected["key"].discard(request.key_id)
-
-
-async def _set_permissions(world: World, request: Any, response: Any) -> None:
-    if not request.validate_only:
-        key = await world.read_key(request.key_id)
-        assert list(key.permissions) == list(response.permissions)
-        assert key.etag == response.etag
-    world.pools.permission_names.extend(p.name for p in response.created_permissions)
-
-
-async def _set_roles(world: World, request: Any, response: Any) -> None:
-    key = await world.read_key(request.key_id)
-    assert list(key.roles) == list(response.roles)
-    assert key.etag == response.etag
-
-
-async def _created_role(world: World, request: Any, response: Any) -> None:
-    assert await world.read_role(response.role.id) == response.role
-    world.add("role", response.role.id)
-
-
-async def _set_role_permissions(world: World, request: Any, response: Any) -> None:
-    assert await world.read_role(request.role_id) == response.role
-
-
-EFFECTS: dict[str, Effect] = {
-    "keyscope.v1.ApiService.CreateApi": Effect(True, _created_api),
-    "keyscope.v1.ApiService.GetApi": Effect(False, _nothing),
-    "keyscope.v1.ApiService.UpdateScopes": Effect(True, _updated_scopes),
-    "keyscope.v1.AuditService.ListAuditEvents": Effect(False, _page),
-    "keyscope.v1.KeyService.CreateKey": Effect(True, _created_key),
-    "keyscope.v1.KeyService.DeleteKey": Effect(True, _deleted_key),
-    "keyscope.v1.KeyService.GetKey": Effect(False, _nothing),
-    "keyscope.v1.KeyService.SetPermissions": Effect(True, _set_permissions),
-    "keyscope.v1.KeyService.SetRoles": Effect(True, _set_roles),
-    "keyscope.v1.KeyService.UpdateKey": Effect(True, _updated_key),
-    "keyscope.v1.KeyService.VerifyKey": Effect(False, _nothing),
-    "keyscope.v1.RoleService.CreateRole": Effect(True, _created_role),
-    "keyscope.v1.RoleService.GetRole": Effect(False, _nothing),
-    "keyscope.v1.RoleService.SetRolePermissions": Effect(True, _set_role_permissions),
-}
-
-
-async def build_world(make_caller: MakeCaller, channel: grpc.aio.Channel, db_path: Path) -> World:
-    """Two APIs; keys enabled, disabled, expired and deleted; roles; an admin, a weaker caller and an unknown one.
-    The callers call over `channel`."""
-
-    async def caller_with(permissions: list[str]) -> Caller:
-        made = await make_caller(permissions)
-        return Caller(channel, made.root_key, made.root_key_id)
-
-    admin = await caller_with(list(EXAMPLE_ROOT_KEY))  # the `admin` fixture's permissions, on `channel`
-    world = World(channel, db_path, {"admin": admin})
-    documents = await admin.make_api(
-        [("documents.read", "Read documents"), ("documents.write", "Write\ndocuments"), "admin", "documents.*"],
-        name="documents",
-    )
-    billing = await admin.make_api(["billing.read"], name="billing ✓")
-    for api in (documents, billing):
-        world.add("api", api.id)
-    for api_id, name, permissions in (
-        (documents.id, "reader", ["documents.read"]),
-        (documents.id, "writer", ["documents.write", "admin"]),
-        (billing.id, "auditor", ["billing.read"]),
-    ):
-        world.add("role", (await admin.make_role(api_id, name, permissions)).id)
-    made = [
-        await admin.make_key(documents.id, ["documents.read"], roles=["writer"], name="live", prefix="docs"),
-        await admin.make_key(documents.id, ["admin"], enabled=False),
-        await admin.make_key(documents.id, ["documents.*"], expire_time=from_now(3600)),
-        await admin.make_key(documents.id),
-        await admin.make_key(billing.id, ["billing.read"], roles=["auditor"]),
-    ]
-    for key, secret in made:
-        world.add("key", key.id)
-        world.pools.secrets.append(secret)
-    expired, deleted = made[2][0].id, made[3][0].id
-    await admin.keys.UpdateKey(keys_pb2.UpdateKeyRequest(key_id=expired, expire_time=from_now(-60)), metadata=admin.md)
-    await admin.keys.DeleteKey(keys_pb2.DeleteKeyRequest(key_id=deleted), metadata=admin.md)
-    world.expected["key"].discard(deleted)
-    # May read and change the documents API's keys and roles, but not create permissions, delete keys, make
-    # APIs or roles, or see the billing API at all.
-    world.callers["weak"] = await caller_with(
-        [
-            f"api.{documents.id}.read_api",
-            f"api.{documents.id}.update_api",
-            f"api.{documents.id}.read_key",
-            f"api.{documents.id}.create_key",
-            f"api.{documents.id}.update_key",
-            "api.*.verify_key",
-            f"rbac.{documents.id}.read_role",
-            f"rbac.{documents.id}.update_role",
-            f"audit.{documents.id}.read_events",
-        ]
-    )
-    world.callers["unknown"] = Caller(channel, "ksroot_unknown0123456789", "root_unknown")
-    world.pools.ids["root"].extend([admin.root_key_id, world.callers["weak"].root_key_id])
-    world.pools.actions.extend([*(m.name for m in RPCS), "CreateRootKey"])
-    for resource in (await world.read_api(documents.id), await world.read_api(billing.id)):
-        world.learn(resource)
-    for key_id in world.expected["key"]:
-        world.learn(await world.read_key(key_id))
-    world.pools.revision = lambda: world.revision
-    world.take_stock()
-    world.revision_at_start = world.revision
-    return world
 
 
 REQUEST_IDS = st.one_of(
@@ -491,10 +86,10 @@ CALLERS = st.sampled_from(["admin"] * 12 + ["weak"] * 4 + ["unknown"])
 
 @pytest.mark.parametrize("rpc", RPCS, ids=[rpc.full_name for rpc in RPCS])
 async def test_bad_input_gets_a_deliberate_answer_and_changes_nothing(
-    rpc: MethodDescriptor, make_caller: MakeCaller, server: RunningServer, db_path: Path
+    rpc: MethodDescriptor, make_caller: MakeCaller, server: RunningServer, store: Store
 ) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=WIDE_METADATA) as channel:
-        await explore_rpc(rpc, await build_world(make_caller, channel, db_path))
+        await explore_rpc(rpc, await build_world(make_caller, channel, store))
 
 
 async def explore_rpc(rpc: MethodDescriptor, world: World) -> None:
@@ -537,11 +132,11 @@ REGRESSIONS: dict[str, tuple[str, str, Callable[[World], Message], grpc.StatusCo
 
 @pytest.mark.parametrize("case", REGRESSIONS)
 async def test_error_details_fit_a_default_clients_metadata_limit(
-    case: str, make_caller: MakeCaller, server: RunningServer, db_path: Path
+    case: str, make_caller: MakeCaller, server: RunningServer, store: Store
 ) -> None:
     rpc_name, who, make_request, code = REGRESSIONS[case]
     [rpc] = [rpc for rpc in RPCS if rpc.full_name == rpc_name]
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=WIDE_METADATA) as channel:
-        world = await build_world(make_caller, channel, db_path)
+        world = await build_world(make_caller, channel, store)
         await world.attempt(rpc, who, make_request(world), None)  # every check of the exploration
     assert world.tried == {code.name: 1}

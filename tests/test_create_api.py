@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import grpc
 import pytest
 
 from keyscope.v1 import apis_pb2, permissions_pb2
 from server.store import Store
-from tests.client import BAD_AUTHORIZATION, Caller
+from tests.client import Caller
 from tests.conftest import MakeCaller
 from tests.rpc_errors import error_info, field_violations, rejected, request_id
 
@@ -146,8 +145,8 @@ async def test_ok_wildcards_that_cover_create_api(make_caller: MakeCaller, permi
         ("next line\x85", "must not contain control characters"),
     ],
 )
-async def test_invalid_argument_name(admin: Caller, db_path: Path, name: str, description: str) -> None:
-    error = await rejected(db_path, lambda: create_api(admin, request(name)), grpc.StatusCode.INVALID_ARGUMENT)
+async def test_invalid_argument_name(admin: Caller, store: Store, name: str, description: str) -> None:
+    error = await rejected(store, lambda: create_api(admin, request(name)), grpc.StatusCode.INVALID_ARGUMENT)
     assert field_violations(error) == {"name": description}
 
 
@@ -177,26 +176,26 @@ async def test_invalid_argument_name(admin: Caller, db_path: Path, name: str, de
     ],
 )
 async def test_invalid_argument_scopes(
-    admin: Caller, db_path: Path, scopes: list[tuple[str, str]], violations: dict[str, str]
+    admin: Caller, store: Store, scopes: list[tuple[str, str]], violations: dict[str, str]
 ) -> None:
     error = await rejected(
-        db_path, lambda: create_api(admin, request("documents", scopes)), grpc.StatusCode.INVALID_ARGUMENT
+        store, lambda: create_api(admin, request("documents", scopes)), grpc.StatusCode.INVALID_ARGUMENT
     )
     assert field_violations(error) == violations
 
 
-async def test_invalid_argument_more_than_a_thousand_scopes(admin: Caller, db_path: Path) -> None:
+async def test_invalid_argument_more_than_a_thousand_scopes(admin: Caller, store: Store) -> None:
     error = await rejected(
-        db_path,
+        store,
         lambda: create_api(admin, request(scopes=[(f"scope.{i}", "") for i in range(1001)])),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert field_violations(error) == {"scopes": "must hold at most 1000 scopes (got 1001)"}
 
 
-async def test_invalid_argument_lists_every_bad_field_at_once(admin: Caller, db_path: Path) -> None:
+async def test_invalid_argument_lists_every_bad_field_at_once(admin: Caller, store: Store) -> None:
     error = await rejected(
-        db_path,
+        store,
         lambda: create_api(admin, request("", [("ok", ""), ("bad value", ""), ("ok", "d" * 501)])),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
@@ -207,18 +206,6 @@ async def test_invalid_argument_lists_every_bad_field_at_once(admin: Caller, db_
         "scopes[2].description": "must be at most 500 characters (got 501)",
     }
     assert request_id(error)
-
-
-# -- unauthenticated ------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("metadata", BAD_AUTHORIZATION)
-async def test_unauthenticated(admin: Caller, db_path: Path, metadata: tuple[tuple[str, str], ...]) -> None:
-    await rejected(
-        db_path,
-        lambda: create_api(admin, request("documents", [("documents.read", "")]), metadata=metadata),
-        grpc.StatusCode.UNAUTHENTICATED,
-    )
 
 
 # -- permission denied ----------------------------------------------------------------------------
@@ -237,11 +224,11 @@ async def test_unauthenticated(admin: Caller, db_path: Path, metadata: tuple[tup
     ],
 )
 async def test_permission_denied_without_create_api(
-    make_caller: MakeCaller, db_path: Path, permissions: list[str]
+    make_caller: MakeCaller, store: Store, permissions: list[str]
 ) -> None:
     caller = await make_caller(permissions)
     error = await rejected(
-        db_path,
+        store,
         lambda: create_api(caller, request("documents", [("documents.read", "")])),
         grpc.StatusCode.PERMISSION_DENIED,
     )

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import grpc
 import pytest
 
 from keyscope.v1 import keys_pb2
 from server.cli import EXAMPLE_ROOT_KEY
-from tests.client import BAD_AUTHORIZATION, INVALID_KEY_IDS, Caller, from_now
-from tests.conftest import UNUSABLE_ROOT_KEYS, MakeCaller, UnusableCaller
+from server.store import Store
+from tests.client import INVALID_KEY_IDS, Caller, from_now
+from tests.conftest import MakeCaller
 from tests.rpc_errors import field_violations, resource_names
-from tests.store_snapshot import snapshot
 
 pytestmark = pytest.mark.asyncio
 
@@ -73,14 +71,14 @@ async def test_ok_caller_with_read_key_only(admin: Caller, make_caller: MakeCall
     assert await caller.get_key(created.id) == created
 
 
-async def test_ok_reading_changes_nothing(admin: Caller, db_path: Path) -> None:
+async def test_ok_reading_changes_nothing(admin: Caller, store: Store) -> None:
     api = await admin.make_api()
     created, _ = await admin.make_key(api.id, ["a"])
-    before = snapshot(db_path)
+    before = await store.export_snapshot()
 
     await admin.get_key(created.id)
 
-    assert snapshot(db_path) == before
+    assert await store.export_snapshot() == before
 
 
 # -- invalid argument -------------------------------------------------------------------------------
@@ -93,34 +91,6 @@ async def test_invalid_argument_key_id(admin: Caller, key_id: str) -> None:
 
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert list(field_violations(e.value)) == ["key_id"]
-
-
-# -- unauthenticated ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("metadata", BAD_AUTHORIZATION)
-async def test_unauthenticated_metadata(admin: Caller, metadata: tuple[tuple[str, str], ...]) -> None:
-    api = await admin.make_api()
-    created, _ = await admin.make_key(api.id)
-
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await admin.keys.GetKey(keys_pb2.GetKeyRequest(key_id=created.id), metadata=metadata)
-
-    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
-
-
-@pytest.mark.parametrize("how", UNUSABLE_ROOT_KEYS)
-async def test_unauthenticated_root_key_no_longer_usable(
-    admin: Caller, unusable_caller: UnusableCaller, how: str
-) -> None:
-    api = await admin.make_api()
-    created, _ = await admin.make_key(api.id)
-    caller = await unusable_caller(how)
-
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await caller.get_key(created.id)
-
-    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 # -- not found ---------------------------------------------------------------------------------------

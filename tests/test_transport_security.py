@@ -99,12 +99,12 @@ async def test_ok_tls_health_check_without_credentials(tls_server: RunningServer
 
 @pytest.mark.asyncio
 async def test_unavailable_plaintext_client_to_tls_server(
-    tls_server: RunningServer, root_key: tuple[str, str], db_path: Path
+    tls_server: RunningServer, root_key: tuple[str, str], store: Store
 ) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{tls_server.port}") as channel:
         caller = Caller(channel, *root_key)
         await rejected(
-            db_path,
+            store,
             lambda: caller.apis.CreateApi(apis_pb2.CreateApiRequest(name="in clear"), metadata=caller.md),
             grpc.StatusCode.UNAVAILABLE,
         )
@@ -112,14 +112,14 @@ async def test_unavailable_plaintext_client_to_tls_server(
 
 @pytest.mark.asyncio
 async def test_unavailable_client_that_does_not_trust_the_server_certificate(
-    tls_server: RunningServer, certs: Certificates, root_key: tuple[str, str], db_path: Path
+    tls_server: RunningServer, certs: Certificates, root_key: tuple[str, str], store: Store
 ) -> None:
     # The root key is not sent to a server that cannot prove who it is.
     credentials = grpc.ssl_channel_credentials(root_certificates=certs.other_ca.read_bytes())
     async with secure_channel(tls_server.port, credentials) as channel:
         caller = Caller(channel, *root_key)
         await rejected(
-            db_path,
+            store,
             lambda: caller.apis.CreateApi(apis_pb2.CreateApiRequest(name="impostor"), metadata=caller.md),
             grpc.StatusCode.UNAVAILABLE,
         )
@@ -143,14 +143,14 @@ async def test_ok_mtls_client_certificate_from_the_ca(
 @pytest.mark.asyncio
 @pytest.mark.parametrize("client", [None, "stranger"], ids=["no client certificate", "certificate of another CA"])
 async def test_unavailable_mtls_client_without_a_certificate_from_the_ca(
-    mtls_server: RunningServer, certs: Certificates, root_key: tuple[str, str], db_path: Path, client: str | None
+    mtls_server: RunningServer, certs: Certificates, root_key: tuple[str, str], store: Store, client: str | None
 ) -> None:
     identity = certs.stranger if client else None
     async with secure_channel(mtls_server.port, client_credentials(certs, identity)) as channel:
         caller = Caller(channel, *root_key)
         # A valid root key does not stand in for the client certificate.
         await rejected(
-            db_path,
+            store,
             lambda: caller.apis.CreateApi(apis_pb2.CreateApiRequest(name="refused"), metadata=caller.md),
             grpc.StatusCode.UNAVAILABLE,
         )
@@ -193,12 +193,12 @@ def verify_request(size: int) -> keys_pb2.VerifyKeyRequest:
 
 @pytest.mark.asyncio
 async def test_resource_exhausted_request_above_max_message_bytes(
-    limited: Caller, root_key: tuple[str, str], db_path: Path, server: RunningServer
+    limited: Caller, root_key: tuple[str, str], store: Store, server: RunningServer
 ) -> None:
     request = create_api_request(scopes=10)
     assert request.ByteSize() > LIMIT
     error = await rejected(
-        db_path, lambda: limited.apis.CreateApi(request, metadata=limited.md), grpc.StatusCode.RESOURCE_EXHAUSTED
+        store, lambda: limited.apis.CreateApi(request, metadata=limited.md), grpc.StatusCode.RESOURCE_EXHAUSTED
     )
     assert str(LIMIT) in (error.details() or "")
     # The same request is valid: only its size was refused (here by a server with the default limit).
@@ -208,11 +208,11 @@ async def test_resource_exhausted_request_above_max_message_bytes(
 
 
 @pytest.mark.asyncio
-async def test_ok_request_of_exactly_max_message_bytes(limited: Caller, db_path: Path) -> None:
+async def test_ok_request_of_exactly_max_message_bytes(limited: Caller, store: Store) -> None:
     answer = await limited.keys.VerifyKey(verify_request(LIMIT), metadata=limited.md)
     assert answer.code == keys_pb2.VerifyKeyResponse.Code.NOT_FOUND
     await rejected(
-        db_path,
+        store,
         lambda: limited.keys.VerifyKey(verify_request(LIMIT + 1), metadata=limited.md),
         grpc.StatusCode.RESOURCE_EXHAUSTED,
     )

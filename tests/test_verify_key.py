@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import grpc
 import pytest
 
 from keyscope.v1 import apis_pb2, keys_pb2, permissions_pb2, roles_pb2
 from server.cli import EXAMPLE_ROOT_KEY
-from tests.client import BAD_AUTHORIZATION, Caller, from_now
-from tests.conftest import UNUSABLE_ROOT_KEYS, MakeCaller, UnusableCaller
+from server.store import Store
+from tests.client import Caller, from_now
+from tests.conftest import MakeCaller
 from tests.rpc_errors import field_violations
-from tests.store_snapshot import snapshot
 
 pytestmark = pytest.mark.asyncio
 
@@ -225,15 +223,15 @@ async def test_ok_expired_wins_over_insufficient(admin: Caller) -> None:
     assert list(answer.missing_permissions) == []
 
 
-async def test_ok_verifying_changes_nothing(admin: Caller, db_path: Path) -> None:
+async def test_ok_verifying_changes_nothing(admin: Caller, store: Store) -> None:
     api = await admin.make_api()
     _, secret = await admin.make_key(api.id, ["a"])
-    before = snapshot(db_path)
+    before = await store.export_snapshot()
 
     await admin.verify(secret, "a OR b")
     await admin.verify(secret, "b")
 
-    assert snapshot(db_path) == before
+    assert await store.export_snapshot() == before
 
 
 # -- ok: every acknowledged change shows in the very next VerifyKey ------------------------------------
@@ -435,31 +433,3 @@ async def test_invalid_argument_is_checked_before_the_key_is_looked_up(admin: Ca
         await admin.verify("no_such_key_0123456789", "a AND")
 
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-
-
-# -- unauthenticated -------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("metadata", BAD_AUTHORIZATION)
-async def test_unauthenticated_metadata(admin: Caller, metadata: tuple[tuple[str, str], ...]) -> None:
-    api = await admin.make_api()
-    _, secret = await admin.make_key(api.id)
-
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await admin.keys.VerifyKey(keys_pb2.VerifyKeyRequest(key=secret), metadata=metadata)
-
-    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
-
-
-@pytest.mark.parametrize("how", UNUSABLE_ROOT_KEYS)
-async def test_unauthenticated_root_key_no_longer_usable(
-    admin: Caller, unusable_caller: UnusableCaller, how: str
-) -> None:
-    api = await admin.make_api()
-    _, secret = await admin.make_key(api.id)
-    caller = await unusable_caller(how)
-
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await caller.verify(secret)
-
-    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -28,7 +28,9 @@ from keyscope.v1 import apis_pb2, keys_pb2, permissions_pb2, roles_pb2
 from server.cli import EXAMPLE_ROOT_KEY
 from tests.audit_replay import all_events, as_json, replay, store_state
 from tests.client import Caller
-from tests.processes import create_root_key, free_port, start_serve, stop, until
+from tests.polling import until
+from tests.processes import create_root_key, free_port, start_serve, stop
+from tests.sqlite.database_file import exported
 
 pytestmark = pytest.mark.asyncio
 
@@ -150,7 +152,7 @@ async def test_ok_two_workers_fifty_callers_the_audit_trail_replays_to_the_final
     changed = sum(o.request_id in revision_of for o in acknowledged)
     assert changed > len(acknowledged) // 2
     # The trail, replayed from empty, is exactly the store.
-    assert as_json(replay(events)) == as_json(store_state(db))
+    assert as_json(replay(events)) == as_json(store_state(await exported(db)))
     with closing(sqlite3.connect(db)) as check:
         assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     print(f"concurrent writers: {len(outcomes)} calls, {len(acknowledged)} acknowledged, {changed} changes replayed")

@@ -30,7 +30,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from keyscope.v1 import apis_pb2, apis_pb2_grpc, keys_pb2, keys_pb2_grpc, permissions_pb2
 from server.cli import EXAMPLE_ROOT_KEY
-from tests.processes import create_root_key, free_port, start_serve, stop, until
+from tests.polling import until
+from tests.processes import create_root_key, free_port, start_serve, stop
 
 pytestmark = pytest.mark.asyncio
 
@@ -173,9 +174,8 @@ async def probe_until_refused(
     keys = keys_pb2_grpc.KeyServiceStub(channel)
     probes: dict[str, grpc.StatusCode] = {}  # request id -> code
     lame_writes: dict[str, grpc.aio.Call] = {}
-    deadline = time.monotonic() + LAME_DUCK_SECONDS + DEADLINE_SECONDS
-    while UNAVAILABLE not in probes.values():
-        assert time.monotonic() < deadline, f"no call refused in time: {probes}"
+
+    async def refused() -> bool:
         if len(lame_writes) < LAME_WRITES:
             n = len(lame_writes)
             lame_writes[f"lame-{n}"] = writes.send(channel, f"lame-{n}", [f"lame.{n}"])
@@ -183,7 +183,11 @@ async def probe_until_refused(
         request = keys_pb2.VerifyKeyRequest(key=secret, permissions="documents.read")
         probe_md = (*md, ("x-request-id", request_id))
         probes[request_id] = await code_of(keys.VerifyKey(request, metadata=probe_md, timeout=DEADLINE_SECONDS))
-        await asyncio.sleep(PROBE_INTERVAL_SECONDS)
+        return probes[request_id] == UNAVAILABLE
+
+    await until(
+        refused, lambda: f"a call refused: {probes}", LAME_DUCK_SECONDS + DEADLINE_SECONDS, PROBE_INTERVAL_SECONDS
+    )
     return probes, lame_writes
 
 

@@ -25,21 +25,9 @@ from keyscope.v1 import apis_pb2, keys_pb2, keys_pb2_grpc
 from server.factory import RunningServer
 from tests.client import Caller
 from tests.processes import ROOT
-from tests.secret_watch import (
-    CAPTURED,
-    ERROR,
-    KEY,
-    LOG,
-    OUTPUT,
-    ROOT_KEY,
-    STORE,
-    AioRecorder,
-    SecretWatch,
-    SyncRecorder,
-    Where,
-    active,
-    fingerprint,
-)
+from tests.secret_recording import AioRecorder, SyncRecorder
+from tests.secret_search import CAPTURED, ERROR, KEY, LOG, OUTPUT, ROOT_KEY, STORE, SecretWatch, Where, fingerprint
+from tests.secret_watch import active
 
 TEST = "tests/test_example.py::test_ok_example"
 
@@ -196,6 +184,18 @@ def test_ok_store_files_without_secrets_are_counted(tmp_path: Path) -> None:
     watch.scan_directory(tmp_path)
     assert watch.problems() == []
     assert "0 log records, 0 errors, 1 store files: none found" in watch.summary()
+
+
+@pytest.mark.asyncio
+async def test_ok_a_created_keys_secret_is_not_in_the_store_files(admin: Caller, db_path: Path) -> None:
+    # The SQLite engine's side of tests/test_create_key.py's check of the logical snapshot: the raw bytes on
+    # disk (the database and its write-ahead log), which the session's watch also searches after every test.
+    api = await admin.make_api()
+    created = await admin.keys.CreateKey(keys_pb2.CreateKeyRequest(api_id=api.id, prefix="sk_live"), metadata=admin.md)
+    files = list(db_path.parent.glob(db_path.name + "*"))
+    assert db_path in files
+    for path in files:
+        assert created.secret.encode() not in path.read_bytes()
 
 
 # -- subprocesses and captured output ---------------------------------------------------------------------

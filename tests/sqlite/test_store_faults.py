@@ -8,7 +8,6 @@ it. While it stands, writes fail with a clear code and change nothing, reads go 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import hashlib
@@ -30,9 +29,10 @@ from server.store.engine_store import EngineStore
 from server.store.sqlite.connection import fetch_all
 from server.store.sqlite.engine import RESERVE_PAGES
 from tests.client import Caller
-from tests.rpc_errors import error_info, rejected
+from tests.polling import until
+from tests.rpc_errors import error_info
+from tests.sqlite.database_file import integrity_problems, rejected, revision, snapshot
 from tests.sqlite.writer import writer_of
-from tests.store_snapshot import integrity_problems, revision, snapshot
 
 pytestmark = pytest.mark.asyncio
 
@@ -61,17 +61,17 @@ async def health(channel: grpc.aio.Channel) -> dict[str, int]:
 
 async def health_turns(channel: grpc.aio.Channel, status: int) -> None:
     """Waits until every health name reports `status`; fails after DEADLINE_SECONDS."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE_SECONDS
-    while True:
-        answers = await health(channel)
-        if all(answer == status for answer in answers.values()):
-            return
-        if loop.time() > deadline:
-            wanted = Serving.ServingStatus.Name(status)
-            seen = {name or '""': Serving.ServingStatus.Name(a) for name, a in answers.items()}
-            raise AssertionError(f"health not {wanted} within {DEADLINE_SECONDS} s: {seen}")
-        await asyncio.sleep(PROBE_SECONDS / 2)
+    seen: dict[str, int] = {}
+
+    async def turned() -> bool:
+        seen.update(await health(channel))
+        return all(answer == status for answer in seen.values())
+
+    def described() -> str:
+        shown = {name or '""': Serving.ServingStatus.Name(answer) for name, answer in seen.items()}
+        return f"health {Serving.ServingStatus.Name(status)}; last seen {shown}"
+
+    await until(turned, described, DEADLINE_SECONDS, every=PROBE_SECONDS / 2)
 
 
 async def wait_for_success(call: Callable[[], Awaitable[T]]) -> T:
@@ -79,15 +79,16 @@ async def wait_for_success(call: Callable[[], Awaitable[T]]) -> T:
 
     A write that SQLite found no room for leaves the store refusing writes until the next probe finds room.
     """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE_SECONDS
-    while True:
+
+    async def answer() -> T | None:
         try:
             return await call()
         except grpc.aio.AioRpcError as e:
-            if e.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or loop.time() > deadline:
+            if e.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
                 raise
-        await asyncio.sleep(PROBE_SECONDS / 2)
+            return None
+
+    return await until(answer, "the store takes writes again", DEADLINE_SECONDS, every=PROBE_SECONDS / 2)
 
 
 def logged(caplog: pytest.LogCaptureFixture, level: int, *words: str) -> bool:

@@ -24,7 +24,8 @@ from server.store.sqlite.connection import fetch_all
 from server.store.sqlite.engine import read_transaction
 from server.store.sqlite.process import SqliteProcess
 from tests.client import Caller
-from tests.processes import alive, descendants_of, free_port, start_serve, stop, until
+from tests.polling import until
+from tests.processes import alive, descendants_of, free_port, start_serve, stop
 from tests.sqlite.writer import writer_of
 
 PRAGMAS = ("busy_timeout = 5000", "foreign_keys = ON", "synchronous = FULL")

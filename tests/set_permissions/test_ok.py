@@ -1,40 +1,20 @@
-"""KeyService.SetPermissions: Unkey's `keys.setPermissions` (seed 004) over gRPC."""
+"""SetPermissions: what a call that succeeds does."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from pathlib import Path
 
-import grpc
 import pytest
 
-from keyscope.v1 import keys_pb2
+from keyscope.v1 import apis_pb2, keys_pb2, permissions_pb2
 from server.store import Store
-from tests.client import BAD_AUTHORIZATION, INVALID_KEY_IDS, Caller
-from tests.conftest import UNUSABLE_ROOT_KEYS, MakeCaller, UnusableCaller
-from tests.rpc_errors import error_info, field_violations, rejected, request_id, resource_names
-from tests.store_snapshot import snapshot
+from tests.client import Caller
+from tests.conftest import MakeCaller
+from tests.set_permissions.call import direct_names, set_permissions
 
 pytestmark = pytest.mark.asyncio
 
 Code = keys_pb2.VerifyKeyResponse.Code
-
-
-async def set_permissions(
-    caller: Caller, key_id: str, permissions: Sequence[str], metadata: Sequence[tuple[str, str]] | None = None
-) -> keys_pb2.SetPermissionsResponse:
-    return await caller.keys.SetPermissions(
-        keys_pb2.SetPermissionsRequest(key_id=key_id, permissions=permissions),
-        metadata=caller.md if metadata is None else metadata,
-    )
-
-
-async def direct_names(caller: Caller, key_id: str) -> list[str]:
-    return [p.name for p in (await caller.get_key(key_id)).permissions]
-
-
-# -- ok ---------------------------------------------------------------------------------------
 
 
 async def test_ok_seed_example_replaces_the_direct_permissions(admin: Caller) -> None:
@@ -190,12 +170,10 @@ async def test_ok_revision_grows_by_exactly_one(admin: Caller, store: Store) -> 
     assert (first.revision, second.revision) == (before + 1, before + 2)
 
 
-async def test_ok_unchanged_set_keeps_the_revision_and_changes_nothing(
-    admin: Caller, store: Store, db_path: Path
-) -> None:
+async def test_ok_unchanged_set_keeps_the_revision_and_changes_nothing(admin: Caller, store: Store) -> None:
     api = await admin.make_api(["a", "b"])
     key, _ = await admin.make_key(api.id, ["a", "b"])
-    before = snapshot(db_path)
+    before = await store.export_snapshot()
     revision = await store.revision()
 
     # The same set in another order, with a duplicate, is no change.
@@ -203,7 +181,7 @@ async def test_ok_unchanged_set_keeps_the_revision_and_changes_nothing(
 
     assert response.revision == revision
     assert [p.name for p in response.permissions] == ["a", "b"]
-    assert snapshot(db_path) == before
+    assert await store.export_snapshot() == before
 
 
 async def test_ok_kept_permissions_keep_their_ids(admin: Caller) -> None:
@@ -263,208 +241,72 @@ async def test_ok_concurrent_calls_create_a_new_name_once(admin: Caller) -> None
     assert len(ids) == 21
 
 
-# -- invalid_argument ----------------------------------------------------------------------------
+# Moved here from tests/test_update_scopes.py, tests/test_etags.py and tests/test_root_key_auth.py: what
+# SetPermissions does after UpdateScopes, with etags, and for the seed's root key.
 
 
-@pytest.mark.parametrize("key_id", INVALID_KEY_IDS)
-async def test_invalid_argument_key_id(admin: Caller, db_path: Path, key_id: str) -> None:
-    error = await rejected(
-        db_path, lambda: set_permissions(admin, key_id, ["documents.read"]), grpc.StatusCode.INVALID_ARGUMENT
-    )
-    assert list(field_violations(error)) == ["key_id"]
-
-
-@pytest.mark.parametrize(
-    ("permissions", "field"),
-    [
-        ([""], "permissions[0]"),
-        (["documents read"], "permissions[0]"),
-        (["documents/read"], "permissions[0]"),
-        (["documents.read", "dokumente.lesen\u00e9"], "permissions[1]"),
-        (["a", "b", "p" * 281], "permissions[2]"),
-        (["documents.read\n"], "permissions[0]"),
-        (["documents.read", "documents.read", "+"], "permissions[2]"),
-    ],
-)
-async def test_invalid_argument_permission_names(
-    admin: Caller, db_path: Path, permissions: list[str], field: str
+async def test_ok_scopes_added_by_update_scopes_can_be_granted_without_create_permission(
+    admin: Caller, make_caller: MakeCaller
 ) -> None:
-    api = await admin.make_api(["documents.read"])
-    key, _ = await admin.make_key(api.id, ["documents.read"])
-    error = await rejected(
-        db_path, lambda: set_permissions(admin, key.id, permissions), grpc.StatusCode.INVALID_ARGUMENT
-    )
-    assert list(field_violations(error)) == [field]
-
-
-async def test_invalid_argument_more_than_1000_names(admin: Caller, db_path: Path) -> None:
     api = await admin.make_api()
-    key, _ = await admin.make_key(api.id)
-    error = await rejected(
-        db_path,
-        lambda: set_permissions(admin, key.id, [f"perm.{i}" for i in range(1001)]),
-        grpc.StatusCode.INVALID_ARGUMENT,
-    )
-    assert list(field_violations(error)) == ["permissions"]
+    key, secret = await admin.make_key(api.id)
+    scopes = [permissions_pb2.Scope(value="read:users", description="Read users")]
+    await admin.apis.UpdateScopes(apis_pb2.UpdateScopesRequest(api_id=api.id, scopes=scopes), metadata=admin.md)
+    caller = await make_caller([f"api.{api.id}.update_key"])
+
+    response = await set_permissions(caller, key.id, ["read:users"])
+
+    assert [(p.name, p.description) for p in response.permissions] == [("read:users", "Read users")]
+    assert (await admin.verify(secret, "read:users")).code == Code.VALID
 
 
-async def test_invalid_argument_lists_every_bad_field_at_once(admin: Caller) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await set_permissions(admin, "no-such-key!", ["ok", "not ok", "", "fine"])
-    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert sorted(field_violations(e.value)) == ["key_id", "permissions[1]", "permissions[2]"]
-    assert request_id(e.value).startswith("req_")
+async def test_ok_a_call_that_changes_nothing_keeps_the_etag(admin: Caller) -> None:
+    api = await admin.make_api(["a", "b"])
+    key, _ = await admin.make_key(api.id, ["a"])
+    etag = (await admin.get_key(key.id)).etag
+    request = keys_pb2.SetPermissionsRequest(key_id=key.id, permissions=["a"], etag=etag)
+    assert (await admin.keys.SetPermissions(request, metadata=admin.md)).etag == etag
 
 
-# -- unauthenticated --------------------------------------------------------------------------------
+async def test_ok_permissions_it_creates_change_the_apis_etag(admin: Caller) -> None:
+    api = await admin.make_api(["a", "b"])
+    key, _ = await admin.make_key(api.id, ["a"])
+    before = (await admin.get_api(api.id)).etag
+    await set_permissions(admin, key.id, ["brand.new"])
+    assert (await admin.get_api(api.id)).etag != before
 
 
-@pytest.mark.parametrize("metadata", BAD_AUTHORIZATION)
-async def test_unauthenticated_bad_credentials(
-    admin: Caller, db_path: Path, metadata: tuple[tuple[str, str], ...]
-) -> None:
-    api = await admin.make_api(["documents.read"])
-    key, _ = await admin.make_key(api.id)
-    error = await rejected(
-        db_path,
-        lambda: set_permissions(admin, key.id, ["documents.read"], metadata=metadata),
-        grpc.StatusCode.UNAUTHENTICATED,
-    )
-    assert error_info(error).reason == "UNAUTHENTICATED"
+# The seed's root key: update_key on every API, and the right to add names to any catalog.
+SEED_ROOT_KEY = ["api.*.update_key", "rbac.*.create_permission"]
 
 
-@pytest.mark.parametrize("how", UNUSABLE_ROOT_KEYS)
-async def test_unauthenticated_root_key_no_longer_usable(
-    admin: Caller, unusable_caller: UnusableCaller, how: str
-) -> None:
-    api = await admin.make_api(["documents.read"])
-    key, _ = await admin.make_key(api.id)
-    caller = await unusable_caller(how)
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await set_permissions(caller, key.id, ["documents.read"])
-    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert await direct_names(admin, key.id) == []
-
-
-async def test_unauthenticated_comes_before_validation(admin: Caller) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await set_permissions(admin, "bad id", ["bad name"], metadata=())
-    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
-
-
-# -- permission_denied --------------------------------------------------------------------------------
-
-
-async def test_permission_denied_among_concurrent_calls_changes_only_its_own_key(
+async def test_ok_seed_root_key_sets_permissions_creating_unknown_ones(
     admin: Caller, make_caller: MakeCaller, store: Store
 ) -> None:
-    # Concurrent writes may share one SQLite transaction: a denied one must leave no trace,
-    # and must not take the others down with it.
     api = await admin.make_api(["documents.read", "documents.write"])
-    keys = [(await admin.make_key(api.id, ["documents.read"]))[0] for _ in range(10)]
-    limited = await make_caller([f"api.{api.id}.update_key", f"api.{api.id}.read_key"])  # cannot create
+    await admin.make_role(api.id, "reader", ["documents.read"])
+    key, secret = await admin.make_key(api.id, ["documents.write"], ["reader"])
+    caller = await make_caller(SEED_ROOT_KEY)
     before = await store.revision()
 
-    results = await asyncio.gather(
-        *(
-            set_permissions(limited, key.id, ["documents.write"] if i % 2 == 0 else ["documents.write", f"new.{i}"])
-            for i, key in enumerate(keys)
-        ),
-        return_exceptions=True,
-    )
+    response = await set_permissions(caller, key.id, ["documents.read", "documents.delete"])
 
-    for i, (key, result) in enumerate(zip(keys, results, strict=True)):
-        if i % 2 == 0:
-            assert isinstance(result, keys_pb2.SetPermissionsResponse)
-            assert [p.name for p in result.permissions] == ["documents.write"]
-            assert await direct_names(admin, key.id) == ["documents.write"]
-        else:
-            assert isinstance(result, grpc.aio.AioRpcError)
-            assert result.code() == grpc.StatusCode.PERMISSION_DENIED
-            assert await direct_names(admin, key.id) == ["documents.read"]
-    assert sorted(r.revision for r in results if isinstance(r, keys_pb2.SetPermissionsResponse)) == list(
-        range(before + 1, before + 6)
-    )
-    assert set(await admin.catalog(api.id)) == {"documents.read", "documents.write"}
+    [created] = response.created_permissions
+    assert created.name == "documents.delete"
+    assert [p.name for p in response.permissions] == ["documents.delete", "documents.read"]
+    assert response.revision == before + 1
+    assert (await admin.catalog(api.id))["documents.delete"] == created.id
+    assert (await admin.verify(secret, "documents.delete")).code == Code.VALID
 
 
-async def test_permission_denied_read_key_without_update_key(
-    admin: Caller, make_caller: MakeCaller, db_path: Path
-) -> None:
-    api = await admin.make_api(["documents.read"])
-    key, _ = await admin.make_key(api.id)
-    caller = await make_caller([f"api.{api.id}.read_key", "rbac.*.create_permission", "api.*.update_api"])
-    error = await rejected(
-        db_path, lambda: set_permissions(caller, key.id, ["documents.read"]), grpc.StatusCode.PERMISSION_DENIED
-    )
-    info = error_info(error)
-    assert (info.reason, info.metadata["permission"]) == ("MISSING_PERMISSION", f"api.{api.id}.update_key")
-
-
-@pytest.mark.parametrize("extra", [[], ["rbac.api_other.create_permission", "rbac.*.create_role"]])
-async def test_permission_denied_unknown_names_without_create_permission(
-    admin: Caller, make_caller: MakeCaller, db_path: Path, extra: list[str]
-) -> None:
+async def test_ok_seed_root_key_removes_all_permissions(admin: Caller, make_caller: MakeCaller) -> None:
     api = await admin.make_api(["documents.read", "documents.write"])
-    key, secret = await admin.make_key(api.id, ["documents.write"])
-    caller = await make_caller([f"api.{api.id}.update_key", *extra])
-    error = await rejected(
-        db_path,
-        lambda: set_permissions(caller, key.id, ["documents.read", "billing.read", "billing.write"]),
-        grpc.StatusCode.PERMISSION_DENIED,
-    )
-    info = error_info(error)
-    assert info.reason == "PERMISSIONS_NOT_IN_CATALOG"
-    assert info.metadata["permission"] == f"rbac.{api.id}.create_permission"
-    assert sorted(info.metadata["permissions_not_in_catalog"].split(",")) == ["billing.read", "billing.write"]
-    # The known name in the same request was not applied either.
-    assert (await admin.verify(secret, "documents.write")).code == Code.VALID
+    await admin.make_role(api.id, "reader", ["documents.read"])
+    key, secret = await admin.make_key(api.id, ["documents.write"], ["reader"])
+    caller = await make_caller(SEED_ROOT_KEY)
 
+    response = await set_permissions(caller, key.id, [])
 
-# -- not_found ----------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("key_id", ["key_doesnotexist0000", "k" * 64])
-async def test_not_found_unknown_key(admin: Caller, db_path: Path, key_id: str) -> None:
-    error = await rejected(
-        db_path, lambda: set_permissions(admin, key_id, ["documents.read"]), grpc.StatusCode.NOT_FOUND
-    )
-    assert resource_names(error) == [key_id]
-
-
-async def test_not_found_deleted_key(admin: Caller) -> None:
-    api = await admin.make_api()
-    key, _ = await admin.make_key(api.id)
-    await admin.keys.DeleteKey(keys_pb2.DeleteKeyRequest(key_id=key.id), metadata=admin.md)
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await set_permissions(admin, key.id, [])
-    assert e.value.code() == grpc.StatusCode.NOT_FOUND
-
-
-@pytest.mark.parametrize(
-    "permissions",
-    [
-        ["api.{other}.update_key", "api.{other}.read_key", "rbac.*.create_permission"],
-        ["api.{api}.verify_key", "api.{api}.read_api", "api.{api}.update_api"],
-        [],
-    ],
-    ids=["other-api", "cannot-read-keys", "nothing"],
-)
-async def test_not_found_key_the_caller_may_not_see(
-    admin: Caller, make_caller: MakeCaller, db_path: Path, permissions: list[str]
-) -> None:
-    api = await admin.make_api(["documents.read"])
-    other = await admin.make_api()
-    key, _ = await admin.make_key(api.id)
-    caller = await make_caller([p.format(api=api.id, other=other.id) for p in permissions])
-    before = snapshot(db_path)
-    with pytest.raises(grpc.aio.AioRpcError) as hidden:
-        await set_permissions(caller, key.id, ["documents.read"])
-    with pytest.raises(grpc.aio.AioRpcError) as missing:
-        await set_permissions(caller, "key_doesnotexist0000", ["documents.read"])
-
-    # Indistinguishable from a key that does not exist, so ids cannot be probed.
-    assert hidden.value.code() == missing.value.code() == grpc.StatusCode.NOT_FOUND
-    assert hidden.value.details() == missing.value.details().replace("key_doesnotexist0000", key.id)
-    assert resource_names(hidden.value) == [key.id]
-    assert snapshot(db_path) == before
+    assert list(response.permissions) == []
+    # The role's grant stays: only direct permissions were replaced.
+    assert list((await admin.verify(secret)).permissions) == ["documents.read"]
