@@ -26,10 +26,10 @@ Scenarios:
   mixed            95% VerifyKey, 5% SetPermissions on a small set of keys. A VerifyKey must see the direct
                    permissions of the last SetPermissions of that key acknowledged before it started (or of a later
                    one): writes are ordered by the revision they return. Answers that do not are counted as "stale".
-  sqlite-raw       the store's ceiling: SetPermissions' transaction (delete the key's direct permissions, insert 5,
-                   touch the key's etag, bump the revision, log the change and write its audit event) with plain
-                   sqlite3 in one loop on a copy of the seeded database,
-                   with the server's PRAGMAs; no gRPC. Its CPU is that of the loop's process; its latency is of one
+  sqlite-raw       the SQLite engine's ceiling (scripts/bench_sqlite_raw.py): SetPermissions' transaction (delete
+                   the key's direct permissions, insert 5, touch the key's etag, bump the revision, log the change
+                   and write its audit event) with the standard library's SQLite module in one loop on a copy of
+                   the seeded database, with the server's PRAGMAs; no gRPC. Its CPU is that of the loop's process; its latency is of one
                    transaction at a time, not of 64 callers.
   memory           not in the default set, as it verifies every one of --keys keys: on a server of its own, after a
                    round of health checks, each key verified once; the server's RSS before and after that pass
