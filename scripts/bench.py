@@ -29,8 +29,8 @@ Scenarios:
   sqlite-raw       the SQLite engine's ceiling (scripts/bench_sqlite_raw.py): SetPermissions' transaction (delete
                    the key's direct permissions, insert 5, touch the key's etag, bump the revision, log the change
                    and write its audit event) with the standard library's SQLite module in one loop on a copy of
-                   the seeded database, with the server's PRAGMAs; no gRPC. Its CPU is that of the loop's process; its latency is of one
-                   transaction at a time, not of 64 callers.
+                   the seeded database, with the server's PRAGMAs; no gRPC. Its CPU is that of the loop's process;
+                   its latency is of one transaction at a time, not of 64 callers.
   memory           not in the default set, as it verifies every one of --keys keys: on a server of its own, after a
                    round of health checks, each key verified once; the server's RSS before and after that pass
                    ("rss_mb_before", "rss_mb_after"). `--keys 100000` gives the figure of the bounded verification
