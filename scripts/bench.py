@@ -1,14 +1,19 @@
 """Throughput, latency and server CPU of Keyscope's hot paths, each as a ratio to the server's own health check;
-the server's memory after verifying every key; and a soak of the mixed load.
+the server's memory after verifying every key; and a soak of the mixed load. On SQLite (the default), on PostgreSQL
+(`--db postgres`), or on both in one run (`--db both`), with PostgreSQL's figures over SQLite's.
 
 What runs: the real server (`python -m server serve`) as a separate process on a temporary SQLite file that is
 seeded beforehand through the store's interface (`Store.import_snapshot`: one API, a catalog of 50 permissions, a few
 roles, a root key and `--keys` keys, in one transaction).
 The load comes from a second process (multiprocessing, "spawn") that keeps `--concurrency` grpc.aio calls in flight
 over 8 connections; key secrets reach it through the process pipe and are never written to disk.
+With `--db postgres`, the server's `--db` is a database on a PostgreSQL cluster the bench starts for the run
+(scripts/bench_postgres.py: durable settings, fsync and synchronous_commit on), seeded with the same snapshot and then
+analyzed. With `--db both`, each engine has its own server and load client, all running at once, on the same keys.
 
 What is measured, per scenario round of `--seconds`: requests/s, p50/p95/p99 latency of each call as the client saw
-it, and the CPU time (utime + stime from /proc, the server process and its descendants) the server spent per request.
+it, and the CPU time (utime + stime from /proc, the server process and its descendants) the server spent per request;
+on PostgreSQL also that of the database's processes (`db_cpu_us_per_req`: the postmaster and its backends).
 Rounds alternate with rounds of grpc.health.v1.Health/Check (health, scenario, health, scenario, ..., health), and
 each scenario round is compared with the mean of the two health rounds beside it: `ratio_rps` (scenario rps / health
 rps) and `ratio_p99` (scenario p99 / health p99). The client shares the machine's cores with the server, so absolute
@@ -16,6 +21,10 @@ figures move with the client's own cost and with the machine; the ratios move mu
 over `--rounds`. Memory is the server's RSS (VmRSS of the server process and its workers, summed, in MB of 10^6
 bytes): `rss_mb` of a scenario is the largest at the end of its rounds; the JSON's machine.run.server_rss_mb has it
 once serving, at the end, and the sum of each process's own peak (VmHWM).
+With `--db both`, the engines' rounds are interleaved (scripts/bench_rounds.py): round k of a scenario on SQLite, then
+on PostgreSQL, each followed by its own server's health round, so that the machine's noise hits both. The JSON then
+holds each engine's figures under "engines" (with its server_rss_mb), and "postgresql_to_sqlite" has, for each
+scenario both ran, PostgreSQL's median requests/s and p99 over SQLite's (the table's "pg/sq" columns).
 
 Scenarios:
   health           the baseline: Health/Check.
@@ -30,7 +39,17 @@ Scenarios:
                    the key's direct permissions, insert 5, touch the key's etag, bump the revision, log the change
                    and write its audit event) with the standard library's SQLite module in one loop on a copy of
                    the seeded database, with the server's PRAGMAs; no gRPC. Its CPU is that of the loop's process;
-                   its latency is of one transaction at a time, not of 64 callers.
+                   its latency is of one transaction at a time, not of 64 callers. SQLite only.
+  postgres-raw     the PostgreSQL engine's ceiling (scripts/bench_postgres_raw.py): the same transaction in the
+                   engine's SQL, behind its lock on the revision row, through asyncpg on a copy of the seeded
+                   database; no gRPC. --concurrency callers on a pool, one transaction per write. PostgreSQL only.
+  postgres-raw-grouped  the same, group-committed as the engine commits: the writes waiting at one moment share one
+                   transaction, each in a savepoint. PostgreSQL only.
+  mixed-two-servers  the mixed load on two servers on the one PostgreSQL database, the load client's connections
+                   spread over both and each call on one at random, so that writes and VerifyKeys reach both: a
+                   VerifyKey must see the last write acknowledged before it started on EITHER server. Its health
+                   rounds ("health-two-servers") are of the same two servers; CPU and RSS are theirs summed.
+                   PostgreSQL only, and measured there whenever mixed is.
   memory           not in the default set, as it verifies every one of --keys keys: on a server of its own, after a
                    round of health checks, each key verified once; the server's RSS before and after that pass
                    ("rss_mb_before", "rss_mb_after"). `--keys 100000` gives the figure of the bounded verification
@@ -38,114 +57,70 @@ Scenarios:
 
 Soak (`--soak SECONDS`, instead of the scenarios): see scripts/bench_soak.py. The mixed load on the server with
 `--workers` (2 unless given) for SECONDS, sampled every ~10 s; the exit code is 1 unless it had no error, no stale
-answer and RSS growth under 10%. The JSON holds it under "soak".
+answer and RSS growth under 10%. The JSON holds it under "soak". On one engine: --db sqlite or --db postgres.
 
-Usage: scripts/bench [--quick] [--keys N] [--rounds N] [--seconds S] [--concurrency N] [--workers N]
-                     [--scenarios a,b,...] [--json FILE]
-       scripts/bench --soak SECONDS [--keys N] [--concurrency N] [--workers N] [--json FILE]
+Usage: scripts/bench [--quick] [--db sqlite|postgres|both] [--keys N] [--rounds N] [--seconds S] [--concurrency N]
+                     [--workers N] [--scenarios a,b,...] [--json FILE]
+       scripts/bench --soak SECONDS [--db sqlite|postgres] [--keys N] [--concurrency N] [--workers N] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import random
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import google.protobuf
 import grpc
-from bench_load import LoadClient, load_client
+from bench_load import Servers, load_client
+from bench_postgres import CLUSTER_SETTINGS, PostgresDatabase, running_postgres
+from bench_postgres_raw import SHAPES, postgres_raw
+from bench_report import ENGINE_LABELS, render, render_engines, render_machine
+from bench_rounds import ONE_ENGINE, EngineUnderTest, Rounds, combine, compare_engines, measure_all
 from bench_seed import Workload, seed
-from bench_server import BenchError, running_server, tree_memory_mb
+from bench_server import BenchError, ServerProcess, running_server, tree_memory_mb
 from bench_soak import render_soak, run_soak
 from bench_sqlite_raw import SQLITE_VERSION, copy_database, measure_sqlite_raw
 
-SCENARIOS = ("health", "verify-warm", "verify-cold", "set-permissions", "mixed", "sqlite-raw", "memory")
+SCENARIOS = (
+    "health",
+    "verify-warm",
+    "verify-cold",
+    "set-permissions",
+    "mixed",
+    "sqlite-raw",
+    "postgres-raw",
+    "postgres-raw-grouped",
+    "mixed-two-servers",
+    "memory",
+)
 DEFAULT_SCENARIOS = tuple(name for name in SCENARIOS if name != "memory")
+DATABASES = {"sqlite": ("sqlite",), "postgres": ("postgresql",), "both": ("sqlite", "postgresql")}  # --db: engines
 
 
-# -- the store's ceiling ---------------------------------------------------------------------------------
+# -- the machine ---------------------------------------------------------------------------------------------------
 
 
-# The size of a key's state in an audit event, before and after, as SetPermissions writes it.
-# -- the run ---------------------------------------------------------------------------------------------------
+def filesystem_of(path: Path) -> str:
+    mounts = [line.split() for line in Path("/proc/mounts").read_text().splitlines()]
+    return max((m for m in mounts if path.is_relative_to(m[1])), key=lambda m: len(m[1]))[2]
 
 
-def with_ratios(result: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    baseline_rps = (before["rps"] + after["rps"]) / 2
-    baseline_p99 = (before["p99_ms"] + after["p99_ms"]) / 2
-    return {**result, "ratio_rps": result["rps"] / baseline_rps, "ratio_p99": result["p99_ms"] / baseline_p99}
-
-
-def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """Medians over the rounds; a reused key in any round, stale answers summed, and the largest RSS."""
-    digits = {
-        "rps": 1,
-        "p50_ms": 3,
-        "p95_ms": 3,
-        "p99_ms": 3,
-        "cpu_us_per_req": 1,
-        "client_cpu_us_per_req": 1,
-        "ratio_rps": 3,
-        "ratio_p99": 3,
-    }
-    combined: dict[str, Any] = {
-        name: round(statistics.median(r[name] for r in rounds), places)
-        for name, places in digits.items()
-        if name in rounds[0]
-    }
-    if "keys_reused" in rounds[0]:
-        combined["keys_reused"] = any(r["keys_reused"] for r in rounds)
-    if "stale" in rounds[0]:
-        combined["stale"] = sum(r["stale"] for r in rounds)
-    if "rss_mb" in rounds[0]:
-        combined["rss_mb"] = max(r["rss_mb"] for r in rounds)
-    return combined
-
-
-def measure_all(
-    client: LoadClient, raw: Callable[[float], dict[str, Any]], options: argparse.Namespace, workload: Workload
-) -> dict[str, dict[str, Any]]:
-    health = [client.run("health", options.seconds)]
-    measured: dict[str, list[dict[str, Any]]] = {}
-    # Each verify-cold round gets its share of the keys never verified: it ends early rather than verify one twice.
-    cold_share = (len(workload.key_ids) - workload.warm) // options.rounds
-    for scenario in (s for s in options.scenarios if s not in ("health", "memory")):
-        for number in range(1, options.rounds + 1):
-            if scenario == "sqlite-raw":
-                result = raw(options.seconds)
-            elif scenario == "verify-cold":
-                result = client.run(scenario, options.seconds, cold_share)
-            else:
-                result = client.run(scenario, options.seconds)
-            health.append(client.run("health", options.seconds))
-            measured.setdefault(scenario, []).append(with_ratios(result, health[-2], health[-1]))
-            print(
-                f"  {scenario} {number}/{options.rounds}: {result['rps']:.0f} rps, p99 {result['p99_ms']:.1f} ms"
-                f" | health {health[-1]['rps']:.0f} rps, p99 {health[-1]['p99_ms']:.1f} ms",
-                file=sys.stderr,
-            )
-    while len(health) < options.rounds:
-        health.append(client.run("health", options.seconds))
-    return {"health": combine(health), **{name: combine(rounds) for name, rounds in measured.items()}}
-
-
-def machine_info(directory: Path) -> dict[str, Any]:
+def machine_info(directory: Path, postgres: PostgresDatabase | None) -> dict[str, Any]:
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "unknown")
     meminfo = Path("/proc/meminfo").read_text().split()
-    mounts = [line.split() for line in Path("/proc/mounts").read_text().splitlines()]
-    mount = max((m for m in mounts if directory.is_relative_to(m[1])), key=lambda m: len(m[1]))
     cores = os.cpu_count()
-    return {
+    machine: dict[str, Any] = {
         "cpu_model": model,
         "cores": cores,
         "memory_gib": round(int(meminfo[meminfo.index("MemTotal:") + 1]) / 2**20, 1),
@@ -154,107 +129,170 @@ def machine_info(directory: Path) -> dict[str, Any]:
         "grpcio": grpc.__version__,
         "protobuf": google.protobuf.__version__,
         "sqlite": SQLITE_VERSION,
-        "database_filesystem": mount[2],
+        "database_filesystem": filesystem_of(directory),
         "note": f"the server and the load client share these {cores} cores: the client's own CPU competes with the"
         " server, which is why each scenario is also given as a ratio to the health check of the same run",
     }
+    if postgres is not None:
+        machine["postgresql"] = {
+            "version": postgres.version(),
+            "settings": {name: value.strip("'") for name, value in CLUSTER_SETTINGS.items()},
+            "filesystem": filesystem_of(postgres.data),
+        }
+    return machine
 
 
-def measure_memory(db: Path, workload: Workload, log: Path, options: argparse.Namespace) -> dict[str, Any]:
+# -- the engines under test ----------------------------------------------------------------------------------------
+
+
+def progress_label(engine: str, options: argparse.Namespace) -> str:
+    """The prefix of an engine's progress lines: none on SQLite alone, whose lines stay as they always were."""
+    return "" if options.db == "sqlite" else f"{ENGINE_LABELS[engine]} "
+
+
+@contextlib.contextmanager
+def engine_under_test(
+    name: str,
+    db: str,
+    postgres: PostgresDatabase | None,
+    directory: Path,
+    workload: Workload,
+    options: argparse.Namespace,
+) -> Iterator[tuple[EngineUnderTest, ServerProcess]]:
+    """The engine's server and its load client; on PostgreSQL (`postgres`, which holds `db`), the second server of
+    mixed-two-servers and the raw scenarios' pool when those are measured. Yields the engine and its first server."""
+    database_pid = postgres.pid if postgres is not None else None
+    rng = random.Random(3)
+
+    def sqlite_raw(_: str, seconds: float) -> dict[str, Any]:
+        return measure_sqlite_raw(directory / "raw.db", workload, seconds, rng)
+
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(running_server(db, options.workers, directory / f"{name}-server.log"))
+        alone = Servers([server.port], [server.pid], database_pid)
+        one = Rounds(stack.enter_context(load_client(alone, workload, options.concurrency)))
+        two = None
+        raw = sqlite_raw if postgres is None else None
+        if postgres is not None and "mixed-two-servers" in options.scenarios:
+            other = stack.enter_context(running_server(db, options.workers, directory / f"{name}-server-2.log"))
+            pair = Servers([server.port, other.port], [server.pid, other.pid], database_pid)
+            two = Rounds(stack.enter_context(load_client(pair, workload, options.concurrency)))
+        if postgres is not None and any(scenario in SHAPES for scenario in options.scenarios):
+            raw = stack.enter_context(
+                postgres_raw(postgres.raw_url, workload, options.concurrency, postgres.pid, rng)
+            ).measure
+        yield EngineUnderTest(name, progress_label(name, options), one, two, raw), server
+
+
+def measure_engines(
+    dbs: dict[str, str],
+    postgres: PostgresDatabase | None,
+    directory: Path,
+    workload: Workload,
+    options: argparse.Namespace,
+) -> dict[str, dict[str, Any]]:
+    """Every engine's servers running at once, their rounds interleaved; by engine, the scenarios' medians and the
+    server's RSS once serving, at the end, and the sum of each process's own peak (VmHWM)."""
+    with contextlib.ExitStack() as stack:
+        started = [
+            stack.enter_context(
+                engine_under_test(name, db, postgres if name == "postgresql" else None, directory, workload, options)
+            )
+            for name, db in dbs.items()
+        ]
+        serving = {engine.name: tree_memory_mb(server.pid) for engine, server in started}
+        scenarios = measure_all(
+            [engine for engine, _ in started], options.scenarios, options.rounds, options.seconds, workload
+        )
+        return {
+            engine.name: {
+                "server_rss_mb": {
+                    "serving": serving[engine.name],
+                    "end": tree_memory_mb(server.pid),
+                    "peak": tree_memory_mb(server.pid, "VmHWM"),
+                },
+                "scenarios": scenarios[engine.name],
+            }
+            for engine, server in started
+        }
+
+
+def measure_memory(
+    name: str, db: str, workload: Workload, directory: Path, options: argparse.Namespace
+) -> dict[str, Any]:
     with (
-        running_server(db, options.workers, log) as server,
-        load_client(server.port, server.pid, workload, options.concurrency) as client,
+        running_server(db, options.workers, directory / f"{name}-memory-server.log") as server,
+        load_client(Servers([server.port], [server.pid]), workload, options.concurrency) as client,
     ):
         result = client.run("memory", options.seconds)
     print(
-        f"  memory: {result['keys_verified']} keys verified at {result['rps']:.0f} rps,"
+        f"  {progress_label(name, options)}memory: {result['keys_verified']} keys verified at {result['rps']:.0f} rps,"
         f" RSS {result['rss_mb_before']:.1f} -> {result['rss_mb_after']:.1f} MB",
         file=sys.stderr,
     )
-    return {**combine([result]), **{name: result[name] for name in ("keys_verified", "rss_mb_before", "rss_mb_after")}}
+    return {**combine([result]), **{key: result[key] for key in ("keys_verified", "rss_mb_before", "rss_mb_after")}}
+
+
+# -- the run ---------------------------------------------------------------------------------------------------
+
+
+def report_of(machine: dict[str, Any], by_engine: dict[str, dict[str, Any]], db: str) -> dict[str, Any]:
+    """SQLite's alone in the shape it always had; otherwise by engine, and PostgreSQL's figures over SQLite's."""
+    if db == "sqlite":
+        sqlite = by_engine.get("sqlite", {})
+        if "server_rss_mb" in sqlite:
+            machine["run"]["server_rss_mb"] = sqlite["server_rss_mb"]
+        return {"machine": machine, "scenarios": sqlite.get("scenarios", {})}
+    report: dict[str, Any] = {"machine": machine, "engines": by_engine}
+    if len(by_engine) > 1:
+        report["postgresql_to_sqlite"] = compare_engines({name: e["scenarios"] for name, e in by_engine.items()})
+    return report
 
 
 def run(options: argparse.Namespace) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="keyscope-bench-") as tmp:
+    engines = DATABASES[options.db]
+    with tempfile.TemporaryDirectory(prefix="keyscope-bench-") as tmp, contextlib.ExitStack() as stack:
         directory = Path(tmp)
-        db = directory / "keyscope.db"
+        postgres = stack.enter_context(running_postgres()) if "postgresql" in engines else None
+        dbs = {"sqlite": str(directory / "keyscope.db")} if "sqlite" in engines else {}
+        if postgres is not None:
+            dbs["postgresql"] = postgres.url
         started = time.perf_counter()
-        workload = seed(str(db), options.keys)
+        workload = seed(list(dbs.values()), options.keys)
+        if postgres is not None:
+            postgres.settled()
         seed_seconds = time.perf_counter() - started
         print(f"seeded {options.keys} keys in {seed_seconds:.1f}s", file=sys.stderr)
-        machine = machine_info(directory)
+        machine = machine_info(directory, postgres)
         machine["run"] = {
             "keys": options.keys,
             "concurrency": options.concurrency,
             "workers": options.workers,
             "seed_seconds": round(seed_seconds, 1),
         }
+        if options.db != "sqlite":
+            machine["run"]["db"] = options.db
         if options.soak:
+            (db,) = dbs.values()
             soak = run_soak(db, workload, directory / "server.log", options.soak, options.workers, options.concurrency)
             return {"machine": machine, "soak": soak}
         machine["run"] |= {"rounds": options.rounds, "seconds": options.seconds}
-        raw_db = directory / "raw.db"
+        # The raw scenarios' copies, made before any server connects (PostgreSQL copies only an unused database).
         if "sqlite-raw" in options.scenarios:
-            copy_database(db, raw_db)
-        rng = random.Random(3)
-        scenarios: dict[str, dict[str, Any]] = {}
+            copy_database(Path(dbs["sqlite"]), directory / "raw.db")
+        if postgres is not None and any(scenario in SHAPES for scenario in options.scenarios):
+            postgres.copy_for_raw()
+        by_engine: dict[str, dict[str, Any]] = {}
         if any(name != "memory" for name in options.scenarios):
-            with (
-                running_server(db, options.workers, directory / "server.log") as server,
-                load_client(server.port, server.pid, workload, options.concurrency) as client,
-            ):
-                serving = tree_memory_mb(server.pid)
-                scenarios = measure_all(
-                    client, lambda seconds: measure_sqlite_raw(raw_db, workload, seconds, rng), options, workload
-                )
-                machine["run"]["server_rss_mb"] = {
-                    "serving": serving,
-                    "end": tree_memory_mb(server.pid),
-                    "peak": tree_memory_mb(server.pid, "VmHWM"),
-                }
+            by_engine = measure_engines(dbs, postgres, directory, workload, options)
         if "memory" in options.scenarios:
-            scenarios["memory"] = measure_memory(db, workload, directory / "memory-server.log", options)
-    return {"machine": machine, "scenarios": scenarios}
+            for name, db in dbs.items():
+                memory = measure_memory(name, db, workload, directory, options)
+                by_engine.setdefault(name, {"scenarios": {}})["scenarios"]["memory"] = memory
+    return report_of(machine, by_engine, options.db)
 
 
 # -- command line -------------------------------------------------------------------------------------------------
-
-
-def render_machine(m: dict[str, Any]) -> str:
-    run_ = m["run"]
-    line = (
-        f"machine: {m['cpu_model']}, {m['cores']} cores shared by server and client, {m['memory_gib']} GiB,"
-        f" {m['os']}, Python {m['python']}, grpcio {m['grpcio']}, SQLite {m['sqlite']} on {m['database_filesystem']};"
-        f" {run_['keys']} keys, {run_['concurrency']} callers"
-    )
-    if run_["workers"] > 1:
-        line += f", {run_['workers']} server workers"
-    if "rounds" in run_:
-        line += f", {run_['rounds']} rounds of {run_['seconds']}s"
-    if rss := run_.get("server_rss_mb"):
-        line += f"; server RSS {rss['serving']} MB once serving, {rss['end']} MB at the end"
-    return line
-
-
-def render(report: dict[str, Any]) -> str:
-    header = (
-        f"{'scenario':<16}{'rps':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'cpu µs/req':>12}{'client µs':>11}"
-        f"{'×rps':>8}{'×p99':>8}{'rss MB':>9}"
-    )
-    lines = [header, "-" * len(header)]
-    for name, s in report["scenarios"].items():
-        client = f"{s['client_cpu_us_per_req']:>11.1f}" if "client_cpu_us_per_req" in s else f"{'':>11}"
-        ratios = f"{s['ratio_rps']:>8.3f}{s['ratio_p99']:>8.3f}" if "ratio_rps" in s else f"{'':>16}"
-        rss_mb = s.get("rss_mb", s.get("rss_mb_after"))  # the memory pass: RSS after it
-        rss = f"{rss_mb:>9.1f}" if rss_mb is not None else f"{'':>9}"
-        noted = ("keys_reused", "stale", "keys_verified", "rss_mb_before", "rss_mb_after")
-        notes = "".join(f"  {key}={s[key]}" for key in noted if key in s)
-        lines.append(
-            f"{name:<16}{s['rps']:>10.1f}{s['p50_ms']:>9.2f}{s['p95_ms']:>9.2f}{s['p99_ms']:>9.2f}"
-            f"{s['cpu_us_per_req']:>12.1f}{client}{ratios}{rss}{notes}".rstrip()
-        )
-    lines.append(render_machine(report["machine"]))
-    return "\n".join(lines)
 
 
 def scenario_list(text: str) -> list[str]:
@@ -287,20 +325,40 @@ def parse_options(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--scenarios",
         type=scenario_list,
-        help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all but memory)",
+        help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all but memory that --db's engines run)",
     )
     parser.add_argument(
         "--soak", type=positive(float), metavar="SECONDS", help="instead of the scenarios, the mixed load for SECONDS"
     )
+    parser.add_argument(
+        "--db",
+        choices=DATABASES,
+        default="sqlite",
+        help="the engine: sqlite (the default), postgres (on a PostgreSQL cluster the bench starts), or both, their"
+        " rounds interleaved",
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     options = parser.parse_args(argv)
+    engines = DATABASES[options.db]
     if options.soak:
         for_rounds = [f"--{name}" for name in ("scenarios", "rounds", "seconds") if getattr(options, name) is not None]
         if for_rounds:
             parser.error(f"--soak runs alone, without the scenario rounds that {', '.join(for_rounds)} would shape")
+        if len(engines) > 1:
+            parser.error("--soak runs on one engine: --db sqlite or --db postgres")
+    if options.scenarios:
+        if elsewhere := [name for name in options.scenarios if ONE_ENGINE.get(name, engines[0]) not in engines]:
+            on = {ONE_ENGINE[name] for name in elsewhere}
+            parser.error(
+                f"{', '.join(elsewhere)}: only on {' and '.join(sorted(on))}, which --db {options.db} leaves out"
+            )
+        if "mixed" in options.scenarios and "postgresql" in engines:
+            # On PostgreSQL the mixed load is also measured on two servers, which only that engine can have.
+            options.scenarios = scenario_list(",".join([*options.scenarios, "mixed-two-servers"]))
+    else:
+        options.scenarios = [name for name in DEFAULT_SCENARIOS if ONE_ENGINE.get(name, engines[0]) in engines]
     quick = options.quick
     options.workers = options.workers or (2 if options.soak else 1)
-    options.scenarios = options.scenarios or list(DEFAULT_SCENARIOS)
     options.keys = options.keys or (2000 if quick else 10_000)
     options.rounds = options.rounds or (2 if quick else 3)
     options.seconds = options.seconds or (2.0 if quick else 5.0)
@@ -316,7 +374,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
     soak = report.get("soak")
-    print(render_soak(soak, options.keys, options.concurrency) if soak else render(report))
+    if soak:
+        print(render_soak(soak, options.keys, options.concurrency))
+    else:
+        print(render(report) if "scenarios" in report else render_engines(report))
     if soak:
         print(render_machine(report["machine"]))
     print(f"wall time {time.perf_counter() - started:.0f}s", file=sys.stderr)

@@ -1,6 +1,11 @@
 """The load client: a process of its own (multiprocessing, "spawn") that keeps `concurrency` grpc.aio calls in flight
 over 8 connections and measures what it sees. The parent drives it through a pipe (`load_client`, `LoadClient.run`):
 one command at a time, each a scenario round, the memory pass or a soak, answered with its figures.
+
+Given several servers (on one PostgreSQL database), it spreads the connections over them, and each call takes a
+connection at random: writes and VerifyKeys reach every server, and a VerifyKey is checked against the writes
+acknowledged by any of them. Their CPU and memory are summed; the database's CPU, when it has processes of its own,
+is given beside.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from keyscope.v1 import keys_pb2, keys_pb2_grpc
 
-__all__ = ["NAMES_PER_WRITE", "LoadClient", "load_client", "summarize"]
+__all__ = ["NAMES_PER_WRITE", "LoadClient", "Servers", "load_client", "summarize"]
 
 QUERY = "documents.read AND (documents.write OR admin)"
 NAMES_PER_WRITE = 5
@@ -76,8 +81,9 @@ class Write:
 
 @dataclass
 class LoadGenerator:
-    channels: list[grpc.aio.Channel]  # one connection each, so that several workers share the load
-    server_pid: int
+    channels: list[grpc.aio.Channel]  # one connection each, so that several workers (or servers) share the load
+    server_pids: list[int]
+    database_pid: int | None  # PostgreSQL's postmaster; None for SQLite, whose work is the server's own
     workload: Workload
     concurrency: int
     rng: random.Random = field(default_factory=lambda: random.Random(2))
@@ -117,8 +123,17 @@ class LoadGenerator:
             result["keys_reused"] = self.keys_reused
         if scenario == "mixed":
             result["stale"] = self.stale
-        result["rss_mb"] = tree_memory_mb(self.server_pid)
+        result["rss_mb"] = self._server_rss()
         return result
+
+    def _server_cpu(self) -> float:
+        return sum(tree_cpu_seconds(pid) for pid in self.server_pids)
+
+    def _server_rss(self) -> float:
+        return round(sum(tree_memory_mb(pid) for pid in self.server_pids), 1)
+
+    def _database_cpu(self) -> float:
+        return 0.0 if self.database_pid is None else tree_cpu_seconds(self.database_pid)
 
     def _operations(self) -> dict[str, Callable[[], Awaitable[Any]]]:
         return {
@@ -155,7 +170,7 @@ class LoadGenerator:
         self, operation: Callable[[], Awaitable[Any]], seconds: float, calls: int | None = None
     ) -> dict[str, Any]:
         latencies: list[float] = []
-        cpu_start, started = tree_cpu_seconds(self.server_pid), time.perf_counter()
+        cpu_start, db_cpu_start, started = self._server_cpu(), self._database_cpu(), time.perf_counter()
         client_cpu_start = time.process_time()
         deadline = started + seconds
         left = -1 if calls is None else calls  # calls still to start; -1: no limit
@@ -168,15 +183,18 @@ class LoadGenerator:
                 latencies.append(time.perf_counter() - start)
 
         await asyncio.gather(*(caller() for _ in range(self.concurrency)))
-        elapsed, cpu = time.perf_counter() - started, tree_cpu_seconds(self.server_pid) - cpu_start
-        client_cpu = time.process_time() - client_cpu_start
-        return {**summarize(latencies, elapsed, cpu), "client_cpu_us_per_req": client_cpu / len(latencies) * 1e6}
+        elapsed, cpu = time.perf_counter() - started, self._server_cpu() - cpu_start
+        client_cpu, db_cpu = time.process_time() - client_cpu_start, self._database_cpu() - db_cpu_start
+        result = {**summarize(latencies, elapsed, cpu), "client_cpu_us_per_req": client_cpu / len(latencies) * 1e6}
+        if self.database_pid is not None:
+            result["db_cpu_us_per_req"] = db_cpu / len(latencies) * 1e6
+        return result
 
     async def _memory(self, warmup_seconds: float) -> dict[str, Any]:
         """The server's RSS before and after every seeded key is verified once, the keys in order, after a round of
         health checks that lets gRPC take the memory its calls need; meant for a server that verified nothing yet."""
         await self._drive(self._operations()["health"], warmup_seconds)
-        rss_before = tree_memory_mb(self.server_pid)
+        rss_before = self._server_rss()
         latencies: list[float] = []
 
         async def timed_verify(index: int) -> None:
@@ -184,14 +202,14 @@ class LoadGenerator:
             await self._verify(index)
             latencies.append(time.perf_counter() - start)
 
-        cpu_start, started = tree_cpu_seconds(self.server_pid), time.perf_counter()
+        cpu_start, started = self._server_cpu(), time.perf_counter()
         await self._for_each(timed_verify, range(len(self.workload.key_ids)))
-        elapsed, cpu = time.perf_counter() - started, tree_cpu_seconds(self.server_pid) - cpu_start
+        elapsed, cpu = time.perf_counter() - started, self._server_cpu() - cpu_start
         return {
             **summarize(latencies, elapsed, cpu),
             "keys_verified": len(latencies),
             "rss_mb_before": rss_before,
-            "rss_mb_after": tree_memory_mb(self.server_pid),
+            "rss_mb_after": self._server_rss(),
         }
 
     async def soak(self, seconds: float, intervals: int) -> dict[str, Any]:
@@ -203,7 +221,7 @@ class LoadGenerator:
         samples: list[dict[str, Any]] = []
         started = time.perf_counter()
         deadline = started + seconds
-        previous = {"at": started, "cpu": tree_cpu_seconds(self.server_pid)}
+        previous = {"at": started, "cpu": self._server_cpu()}
 
         async def caller() -> None:
             while (start := time.perf_counter()) < deadline:
@@ -214,14 +232,14 @@ class LoadGenerator:
                 latencies.append(time.perf_counter() - start)
 
         def sample() -> None:
-            now, cpu, calls = time.perf_counter(), tree_cpu_seconds(self.server_pid), latencies[:]
+            now, cpu, calls = time.perf_counter(), self._server_cpu(), latencies[:]
             latencies.clear()
             samples.append(
                 {
                     "interval": len(samples) + 1,
                     "end_s": round(now - started, 2),
                     **interval_figures(calls, now - previous["at"], cpu - previous["cpu"]),
-                    "rss_mb": tree_memory_mb(self.server_pid),
+                    "rss_mb": self._server_rss(),
                     "errors": self.errors.total(),
                     "stale": self.stale,
                 }
@@ -320,19 +338,31 @@ class LoadGenerator:
         self.history[index] = [w for w in writes if w.revision is None or w.revision >= keep_from]
 
 
-def client_process(conn: Connection, port: int, server_pid: int, workload: Workload, concurrency: int) -> None:
-    asyncio.run(_serve_commands(conn, port, server_pid, workload, concurrency))
+@dataclass(frozen=True)
+class Servers:
+    """What the load is aimed at: the servers' ports and pids (one each, or several on one database), and the
+    database's own process, if it has one."""
+
+    ports: list[int]
+    pids: list[int]
+    database_pid: int | None = None
 
 
-async def _serve_commands(conn: Connection, port: int, server_pid: int, workload: Workload, concurrency: int) -> None:
+def client_process(conn: Connection, servers: Servers, workload: Workload, concurrency: int) -> None:
+    asyncio.run(_serve_commands(conn, servers, workload, concurrency))
+
+
+async def _serve_commands(conn: Connection, servers: Servers, workload: Workload, concurrency: int) -> None:
     # Several connections, as several client processes would open: with --workers the kernel spreads
     # connections (not calls) over the workers. A private subchannel pool keeps each channel's own connection.
     channels = [
-        grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
-        for _ in range(CONNECTIONS)
+        grpc.aio.insecure_channel(
+            f"127.0.0.1:{servers.ports[number % len(servers.ports)]}", options=[("grpc.use_local_subchannel_pool", 1)]
+        )
+        for number in range(CONNECTIONS)
     ]
     try:
-        load = LoadGenerator(channels, server_pid, workload, concurrency)
+        load = LoadGenerator(channels, servers.pids, servers.database_pid, workload, concurrency)
         while (command := await asyncio.to_thread(conn.recv)) is not None:
             name, *args = command
             try:
@@ -364,12 +394,10 @@ class LoadClient:
 
 
 @contextlib.contextmanager
-def load_client(port: int, server_pid: int, workload: Workload, concurrency: int) -> Iterator[LoadClient]:
+def load_client(servers: Servers, workload: Workload, concurrency: int) -> Iterator[LoadClient]:
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
-    process = context.Process(
-        target=client_process, args=(theirs, port, server_pid, workload, concurrency), name="bench-client"
-    )
+    process = context.Process(target=client_process, args=(theirs, servers, workload, concurrency), name="bench-client")
     process.start()
     theirs.close()
     try:

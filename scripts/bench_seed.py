@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_id, new_secret, secret_start
@@ -96,17 +97,19 @@ def _snapshot(keys: int, root_secret: str, rng: random.Random) -> tuple[StoreSna
     return snapshot, workload
 
 
-async def _import(db: str, snapshot: StoreSnapshot) -> None:
-    store = await open_store(db)
-    try:
-        await store.import_snapshot(snapshot)
-    finally:
-        await store.close()
+async def _import(dbs: Sequence[str], snapshot: StoreSnapshot) -> None:
+    for db in dbs:
+        store = await open_store(db)
+        try:
+            await store.import_snapshot(snapshot)
+        finally:
+            await store.close()
 
 
-def seed(db: str, keys: int) -> Workload:
-    """A store with one API, its catalog, roles, a root key and `keys` keys: a quarter with a role, each with 3
-    direct permissions (always documents.read), so that the query's answer varies from key to key."""
+def seed(dbs: Sequence[str], keys: int) -> Workload:
+    """Each of the stores `dbs` name (`--db` values, of any engine), with the same content: one API, its catalog,
+    roles, a root key and `keys` keys, a quarter with a role, each with 3 direct permissions (always
+    documents.read), so that the query's answer varies from key to key."""
     snapshot, workload = _snapshot(keys, new_secret(ROOT_KEY_PREFIX), random.Random(1))
-    asyncio.run(_import(db, snapshot))
+    asyncio.run(_import(dbs, snapshot))
     return workload

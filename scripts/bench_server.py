@@ -26,6 +26,7 @@ __all__ = ["BenchError", "ServerProcess", "running_server", "tree_cpu_seconds", 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SERVER_START_SECONDS = 30
+LOG_LINES = 20  # of a server's log, shown with a failure
 
 
 class BenchError(Exception):
@@ -100,21 +101,32 @@ def wait_until_serving(process: subprocess.Popen[bytes], port: int, log: Path, w
     raise BenchError(f"the server exited with code {process.returncode} before serving{hint}:\n{log.read_text()}")
 
 
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    process.kill()
+    process.wait()
+
+
 @contextlib.contextmanager
-def running_server(db: Path, workers: int, log: Path) -> Iterator[ServerProcess]:
-    """The server on `db`, stopped with SIGTERM at the end, which it must survive with exit code 0."""
+def running_server(db: str, workers: int, log: Path) -> Iterator[ServerProcess]:
+    """The server on `db` (a `--db` value), stopped with SIGTERM at the end, which it must survive with exit code 0."""
     port = free_port()
-    command = [sys.executable, "-m", "server", "serve", "--db", str(db), "--port", str(port), "--log-level", "warning"]
+    command = [sys.executable, "-m", "server", "serve", "--db", db, "--port", str(port), "--log-level", "warning"]
     if workers > 1:
         command += ["--workers", str(workers)]
     with log.open("wb") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
     try:
         wait_until_serving(process, port, log, workers)
-        yield ServerProcess(process.pid, port)
     except BaseException:
-        process.kill()
-        process.wait()
+        _kill(process)
+        raise
+    try:
+        yield ServerProcess(process.pid, port)
+    except BaseException as exc:
+        _kill(process)
+        # A failure of the run (the load client's, say) with what the server said meanwhile, if it said anything.
+        if isinstance(exc, BenchError) and (logged := log.read_text().splitlines()[-LOG_LINES:]):
+            raise BenchError("\n".join([str(exc), f"the server on {db} logged, at the end:", *logged])) from exc
         raise
     process.send_signal(signal.SIGTERM)
     if (code := process.wait(SERVER_START_SECONDS)) != 0:

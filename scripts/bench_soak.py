@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from bench_load import load_client
+from bench_load import Servers, load_client
 from bench_seed import Workload
 from bench_server import BenchError, running_server
 
@@ -24,13 +24,14 @@ RSS_GROWTH_LIMIT_PCT = 10.0
 SERVER_LOG_LINES = 20
 
 
-def run_soak(db: Path, workload: Workload, log: Path, seconds: float, workers: int, concurrency: int) -> dict[str, Any]:
+def run_soak(db: str, workload: Workload, log: Path, seconds: float, workers: int, concurrency: int) -> dict[str, Any]:
+    """The soak of the server on `db`, a `--db` value of either engine."""
     intervals = max(MIN_INTERVALS, math.ceil(seconds / SAMPLE_SECONDS))
     result: dict[str, Any] | None = None
     try:
         with (
             running_server(db, workers, log) as server,
-            load_client(server.port, server.pid, workload, concurrency) as client,
+            load_client(Servers([server.port], [server.pid]), workload, concurrency) as client,
         ):
             result = client.run("soak", seconds, intervals)
     except BenchError as exc:

@@ -9,7 +9,7 @@ it, so ids of other APIs' resources cannot be probed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from server.errors import NotFound, PermissionDenied
@@ -60,6 +60,9 @@ class Principal:
     root_key_id: str
     permissions: tuple[str, ...]
     request_id: str = ""
+    # When (time.monotonic()) the store's freshness check made at authentication began: the store has seen every
+    # commit acknowledged before then, so the call needs no second check. None: not known, check.
+    checked_since: float | None = field(default=None, compare=False)
 
     @cached_property
     def held(self) -> PermissionSet:

@@ -1,4 +1,5 @@
-"""`python -m server`: serve, and administer root keys. The only code that reads flags and environment."""
+"""`python -m server`: serve, administer root keys, and copy a store to another database. The only code that reads
+flags and environment."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ from pathlib import Path
 
 from server.addresses import is_loopback
 from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
-from server.errors import DomainError
+from server.errors import DomainError, StoreUnavailable
 from server.factory import ServerConfig, TlsConfig, start_server
 from server.logs import configure_logging
-from server.store import open_store, prepare_store
+from server.store import Store, open_store, prepare_store
+from server.store.copy import CopyFailed, copy_store, same_database
+from server.store.engines import PostgresSettings, describe_db, engine_name
 from server.store.verify_cache import CacheLimits
 from server.workers import supervise
 
@@ -45,19 +48,36 @@ EXAMPLE_ROOT_KEY = (
 
 def _parser() -> argparse.ArgumentParser:
     env = os.environ
-    # Shared by every command, so that they can follow it: `python -m server serve --db x.db`.
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+    # Shared by every command, so that they can follow it: `python -m server serve --db x.db`. `migrate` takes two
+    # databases instead of --db, and the rest.
+    database = argparse.ArgumentParser(add_help=False)
+    database.add_argument(
         "--db",
         default=env.get("KEYSCOPE_DB", "keyscope.db"),
-        help="the database: a SQLite file, created if missing (env KEYSCOPE_DB; default %(default)s)",
+        help="the database: a SQLite file, created if missing, or a PostgreSQL URL, postgresql://user@host:port/"
+        "dbname, whose password is best given by PGPASSWORD or a PGPASSFILE (env KEYSCOPE_DB; default %(default)s)",
     )
-    common.add_argument(
+    settings = argparse.ArgumentParser(add_help=False)
+    settings.add_argument(
+        "--db-pool-size",
+        type=int,
+        default=int(env.get("KEYSCOPE_DB_POOL_SIZE", "10")),
+        help="PostgreSQL: connections this process opens at most (env KEYSCOPE_DB_POOL_SIZE; default %(default)s)",
+    )
+    settings.add_argument(
+        "--db-timeout",
+        type=float,
+        default=float(env.get("KEYSCOPE_DB_TIMEOUT_SECONDS", "5")),
+        help="PostgreSQL: seconds a connection attempt or a statement may take before the call fails UNAVAILABLE "
+        "(env KEYSCOPE_DB_TIMEOUT_SECONDS; default %(default)s)",
+    )
+    settings.add_argument(
         "--log-level",
         default=env.get("KEYSCOPE_LOG_LEVEL", "info"),
         choices=["debug", "info", "warning", "error"],
         help="(env KEYSCOPE_LOG_LEVEL; default %(default)s)",
     )
+    common = argparse.ArgumentParser(add_help=False, parents=[database, settings])
     parser = argparse.ArgumentParser(
         prog="python -m server",
         description="Keyscope: permissions of APIs and API keys, over gRPC. "
@@ -165,6 +185,27 @@ def _parser() -> argparse.ArgumentParser:
     disable.add_argument("root_key_id")
     delete = commands.add_parser("delete-root-key", parents=[common], help="delete a root key for good")
     delete.add_argument("root_key_id")
+
+    migrate = commands.add_parser(
+        "migrate",
+        parents=[settings],
+        help="copy a whole store (keys as hashes, audit trail and all) into an empty database, and prove the copy",
+    )
+    migrate.add_argument(
+        "--from",
+        dest="from_db",
+        required=True,
+        metavar="DB",
+        help="the database to copy, only read: a SQLite file or a PostgreSQL URL, as --db takes them",
+    )
+    migrate.add_argument(
+        "--to",
+        dest="to_db",
+        required=True,
+        metavar="DB",
+        help="the database to copy into, which must hold no data: a PostgreSQL URL (an empty database gets the "
+        "schema) or a SQLite file, created if missing",
+    )
     return parser
 
 
@@ -205,8 +246,10 @@ def _tls_config(parser: argparse.ArgumentParser, options: argparse.Namespace) ->
     return TlsConfig(cert_chain=cert_pem, private_key=key_pem, client_ca=client_ca_pem)
 
 
-async def _serve(db: str, config: ServerConfig, grace: float, lame_duck: float, cache: CacheLimits) -> None:
-    store = await open_store(db, cache)
+async def _serve(
+    db: str, postgres: PostgresSettings, config: ServerConfig, grace: float, lame_duck: float, cache: CacheLimits
+) -> None:
+    store = await open_store(db, cache, postgres)
     try:
         running = await start_server(store, config)
         stop = asyncio.Event()
@@ -214,9 +257,7 @@ async def _serve(db: str, config: ServerConfig, grace: float, lame_duck: float, 
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         transport = "plaintext" if config.tls is None else "TLS" if config.tls.client_ca is None else "mutual TLS"
-        log.info(
-            "keyscope serving on %s:%d (%s), database %s", config.host, running.port, transport, os.path.abspath(db)
-        )
+        log.info("keyscope serving on %s:%d (%s), database %s", config.host, running.port, transport, _database(db))
         if config.tls is None and not is_loopback(config.host):
             log.warning(
                 "listening on %s:%d without TLS: every call, root keys and key secrets included, crosses the "
@@ -241,11 +282,14 @@ async def _serve(db: str, config: ServerConfig, grace: float, lame_duck: float, 
 def _worker_command(options: argparse.Namespace) -> list[str]:
     command = [
         sys.executable, "-m", "server", "serve", "--reuse-port", "--workers", "1",
-        "--db", options.db, "--log-level", options.log_level, "--host", options.host, "--port", str(options.port),
+        "--log-level", options.log_level, "--host", options.host, "--port", str(options.port),
         "--grace", str(options.grace), "--lame-duck", str(options.lame_duck),
         "--max-message-bytes", str(options.max_message_bytes),
         "--cache-entries", str(options.cache_entries), "--cache-mib", str(options.cache_mib),
+        "--db-pool-size", str(options.db_pool_size), "--db-timeout", str(options.db_timeout),
     ]  # fmt: skip
+    # The database reaches the workers in their environment (KEYSCOPE_DB), not their command line: a URL may
+    # hold a password, and command lines are there for anyone on the host to read.
     if options.tls_cert:  # and --tls-key: _tls_config checked
         command += ["--tls-cert", options.tls_cert, "--tls-key", options.tls_key]
     if options.tls_client_ca:
@@ -253,12 +297,27 @@ def _worker_command(options: argparse.Namespace) -> list[str]:
     return command
 
 
-async def _create_root_key(db: str, name: str, permissions: Sequence[str], expires_in_days: float | None) -> str:
+def _database(db: str) -> str:
+    """The database as the log names it: a SQLite file's absolute path, a URL without its password."""
+    return os.path.abspath(db) if engine_name(db) == "sqlite" else describe_db(db)
+
+
+def _postgres(options: argparse.Namespace) -> PostgresSettings:
+    return PostgresSettings(
+        pool_size=options.db_pool_size,
+        connect_timeout_seconds=options.db_timeout,
+        statement_timeout_seconds=options.db_timeout,
+    )
+
+
+async def _create_root_key(
+    db: str, postgres: PostgresSettings, name: str, permissions: Sequence[str], expires_in_days: float | None
+) -> str:
     secret = new_secret(ROOT_KEY_PREFIX)
     expires_ms = None
     if expires_in_days is not None:
         expires_ms = int((datetime.now(UTC).timestamp() + expires_in_days * 86400) * 1000)
-    store = await open_store(db)
+    store = await open_store(db, postgres=postgres)
     try:
         record = await store.create_root_key(name, hash_secret(secret), permissions, expires_ms)
     finally:
@@ -269,8 +328,8 @@ async def _create_root_key(db: str, name: str, permissions: Sequence[str], expir
     return secret
 
 
-async def _admin(db: str, command: str, root_key_id: str = "") -> None:
-    store = await open_store(db)
+async def _admin(db: str, postgres: PostgresSettings, command: str, root_key_id: str = "") -> None:
+    store = await open_store(db, postgres=postgres)
     try:
         if command == "list-root-keys":
             for key in await store.list_root_keys():
@@ -284,18 +343,47 @@ async def _admin(db: str, command: str, root_key_id: str = "") -> None:
         await store.close()
 
 
+async def _open_side(flag: str, db: str, postgres: PostgresSettings) -> Store:
+    try:
+        return await open_store(db, postgres=postgres)
+    except DomainError as exc:
+        raise StoreUnavailable(f"{flag} {_database(db)}: {exc.message}") from None
+
+
+def _progress(table: str, written: int, total: int) -> None:
+    print(f"migrate: {table} {written}/{total}", file=sys.stderr)
+
+
+async def _migrate(from_db: str, to_db: str, postgres: PostgresSettings) -> None:
+    source = await _open_side("--from", from_db, postgres)
+    try:
+        target = await _open_side("--to", to_db, postgres)
+        try:
+            print(f"migrate: copying {_database(from_db)} to {_database(to_db)}", file=sys.stderr)
+            report = await copy_store(source, target, _progress)
+        finally:
+            await target.close()
+    finally:
+        await source.close()
+    print(f"migrate: {report.summary()}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     options = parser.parse_args(argv)
     configure_logging(options.log_level)
+    if options.db_pool_size < 1:
+        parser.error("--db-pool-size must be at least 1")
+    if not options.db_timeout > 0:
+        parser.error("--db-timeout must be a number of seconds above 0")
     try:
         # Before anything opens the database or listens.
         tls = _tls_config(parser, options) if options.command == "serve" else None
         if options.command == "serve" and options.workers > 1:
             if options.port == 0:
                 parser.error("--workers needs a fixed --port: workers cannot share a port picked at random")
-            asyncio.run(prepare_store(options.db))  # once, before the workers open the file
-            return supervise(_worker_command(options), options.workers)
+            asyncio.run(prepare_store(options.db, _postgres(options)))  # once, before the workers open it
+            return supervise(_worker_command(options), options.workers, {"KEYSCOPE_DB": options.db})
         if options.command == "serve":
             if options.workers < 1:
                 parser.error("--workers must be at least 1")
@@ -307,15 +395,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                 tls=tls,
             )
             cache = CacheLimits(entries=options.cache_entries, bytes=options.cache_mib * 1024 * 1024)
-            asyncio.run(_serve(options.db, config, options.grace, options.lame_duck, cache))
+            asyncio.run(_serve(options.db, _postgres(options), config, options.grace, options.lame_duck, cache))
         elif options.command == "create-root-key":
             permissions = list(options.permissions) + (list(EXAMPLE_ROOT_KEY) if options.all else [])
             if not permissions:
                 parser.error("create-root-key needs --permission (one or more) or --all")
-            print(asyncio.run(_create_root_key(options.db, options.name, permissions, options.expires_in_days)))
+            postgres = _postgres(options)
+            print(
+                asyncio.run(_create_root_key(options.db, postgres, options.name, permissions, options.expires_in_days))
+            )
+        elif options.command == "migrate":
+            if same_database(options.from_db, options.to_db):
+                parser.error("--from and --to name the same database: a store is copied into another one")
+            if engine_name(options.from_db) == "sqlite" and not os.path.exists(options.from_db):
+                parser.error(f"--from {options.from_db}: no such file")
+            asyncio.run(_migrate(options.from_db, options.to_db, _postgres(options)))
         else:
-            asyncio.run(_admin(options.db, options.command, getattr(options, "root_key_id", "")))
+            asyncio.run(_admin(options.db, _postgres(options), options.command, getattr(options, "root_key_id", "")))
     except DomainError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    except CopyFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

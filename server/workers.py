@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import FrameType
 
 __all__ = ["supervise"]
@@ -22,8 +22,9 @@ __all__ = ["supervise"]
 log = logging.getLogger("keyscope")
 
 
-def supervise(worker_command: Sequence[str], count: int) -> int:
-    """Run `count` copies of `worker_command` until they end; 0 if they were asked to stop and all exited 0."""
+def supervise(worker_command: Sequence[str], count: int, environment: Mapping[str, str] | None = None) -> int:
+    """Run `count` copies of `worker_command` (with `environment` added to theirs) until they end; 0 if they were
+    asked to stop and all exited 0."""
     workers: list[subprocess.Popen[bytes]] = []
     stopping = False
 
@@ -39,7 +40,7 @@ def supervise(worker_command: Sequence[str], count: int) -> int:
         signal.signal(signum, stop_all)
     for _ in range(count):
         if not stopping:
-            workers.append(subprocess.Popen(list(worker_command)))
+            workers.append(subprocess.Popen(list(worker_command), env={**os.environ, **(environment or {})}))
     log.info("started %d workers: %s", len(workers), " ".join(str(w.pid) for w in workers))
 
     failed = False

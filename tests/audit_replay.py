@@ -1,43 +1,26 @@
-"""Rebuilding the store's state from its audit trail alone, and reading the state the store really has.
+"""The audit trail as clients read it (ListAuditEvents), replayed by the store's own replay
+(server.store.audit_replay), and states printed for a readable diff.
 
-`replay` applies events oldest first to an empty state and checks, on the way,
-that each event's `before` is exactly the state the earlier events built: a
-missing, doubled or wrong event shows there, not only in the final state.
-`store_state` reads the same shape from a store's logical snapshot.
+`replay` turns each protobuf event back into the record the store keeps and replays those: one replay for the
+store and the tests. `store_state` reads the same shape from a store's logical snapshot.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import asdict
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
 from keyscope.v1 import audit_pb2
-from server.store.snapshot import StoreSnapshot
+from server.store.audit_replay import ReplayedState, store_state
+from server.store.audit_replay import replay as replay_records
+from server.store.models import AuditEventRecord
 from tests.client import Caller
 
-__all__ = ["State", "all_events", "replay", "store_state"]
-
-
-@dataclass
-class State:
-    """APIs (name, scopes: value -> description), keys and roles, by id; what the audit trail describes."""
-
-    apis: dict[str, dict[str, Any]] = field(default_factory=dict)
-    keys: dict[str, dict[str, Any]] = field(default_factory=dict)
-    roles: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-def _api(state: dict[str, Any]) -> dict[str, Any]:
-    return {"name": state["name"], "scopes": {s["value"]: s["description"] for s in state["scopes"]}}
-
-
-def _api_as_event(api: dict[str, Any]) -> dict[str, Any]:
-    return {"name": api["name"], "scopes": [{"value": v, "description": d} for v, d in sorted(api["scopes"].items())]}
+__all__ = ["all_events", "as_json", "as_record", "replay", "store_state"]
 
 
 async def all_events(caller: Caller, page_size: int = 37, **filters: Any) -> list[audit_pb2.AuditEvent]:
@@ -54,73 +37,29 @@ async def all_events(caller: Caller, page_size: int = 37, **filters: Any) -> lis
             return events[::-1]
 
 
-def replay(events: Iterable[audit_pb2.AuditEvent]) -> State:
-    state = State()
-    last = 0
-    for event in events:
-        assert event.revision > last, f"events out of order at revision {event.revision}"
-        last = event.revision
-        before = MessageToDict(event.before) if event.HasField("before") else None
-        after = MessageToDict(event.after) if event.HasField("after") else None
-        kind, rid = event.resource_type, event.resource_id
-        if kind == "root_key":
-            continue
-        table = {"api": state.apis, "key": state.keys, "role": state.roles}[kind]
-        seen = table.get(rid)
-        if kind == "api":
-            seen = None if seen is None else _api_as_event(seen)
-        elif seen is not None:
-            seen = {k: v for k, v in seen.items() if k != "api_id"}
-        assert seen == before, f"revision {event.revision} ({event.action} {rid}): before {before} but state {seen}"
-        for name in event.created_permissions:  # a side effect on the API's catalog
-            state.apis[event.api_id]["scopes"].setdefault(name, "")
-        if after is None:
-            del table[rid]
-        elif kind == "api":
-            old = set(state.apis[rid]["scopes"]) if rid in state.apis else set()
-            state.apis[rid] = _api(after)
-            for gone in old - set(state.apis[rid]["scopes"]):  # removing a scope takes its grants with it
-                for holder in (*state.keys.values(), *state.roles.values()):
-                    if holder["api_id"] == rid and gone in holder["permissions"]:
-                        holder["permissions"].remove(gone)
-        else:
-            table[rid] = {**after, "api_id": event.api_id}
-    return state
+def as_record(event: audit_pb2.AuditEvent) -> AuditEventRecord:
+    """The event as the store keeps it: `before` and `after` back from Structs to the dicts `as_event` made."""
+    return AuditEventRecord(
+        revision=event.revision,
+        time_ms=event.time.ToMilliseconds(),
+        actor=event.actor,
+        action=event.action,
+        resource_type=event.resource_type,
+        resource_id=event.resource_id,
+        api_id=event.api_id,
+        before=MessageToDict(event.before) if event.HasField("before") else None,
+        after=MessageToDict(event.after) if event.HasField("after") else None,
+        created_permissions=tuple(event.created_permissions),
+        request_id=event.request_id,
+    )
 
 
-def _rfc3339(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def replay(events: Iterable[audit_pb2.AuditEvent]) -> ReplayedState:
+    """The state the events build from empty (server.store.audit_replay.replay, which raises AuditTrailMismatch
+    at the first event whose `before` the earlier events contradict)."""
+    return replay_records(as_record(e) for e in events)
 
 
-def store_state(snapshot: StoreSnapshot) -> State:
-    """The state a store holds, read from its logical snapshot (`await store.export_snapshot()`)."""
-    permission_name = {p.id: p.name for p in snapshot.permissions}
-    role_name = {r.id: r.name for r in snapshot.roles}
-    state = State()
-    for api in snapshot.apis:
-        scopes = {p.name: p.description for p in snapshot.permissions if p.api_id == api.id}
-        state.apis[api.id] = {"name": api.name, "scopes": scopes}
-    for key in snapshot.keys:
-        state.keys[key.id] = {
-            "api_id": key.api_id,
-            "name": key.name,
-            "enabled": key.enabled,
-            "expire_time": _rfc3339(key.expires_ms),
-            "permissions": sorted(permission_name[p] for k, p in snapshot.key_permissions if k == key.id),
-            "roles": sorted(role_name[r] for k, r in snapshot.key_roles if k == key.id),
-        }
-    for role in snapshot.roles:
-        state.roles[role.id] = {
-            "api_id": role.api_id,
-            "name": role.name,
-            "description": role.description,
-            "permissions": sorted(permission_name[p] for r, p in snapshot.role_permissions if r == role.id),
-        }
-    return state
-
-
-def as_json(state: State) -> str:
+def as_json(state: ReplayedState) -> str:
     """For a readable diff when two states differ."""
-    return json.dumps({"apis": state.apis, "keys": state.keys, "roles": state.roles}, indent=1, sort_keys=True)
+    return json.dumps(asdict(state), indent=1, sort_keys=True)

@@ -28,7 +28,7 @@ def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def create_root_key(cwd: Path, db: Path, *permissions: str) -> str:
+def create_root_key(cwd: Path, db: Path | str, *permissions: str) -> str:
     flags = [arg for p in permissions for arg in ("-p", p)]
     result = run(cwd, "create-root-key", "--db", str(db), *flags)
     assert result.returncode == 0, result.stderr
@@ -71,7 +71,7 @@ def free_port() -> int:
 
 def start_serve(
     cwd: Path,
-    db: Path,
+    db: Path | str,
     port: int,
     *flags: str,
     log: Path | None = None,

@@ -184,6 +184,14 @@ class SecretWatch:
             if path not in self._scanned and _is_store_file(path):
                 self.add_store_file(path, test)
 
+    def scan_postgres_cluster(self, data: Path) -> None:
+        """A PostgreSQL cluster's files: its databases, its WAL (every row any test wrote, tests' databases
+        dropped since included, as long as the WAL is kept) and its server log."""
+        paths = [*(data / "base").rglob("*"), *(data / "pg_wal").glob("*"), data / "server.log"]
+        for path in sorted(paths):
+            if path.is_file() and path not in self._scanned:
+                self.add_store_file(path, "postgresql")
+
     def after_test(self, tmp_path: Path | None) -> None:
         """Reads the log files the test's subprocesses wrote and the store files in its `tmp_path`."""
         pending, self._pending_files = self._pending_files, {}

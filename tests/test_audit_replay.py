@@ -8,13 +8,17 @@ also checks each event's `before` against the state the earlier events built.
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import grpc
 import pytest
 
 from keyscope.v1 import apis_pb2, keys_pb2, permissions_pb2, roles_pb2
 from server.store import Store
-from tests.audit_replay import all_events, as_json, replay, store_state
+from server.store.audit_replay import AuditTrailMismatch, check_audit_trail
+from server.store.audit_replay import replay as replay_records
+from server.store.snapshot import StoreSnapshot
+from tests.audit_replay import all_events, as_json, as_record, replay, store_state
 from tests.client import Caller, from_now
 
 pytestmark = pytest.mark.asyncio
@@ -116,10 +120,64 @@ async def test_ok_replaying_the_audit_trail_rebuilds_the_store(admin: Caller, st
     rebuilt = replay(events)
 
     assert failed > 5 and ok > 100
-    assert as_json(rebuilt) == as_json(store_state(await store.export_snapshot()))
+    snapshot = await store.export_snapshot()
+    assert as_json(rebuilt) == as_json(store_state(snapshot))
+    # What clients read is what the store keeps (so the store's own replay, over its records, sees the same).
+    assert [as_record(e) for e in events] == list(snapshot.audit_events)
     # One event per change, none for the calls that failed or only validated; every revision accounted for
     # (the admin root key's creation is one more, from the command line).
     revisions = [e.revision for e in events]
     assert len(revisions) == len(set(revisions))
     assert {e.actor for e in events} == {admin.root_key_id, "cli"}
     assert set(revisions) == set(range(1, max(revisions) + 1))
+
+
+# -- mismatch: the replay names where a trail goes wrong ------------------------------------------
+
+
+async def _key_with_history(admin: Caller, store: Store) -> tuple[str, StoreSnapshot]:
+    """A key created, then given other permissions of its API's catalog: its id, and the store's snapshot."""
+    api = await admin.make_api(["docs.read", "docs.write"])
+    key, _ = await admin.make_key(api.id, ["docs.read"])
+    await admin.keys.SetPermissions(
+        keys_pb2.SetPermissionsRequest(key_id=key.id, permissions=["docs.write"]), metadata=admin.md
+    )
+    snapshot = await store.export_snapshot()
+    check_audit_trail(snapshot)  # whole, it replays
+    return key.id, snapshot
+
+
+async def test_mismatch_a_lost_event_is_named_by_the_first_event_it_contradicts(admin: Caller, store: Store) -> None:
+    key_id, snapshot = await _key_with_history(admin, store)
+    created, updated = [e for e in snapshot.audit_events if e.resource_id == key_id]
+
+    with pytest.raises(AuditTrailMismatch) as mismatch:
+        check_audit_trail(replace(snapshot, audit_events=tuple(e for e in snapshot.audit_events if e != created)))
+
+    assert str(mismatch.value).startswith(
+        f"revision {updated.revision} (SetPermissions key {key_id}): the event says before {created.after}, the "
+        "trail so far built None"
+    )
+
+
+async def test_mismatch_a_lost_last_event_is_named_by_the_resource_it_leaves_behind(
+    admin: Caller, store: Store
+) -> None:
+    key_id, snapshot = await _key_with_history(admin, store)
+    created, updated = [e for e in snapshot.audit_events if e.resource_id == key_id]
+
+    with pytest.raises(AuditTrailMismatch) as mismatch:
+        check_audit_trail(replace(snapshot, audit_events=snapshot.audit_events[:-1]))
+
+    assert updated == snapshot.audit_events[-1]
+    rebuilt, held = str(mismatch.value).split(", the store holds ")
+    assert rebuilt.startswith(f"keys {key_id} (its last event is revision {created.revision}): the trail rebuilds")
+    assert "'permissions': ['docs.read']" in rebuilt and "'permissions': ['docs.write']" in held
+
+
+async def test_mismatch_events_out_of_order_are_refused(admin: Caller, store: Store) -> None:
+    _, snapshot = await _key_with_history(admin, store)
+    first, second = snapshot.audit_events[:2]
+
+    with pytest.raises(AuditTrailMismatch, match=f"^revision {first.revision} .*: out of order"):
+        replay_records([second, first])

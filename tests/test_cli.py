@@ -14,12 +14,13 @@ from keyscope.v1 import apis_pb2, apis_pb2_grpc
 from server.cli import EXAMPLE_ROOT_KEY
 from server.store import open_store
 from server.store.snapshot import StoreSnapshot
+from tests.conftest import NewDatabase
 from tests.processes import create_root_key, free_port, run, start_serve, stop
 
-COMMANDS = ["serve", "create-root-key", "list-root-keys", "disable-root-key", "delete-root-key"]
+COMMANDS = ["serve", "create-root-key", "list-root-keys", "disable-root-key", "delete-root-key", "migrate"]
 
 
-def root_key_ids(cwd: Path, db: Path) -> list[str]:
+def root_key_ids(cwd: Path, db: Path | str) -> list[str]:
     result = run(cwd, "list-root-keys", "--db", str(db))
     assert result.returncode == 0, result.stderr
     return [line.split("\t")[0] for line in result.stdout.splitlines()]
@@ -76,8 +77,8 @@ def test_ok_database_holds_only_the_secret_hash(tmp_path: Path) -> None:
     assert secret not in repr(snapshot)
 
 
-def test_ok_list_root_keys_shows_id_and_permissions_never_the_secret(tmp_path: Path) -> None:
-    db = tmp_path / "keyscope.db"
+def test_ok_list_root_keys_shows_id_and_permissions_never_the_secret(tmp_path: Path, new_database: NewDatabase) -> None:
+    db = new_database("keyscope")
     created = run(
         tmp_path, "create-root-key", "--db", str(db), "--name", "ci", "-p", "api.*.verify_key", "-p", "api.*.read_key"
     )
@@ -90,8 +91,8 @@ def test_ok_list_root_keys_shows_id_and_permissions_never_the_secret(tmp_path: P
     assert secret.split("_", 1)[1][:8] not in result.stdout
 
 
-def test_ok_create_root_key_all_grants_every_permission(tmp_path: Path) -> None:
-    db = tmp_path / "keyscope.db"
+def test_ok_create_root_key_all_grants_every_permission(tmp_path: Path, new_database: NewDatabase) -> None:
+    db = new_database("keyscope")
     result = run(tmp_path, "create-root-key", "--db", str(db), "--all")
     assert result.returncode == 0, result.stderr
     [line] = run(tmp_path, "list-root-keys", "--db", str(db)).stdout.splitlines()
@@ -107,8 +108,8 @@ def test_invalid_argument_create_root_key_without_permission(tmp_path: Path) -> 
     assert not db.exists()  # refused before touching the database
 
 
-def test_ok_disable_and_delete_root_key(tmp_path: Path) -> None:
-    db = tmp_path / "keyscope.db"
+def test_ok_disable_and_delete_root_key(tmp_path: Path, new_database: NewDatabase) -> None:
+    db = new_database("keyscope")
     create_root_key(tmp_path, db, "api.*.read_api")
     create_root_key(tmp_path, db, "api.*.read_key")
     first, second = root_key_ids(tmp_path, db)
@@ -120,8 +121,8 @@ def test_ok_disable_and_delete_root_key(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command", ["disable-root-key", "delete-root-key"])
-def test_not_found_unknown_root_key(tmp_path: Path, command: str) -> None:
-    db = tmp_path / "keyscope.db"
+def test_not_found_unknown_root_key(tmp_path: Path, new_database: NewDatabase, command: str) -> None:
+    db = new_database("keyscope")
     create_root_key(tmp_path, db, "api.*.read_api")
     result = run(tmp_path, command, "--db", str(db), "root_doesnotexist")
     assert result.returncode == 1
@@ -129,8 +130,8 @@ def test_not_found_unknown_root_key(tmp_path: Path, command: str) -> None:
     assert len(root_key_ids(tmp_path, db)) == 1
 
 
-def test_ok_serve_until_sigterm(tmp_path: Path) -> None:
-    db = tmp_path / "keyscope.db"
+def test_ok_serve_until_sigterm(tmp_path: Path, new_database: NewDatabase) -> None:
+    db = new_database("keyscope")
     secret = create_root_key(tmp_path, db, "api.*.create_api")
     port = free_port()
     process = start_serve(tmp_path, db, port)

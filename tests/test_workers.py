@@ -12,13 +12,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from keyscope.v1 import apis_pb2, apis_pb2_grpc, keys_pb2, keys_pb2_grpc
 from server.cli import EXAMPLE_ROOT_KEY
+from tests.conftest import NewDatabase
 from tests.processes import children_of, create_root_key, free_port, run, start_serve, stop
 
 Code = keys_pb2.VerifyKeyResponse.Code
 
 
-def test_ok_two_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
-    db, port = tmp_path / "keyscope.db", free_port()
+def test_ok_two_workers_share_the_port_and_stop_together(tmp_path: Path, new_database: NewDatabase) -> None:
+    db, port = new_database("keyscope"), free_port()
     supervisor = start_serve(tmp_path, db, port, "--workers", "2")
     try:
         workers = children_of(supervisor.pid)
@@ -38,8 +39,8 @@ def test_ok_two_workers_share_the_port_and_stop_together(tmp_path: Path) -> None
     assert children_of(supervisor.pid) == []
 
 
-def test_ok_a_worker_that_dies_stops_the_others(tmp_path: Path) -> None:
-    db, port = tmp_path / "keyscope.db", free_port()
+def test_ok_a_worker_that_dies_stops_the_others(tmp_path: Path, new_database: NewDatabase) -> None:
+    db, port = new_database("keyscope"), free_port()
     supervisor = start_serve(tmp_path, db, port, "--workers", "2")
     try:
         victim, survivor = children_of(supervisor.pid)
@@ -60,9 +61,12 @@ def test_invalid_argument_workers_with_port_zero(tmp_path: Path) -> None:
     assert "--workers needs a fixed --port" in result.stderr
 
 
-def test_ok_a_change_through_one_process_is_seen_by_the_next_call_to_another(tmp_path: Path) -> None:
-    # Workers are processes over one file; two servers on two ports make the target of each call certain.
-    db = tmp_path / "keyscope.db"
+def test_ok_a_change_through_one_process_is_seen_by_the_next_call_to_another(
+    tmp_path: Path, new_database: NewDatabase
+) -> None:
+    # Workers are processes over one database; two servers on two ports make the target of each call certain. On
+    # PostgreSQL they share nothing else: no file, no memory.
+    db = new_database("keyscope")
     secret = create_root_key(tmp_path, db, *EXAMPLE_ROOT_KEY)
     md = (("authorization", f"Bearer {secret}"),)
     port_a, port_b = free_port(), free_port()

@@ -33,7 +33,7 @@ from server.store.models import (
     RootKeyGrant,
     RootKeyRecord,
 )
-from server.store.snapshot import StoreSnapshot
+from server.store.snapshot import ImportProgress, StoreSnapshot
 from server.store.states import ApiState, KeyState, RoleState, RootKeyState
 
 __all__ = [
@@ -190,8 +190,10 @@ class Engine(Protocol):
 
     # The whole store.
     async def export_snapshot(self) -> StoreSnapshot: ...
-    async def import_snapshot(self, snapshot: StoreSnapshot) -> None:
-        """Write every row of `snapshot` into this store, which must be empty (StoreUnavailable if not)."""
+    async def import_snapshot(self, snapshot: StoreSnapshot, progress: ImportProgress | None = None) -> None:
+        """Write every row of `snapshot` into this store, which must be empty (StoreUnavailable if not), in one
+        transaction; `progress` hears, table by table, how many rows are written (it may be called from another
+        thread)."""
 
     async def probe(self) -> DomainError | None:
         """What keeps the engine from taking writes now (StoreFull, StoreUnavailable), or None."""

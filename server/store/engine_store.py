@@ -8,6 +8,8 @@ that fault, and reads go on.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Hashable, Sequence
 from typing import Any, TypeVar
 
@@ -33,7 +35,7 @@ from server.store.models import (
     ScopesUpdate,
     Written,
 )
-from server.store.snapshot import StoreSnapshot
+from server.store.snapshot import ImportProgress, StoreSnapshot
 from server.store.verify_cache import DEFAULT_LIMITS, CacheLimits, VerifyCache
 
 __all__ = ["EngineStore"]
@@ -50,6 +52,9 @@ class EngineStore:
         self.engine = engine
         self.cache = VerifyCache(limits)
         self._mark: Hashable = _NO_MARK
+        # When the last catch-up that finished began (time.monotonic()), and the change-log read in flight.
+        self._caught_up_from = float("-inf")
+        self._applying: tuple[Hashable, asyncio.Future[None]] | None = None
         # What keeps writes from working now (disk full, file read-only or gone), as `probe` last found it.
         self._fault: DomainError | None = None
 
@@ -77,16 +82,44 @@ class EngineStore:
             self._fault = full
             raise
 
-    async def _catch_up(self, min_revision: int) -> None:
-        """Bring the cache up to every change committed so far, by any process; then check `min_revision`."""
+    async def _catch_up(self, min_revision: int, checked_since: float | None = None) -> None:
+        """Bring the cache up to every change committed so far, by any process; then check `min_revision`.
+
+        With `checked_since` (a time.monotonic() reading), a catch-up that began at or after it counts: the call
+        that authenticated at that moment has had its check, and need not pay for another.
+        """
+        if checked_since is not None and checked_since <= self._caught_up_from and min_revision <= self.cache.seen:
+            return
+        began = time.monotonic()
         # The mark is read before the changes, so a commit in between shows at the next call; it is kept only
         # once the changes are applied, so a failed catch-up is tried again.
         mark = await self.engine.commit_mark()
         if mark != self._mark or min_revision > self.cache.seen:
+            await self._apply_changes(mark)
+        self._caught_up_from = max(self._caught_up_from, began)
+        require_revision(self.cache.seen, min_revision)
+
+    async def _apply_changes(self, mark: Hashable) -> None:
+        """Read and apply the change log since the cache's revision. Calls that found the same new mark share
+        one read (an engine whose reads suspend would otherwise see every waiting call read the same changes)."""
+        sharing = self._applying
+        if sharing is not None and sharing[0] == mark:
+            await asyncio.shield(sharing[1])  # its read began after `mark` was read: it has what the mark says
+            return
+        done = asyncio.get_running_loop().create_future()
+        self._applying = (mark, done)
+        try:
             since = await self.engine.changes_since(self.cache.seen)
             self.cache.apply(since.current, since.complete, since.changes)
             self._mark = mark
-        require_revision(self.cache.seen, min_revision)
+            done.set_result(None)
+        except BaseException as exc:
+            done.set_exception(exc)
+            done.exception()  # retrieved: those who shared it raise it, and none may be left to
+            raise
+        finally:
+            if self._applying is not None and self._applying[1] is done:
+                self._applying = None
 
     # -- root keys -----------------------------------------------------------
 
@@ -105,13 +138,14 @@ class EngineStore:
         return await self.engine.read(root_keys.list_root_keys)
 
     async def authenticate(self, secret_hash: bytes, now_ms: int, request_id: str = "") -> Principal:
+        began = time.monotonic()
         await self._catch_up(0)
         grant = self.cache.root(secret_hash)
         if grant is None:
             grant = await self.engine.find_root_key(secret_hash)
             if grant is not None:
                 self.cache.put_root(secret_hash, grant)
-        return root_keys.admit(grant, now_ms, request_id)
+        return root_keys.admit(grant, now_ms, request_id, checked_since=began)
 
     # -- APIs -------------------------------------------------------------------
 
@@ -166,7 +200,7 @@ class EngineStore:
     ) -> KeyVerification | None:
         """The key, if there is one with this secret and the caller may verify keys of its API; else None (the
         same answer, so that a caller cannot probe other APIs' keys)."""
-        await self._catch_up(min_revision)
+        await self._catch_up(min_revision, principal.checked_since)
         found = self.cache.key(secret_hash)
         if found is None:
             found = await self.engine.find_key(secret_hash)
@@ -198,5 +232,5 @@ class EngineStore:
     async def export_snapshot(self) -> StoreSnapshot:
         return await self.engine.export_snapshot()
 
-    async def import_snapshot(self, snapshot: StoreSnapshot) -> None:
-        await self.engine.import_snapshot(snapshot)
+    async def import_snapshot(self, snapshot: StoreSnapshot, progress: ImportProgress | None = None) -> None:
+        await self.engine.import_snapshot(snapshot, progress)

@@ -1,16 +1,20 @@
-"""The one place that turns a `--db` value into an engine: a path (the default) is a SQLite file."""
+"""The one place that turns a `--db` value into an engine: a `postgresql://` URL is a PostgreSQL database, anything
+else a SQLite file (the default)."""
 
 from __future__ import annotations
+
+from urllib.parse import urlsplit
 
 from server.errors import StoreUnavailable
 from server.store.engine import Engine
 from server.store.engine_store import EngineStore
+from server.store.postgresql import PostgresEngine, PostgresSettings
 from server.store.sqlite import SqliteEngine
 from server.store.verify_cache import DEFAULT_LIMITS, CacheLimits
 
-__all__ = ["ENGINES", "engine_name", "open_engine", "open_store", "prepare_store"]
+__all__ = ["ENGINES", "PostgresSettings", "describe_db", "engine_name", "open_engine", "open_store", "prepare_store"]
 
-ENGINES = ("sqlite",)  # every engine this build has, by the name tests and benchmarks know it by
+ENGINES = ("sqlite", "postgresql")  # every engine this build has, by the name tests and benchmarks know it by
 
 _URL_SCHEMES = ("postgresql://", "postgres://")
 
@@ -20,24 +24,40 @@ def engine_name(db: str) -> str:
     return "postgresql" if db.startswith(_URL_SCHEMES) else "sqlite"
 
 
-def _unsupported(db: str) -> StoreUnavailable:
-    # The URL itself is not repeated: it may hold a password.
-    return StoreUnavailable(f"--db names a {engine_name(db)} database, and this build has only the SQLite engine")
+def describe_db(db: str) -> str:
+    """The database as logs and errors may name it: a URL without its password or parameters."""
+    if engine_name(db) == "sqlite":
+        return db
+    try:
+        url = urlsplit(db)
+        user = f"{url.username}@" if url.username else ""
+        port = f":{url.port}" if url.port else ""
+        return f"{url.scheme}://{user}{url.hostname or ''}{port}{url.path}"
+    except ValueError:
+        return "a PostgreSQL URL that does not parse"
 
 
-async def open_engine(db: str) -> Engine:
-    if engine_name(db) != "sqlite":
-        raise _unsupported(db)
+async def open_engine(db: str, postgres: PostgresSettings | None = None) -> Engine:
+    if engine_name(db) == "postgresql":
+        try:
+            return await PostgresEngine.open(db, postgres)
+        except (ValueError, TypeError, OverflowError) as exc:
+            # The driver's message may quote the URL, and the URL may hold a password.
+            raise StoreUnavailable(f"--db is not a PostgreSQL URL that can be used ({type(exc).__name__})") from None
     return await SqliteEngine.open(db)
 
 
-async def open_store(db: str, cache: CacheLimits = DEFAULT_LIMITS) -> EngineStore:
+async def open_store(
+    db: str, cache: CacheLimits = DEFAULT_LIMITS, postgres: PostgresSettings | None = None
+) -> EngineStore:
     """The store on the database `db` names, its schema migrated to the latest version."""
-    return EngineStore(await open_engine(db), cache)
+    return EngineStore(await open_engine(db, postgres), cache)
 
 
-async def prepare_store(db: str) -> None:
+async def prepare_store(db: str, postgres: PostgresSettings | None = None) -> None:
     """Migrate the database to the latest schema, once, before several server processes open it."""
-    if engine_name(db) != "sqlite":
-        raise _unsupported(db)
-    await SqliteEngine.prepare(db)
+    if engine_name(db) == "postgresql":
+        engine = await open_engine(db, postgres)
+        await engine.close()
+    else:
+        await SqliteEngine.prepare(db)

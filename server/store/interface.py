@@ -34,7 +34,7 @@ from server.store.models import (
     ScopesUpdate,
     Written,
 )
-from server.store.snapshot import StoreSnapshot
+from server.store.snapshot import ImportProgress, StoreSnapshot
 
 __all__ = ["Store"]
 
@@ -92,7 +92,7 @@ class Store(Protocol):
 
     # The whole store, as rows no engine shapes: to compare two stores, and to copy one into an empty one.
     async def export_snapshot(self) -> StoreSnapshot: ...
-    async def import_snapshot(self, snapshot: StoreSnapshot) -> None: ...
+    async def import_snapshot(self, snapshot: StoreSnapshot, progress: ImportProgress | None = None) -> None: ...
 
     # Lifecycle.
     async def revision(self) -> int: ...

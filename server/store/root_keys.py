@@ -17,15 +17,18 @@ from server.store.models import RootKeyGrant, RootKeyRecord
 __all__ = ["admit", "create_root_key", "delete_root_key", "list_root_keys", "set_root_key_enabled"]
 
 
-def admit(grant: RootKeyGrant | None, now_ms: int, request_id: str = "") -> Principal:
-    """The caller a root key makes for the request `request_id`, if it may act now; otherwise Unauthenticated."""
+def admit(
+    grant: RootKeyGrant | None, now_ms: int, request_id: str = "", checked_since: float | None = None
+) -> Principal:
+    """The caller a root key makes for the request `request_id`, if it may act now; otherwise Unauthenticated.
+    `checked_since`: when the freshness check that authentication made began."""
     if grant is None:
         raise Unauthenticated("unknown root key")
     if not grant.enabled:
         raise Unauthenticated("the root key is disabled")
     if grant.expires_ms is not None and grant.expires_ms <= now_ms:
         raise Unauthenticated("the root key has expired")
-    return Principal(grant.id, grant.permissions, request_id)
+    return Principal(grant.id, grant.permissions, request_id, checked_since)
 
 
 async def create_root_key(

@@ -8,11 +8,15 @@ only as the SHA-256 digests the store keeps.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from server.store.models import AuditEventRecord
 
-__all__ = ["ApiRow", "KeyRow", "PermissionRow", "RoleRow", "RootKeyRow", "StoreSnapshot"]
+__all__ = ["ApiRow", "ImportProgress", "KeyRow", "PermissionRow", "RoleRow", "RootKeyRow", "StoreSnapshot"]
+
+# What `Store.import_snapshot` reports as it writes: (table, rows of it written so far, rows of it in all).
+ImportProgress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True, order=True)

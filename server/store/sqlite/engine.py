@@ -3,7 +3,7 @@
 Two connections: a writer, in a process of its own (server.store.sqlite.process),
 whose transactions run one at a time (`BEGIN IMMEDIATE`, so writers in other
 processes wait on SQLite's busy timeout rather than fail) and carry the writes
-waiting at that moment together (server.store.sqlite.batches); and a reader, on
+waiting at that moment together (server.store.group_commit); and a reader, on
 a thread of its own (server.store.sqlite.thread), whose snapshots never see a
 write before it commits. Every rule runs whole on one of them, in one
 transaction and one trip from the event loop. A third connection, on the event
@@ -22,10 +22,11 @@ from typing import Any, TypeVar
 
 from server.errors import DomainError, StoreFull, StoreUnavailable
 from server.store.engine import ChangesSince, Rule
+from server.store.group_commit import GroupCommit, Outcome, Write
 from server.store.models import KeyVerification, RootKeyGrant
-from server.store.snapshot import StoreSnapshot
+from server.store.snapshot import ImportProgress, StoreSnapshot
 from server.store.sqlite import snapshot
-from server.store.sqlite.batches import WriteBatcher
+from server.store.sqlite.batches import run_batch
 from server.store.sqlite.changes import changes_since
 from server.store.sqlite.commit_mark import CommitMark
 from server.store.sqlite.connection import connect, rollback, run_to_end, store_faults
@@ -89,10 +90,10 @@ def _export(db: sqlite3.Connection) -> StoreSnapshot:
         rollback(db)
 
 
-def _import(db: sqlite3.Connection, whole: StoreSnapshot) -> None:
+def _import(db: sqlite3.Connection, whole: StoreSnapshot, progress: ImportProgress | None) -> None:
     db.execute("BEGIN IMMEDIATE")
     try:
-        snapshot.import_snapshot(db, whole)
+        snapshot.import_snapshot(db, whole, progress)
         db.execute("COMMIT")
     finally:
         rollback(db)
@@ -105,7 +106,7 @@ class SqliteEngine:
         self.path = path
         self._writer = writer
         self._reader = reader
-        self._batches = WriteBatcher(writer)
+        self._batches = GroupCommit(self._run_batch)
         # Used on the event loop's thread: has anything been committed since the cache last caught up (a mark
         # in shared memory), and if so, the change log since the cache's revision (one read on `monitor`).
         self._monitor = monitor
@@ -166,6 +167,9 @@ class SqliteEngine:
 
     # -- transactions ---------------------------------------------------------
 
+    async def _run_batch(self, writes: list[Write]) -> list[Outcome]:
+        return await self._writer.run(run_batch, writes)
+
     async def write(self, rule: Rule[T], *args: Any, dry_run: bool = False) -> T:
         self._check_open()
         with store_faults():
@@ -205,16 +209,16 @@ class SqliteEngine:
         with store_faults():
             return await self._reader.run(_export)
 
-    async def import_snapshot(self, whole: StoreSnapshot) -> None:
+    async def import_snapshot(self, whole: StoreSnapshot, progress: ImportProgress | None = None) -> None:
         self._check_open()
         with store_faults():
             # On a connection of its own rather than the writer process: a large snapshot need not cross a pipe.
-            await asyncio.to_thread(_import_into, self.path, whole)
+            await asyncio.to_thread(_import_into, self.path, whole, progress)
 
 
-def _import_into(path: Path, whole: StoreSnapshot) -> None:
+def _import_into(path: Path, whole: StoreSnapshot, progress: ImportProgress | None) -> None:
     db = connect(path, _pragmas(DEFAULT_BUSY_TIMEOUT_MS))
     try:
-        _import(db, whole)
+        _import(db, whole, progress)
     finally:
         db.close()

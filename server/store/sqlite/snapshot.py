@@ -6,7 +6,7 @@ import sqlite3
 from dataclasses import astuple
 
 from server.errors import StoreUnavailable
-from server.store.snapshot import ApiRow, KeyRow, PermissionRow, RoleRow, RootKeyRow, StoreSnapshot
+from server.store.snapshot import ApiRow, ImportProgress, KeyRow, PermissionRow, RoleRow, RootKeyRow, StoreSnapshot
 from server.store.sqlite.audit import all_events, insert_events
 from server.store.sqlite.connection import Row, fetch_all, fetch_one
 
@@ -50,8 +50,9 @@ def export_snapshot(db: sqlite3.Connection) -> StoreSnapshot:
     )
 
 
-def import_snapshot(db: sqlite3.Connection, snapshot: StoreSnapshot) -> None:
-    """Run inside one write transaction: all of it or nothing."""
+def import_snapshot(db: sqlite3.Connection, snapshot: StoreSnapshot, progress: ImportProgress | None = None) -> None:
+    """Run inside one write transaction: all of it or nothing. `progress` hears of each table once its rows are
+    in."""
     revision = fetch_one(db, "SELECT revision FROM meta")
     assert revision is not None
     if revision[0] != 0 or fetch_one(db, "SELECT 1 FROM root_keys UNION ALL SELECT 1 FROM apis LIMIT 1"):
@@ -70,5 +71,9 @@ def import_snapshot(db: sqlite3.Connection, snapshot: StoreSnapshot) -> None:
     ):
         marks = ", ".join("?" * (table.count(",") + 1))
         db.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+        if progress is not None:
+            progress(table.split(" ", 1)[0], len(rows), len(rows))
     insert_events(db, snapshot.audit_events)
+    if progress is not None:
+        progress("audit_events", len(snapshot.audit_events), len(snapshot.audit_events))
     db.execute("UPDATE meta SET revision = ?", (snapshot.revision,))

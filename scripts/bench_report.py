@@ -1,0 +1,94 @@
+"""The text the bench prints: one table of the scenarios (SQLite's alone, as it always was), or one of each scenario
+on each engine with PostgreSQL's figures over SQLite's; and a line about the machine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["render", "render_engines", "render_machine"]
+
+NOTED = ("keys_reused", "stale", "keys_verified", "rss_mb_before", "rss_mb_after")
+ENGINE_LABELS = {"sqlite": "sqlite", "postgresql": "postgres"}
+
+
+def render_machine(m: dict[str, Any]) -> str:
+    run_ = m["run"]
+    line = (
+        f"machine: {m['cpu_model']}, {m['cores']} cores shared by server and client, {m['memory_gib']} GiB,"
+        f" {m['os']}, Python {m['python']}, grpcio {m['grpcio']}, SQLite {m['sqlite']} on {m['database_filesystem']}"
+    )
+    if postgres := m.get("postgresql"):
+        settings = ", ".join(f"{name} {value}" for name, value in postgres["settings"].items())
+        line += f", PostgreSQL {postgres['version']} on {postgres['filesystem']} ({settings})"
+    line += f"; {run_['keys']} keys, {run_['concurrency']} callers"
+    if run_["workers"] > 1:
+        line += f", {run_['workers']} server workers"
+    if "rounds" in run_:
+        line += f", {run_['rounds']} rounds of {run_['seconds']}s"
+    if rss := run_.get("server_rss_mb"):
+        line += f"; server RSS {rss['serving']} MB once serving, {rss['end']} MB at the end"
+    return line
+
+
+def _notes(s: dict[str, Any]) -> str:
+    return "".join(f"  {key}={s[key]}" for key in NOTED if key in s)
+
+
+def _rss(s: dict[str, Any]) -> str:
+    rss_mb = s.get("rss_mb", s.get("rss_mb_after"))  # the memory pass: RSS after it
+    return f"{rss_mb:>9.1f}" if rss_mb is not None else f"{'':>9}"
+
+
+def _ratios(s: dict[str, Any]) -> str:
+    return f"{s['ratio_rps']:>8.3f}{s['ratio_p99']:>8.3f}" if "ratio_rps" in s else f"{'':>16}"
+
+
+def _optional(s: dict[str, Any], name: str, width: int) -> str:
+    return f"{s[name]:>{width}.1f}" if name in s else f"{'':>{width}}"
+
+
+def render(report: dict[str, Any]) -> str:
+    header = (
+        f"{'scenario':<16}{'rps':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'cpu µs/req':>12}{'client µs':>11}"
+        f"{'×rps':>8}{'×p99':>8}{'rss MB':>9}"
+    )
+    lines = [header, "-" * len(header)]
+    for name, s in report["scenarios"].items():
+        lines.append(
+            f"{name:<16}{s['rps']:>10.1f}{s['p50_ms']:>9.2f}{s['p95_ms']:>9.2f}{s['p99_ms']:>9.2f}"
+            f"{s['cpu_us_per_req']:>12.1f}{_optional(s, 'client_cpu_us_per_req', 11)}{_ratios(s)}{_rss(s)}"
+            f"{_notes(s)}".rstrip()
+        )
+    lines.append(render_machine(report["machine"]))
+    return "\n".join(lines)
+
+
+def render_engines(report: dict[str, Any]) -> str:
+    """Each scenario on each engine; `db µs` is PostgreSQL's own CPU (its backends') per request, beside the
+    server's; `pg/sq` is PostgreSQL's requests/s and p99 over SQLite's, for the scenarios both ran."""
+    header = (
+        f"{'scenario':<21}{'engine':<9}{'rps':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'cpu µs/req':>12}"
+        f"{'db µs':>8}{'client µs':>11}{'×rps':>8}{'×p99':>8}{'rss MB':>9}{'pg/sq rps':>11}{'pg/sq p99':>11}"
+    )
+    lines = [header, "-" * len(header)]
+    engines: dict[str, dict[str, Any]] = report["engines"]
+    compared: dict[str, dict[str, float]] = report.get("postgresql_to_sqlite", {})
+    order = list(dict.fromkeys(name for scenarios in engines.values() for name in scenarios["scenarios"]))
+    for name in order:
+        for engine, results in engines.items():
+            if (s := results["scenarios"].get(name)) is None:
+                continue
+            pair = compared.get(name) if engine == "postgresql" else None
+            versus = f"{pair['ratio_rps']:>11.3f}{pair['ratio_p99']:>11.3f}" if pair else f"{'':>22}"
+            lines.append(
+                f"{name:<21}{ENGINE_LABELS[engine]:<9}{s['rps']:>9.1f}{s['p50_ms']:>9.2f}{s['p95_ms']:>9.2f}"
+                f"{s['p99_ms']:>9.2f}{s['cpu_us_per_req']:>12.1f}{_optional(s, 'db_cpu_us_per_req', 8)}"
+                f"{_optional(s, 'client_cpu_us_per_req', 11)}{_ratios(s)}{_rss(s)}{versus}{_notes(s)}".rstrip()
+            )
+    for engine, results in engines.items():
+        if rss := results.get("server_rss_mb"):
+            lines.append(
+                f"{ENGINE_LABELS[engine]} server RSS: {rss['serving']} MB once serving, {rss['end']} MB at the end"
+            )
+    lines.append(render_machine(report["machine"]))
+    return "\n".join(lines)

@@ -1,0 +1,109 @@
+"""The SQL of keys: the key itself, its direct permissions and roles, and VerifyKey's lookup by secret."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from server.errors import NotFound
+from server.store.authorization import etag_of
+from server.store.models import KeyRecord, KeyVerification, NewKey, PermissionEntry
+from server.store.postgresql.links import KEY_PERMISSIONS, KEY_ROLES, add_links, replace_links, touch
+from server.store.postgresql.roles import load_roles
+from server.store.states import KeyState
+
+__all__ = ["FIND_KEY", "PostgresKeys", "verification"]
+
+# One statement, hence one snapshot: the store's revision, the key, its effective permissions and roles.
+FIND_KEY = (
+    "SELECT m.revision, k.id, k.api_id, k.enabled, k.expires_at,"
+    " ARRAY(SELECT p.name FROM key_permissions kp"
+    "   JOIN permissions p ON p.id = kp.permission_id WHERE kp.key_id = k.id"
+    "   UNION"
+    "   SELECT p.name FROM key_roles kr JOIN role_permissions rp ON rp.role_id = kr.role_id"
+    "   JOIN permissions p ON p.id = rp.permission_id WHERE kr.key_id = k.id),"
+    " ARRAY(SELECT r.name FROM key_roles kr JOIN roles r ON r.id = kr.role_id WHERE kr.key_id = k.id)"
+    " FROM meta m LEFT JOIN keys k ON k.secret_hash = $1"
+)
+
+
+def verification(row: asyncpg.Record) -> KeyVerification | None:
+    if row[1] is None:
+        return None
+    return KeyVerification(row[1], row[2], row[3], row[4], tuple(sorted(row[5])), tuple(sorted(row[6])), row[0])
+
+
+class PostgresKeys:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def insert(self, key_id: str, new: NewKey, now: int) -> None:
+        await self._conn.execute(
+            "INSERT INTO keys (id, api_id, secret_hash, start, name, enabled, expires_at, created_at, updated_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+            key_id,
+            new.api_id,
+            new.secret_hash,
+            new.start,
+            new.name,
+            new.enabled,
+            new.expires_ms,
+            now,
+        )
+
+    async def owner(self, key_id: str) -> tuple[str, int] | None:
+        row = await self._conn.fetchrow("SELECT api_id, etag_revision FROM keys WHERE id = $1", key_id)
+        return None if row is None else (str(row[0]), int(row[1]))
+
+    async def load(self, key_id: str) -> KeyRecord:
+        row = await self._conn.fetchrow(
+            "SELECT id, api_id, name, start, enabled, expires_at, created_at, updated_at, etag_revision,"
+            " ARRAY(SELECT ROW(p.id, p.name, p.description) FROM key_permissions kp"
+            "  JOIN permissions p ON p.id = kp.permission_id WHERE kp.key_id = k.id ORDER BY p.name),"
+            " ARRAY(SELECT role_id FROM key_roles WHERE key_id = k.id)"
+            " FROM keys k WHERE id = $1",
+            key_id,
+        )
+        if row is None:
+            raise NotFound("key", [key_id])
+        permissions = tuple(PermissionEntry(*p) for p in row[9])
+        roles = tuple(await load_roles(self._conn, row[10])) if row[10] else ()
+        return KeyRecord(
+            row[0], row[1], row[2], row[3], row[4], row[5], permissions, roles, row[6], row[7], etag_of(row[8])
+        )
+
+    async def state(self, key_id: str) -> KeyState:
+        row = await self._conn.fetchrow(
+            "SELECT k.name, k.enabled, k.expires_at,"
+            " ARRAY(SELECT p.name FROM key_permissions kp JOIN permissions p ON p.id = kp.permission_id"
+            "  WHERE kp.key_id = k.id),"
+            " ARRAY(SELECT r.name FROM key_roles kr JOIN roles r ON r.id = kr.role_id WHERE kr.key_id = k.id)"
+            " FROM keys k WHERE k.id = $1",
+            key_id,
+        )
+        assert row is not None
+        return KeyState(row[0], row[1], row[2], tuple(row[3]), tuple(row[4]))
+
+    async def update(self, key_id: str, name: str, enabled: bool, expires_ms: int | None) -> None:
+        await self._conn.execute(
+            "UPDATE keys SET name = $1, enabled = $2, expires_at = $3 WHERE id = $4", name, enabled, expires_ms, key_id
+        )
+
+    async def delete(self, key_id: str) -> None:
+        await self._conn.execute("DELETE FROM keys WHERE id = $1", key_id)
+
+    async def add_permissions(self, key_id: str, permission_ids: Sequence[str]) -> None:
+        await add_links(self._conn, KEY_PERMISSIONS, key_id, permission_ids)
+
+    async def replace_permissions(self, key_id: str, permission_ids: Sequence[str]) -> bool:
+        return await replace_links(self._conn, KEY_PERMISSIONS, key_id, permission_ids)
+
+    async def add_roles(self, key_id: str, role_ids: Sequence[str]) -> None:
+        await add_links(self._conn, KEY_ROLES, key_id, role_ids)
+
+    async def replace_roles(self, key_id: str, role_ids: Sequence[str]) -> bool:
+        return await replace_links(self._conn, KEY_ROLES, key_id, role_ids)
+
+    async def touch(self, key_ids: Sequence[str], revision: int, now: int) -> None:
+        await touch(self._conn, "keys", key_ids, revision, now)

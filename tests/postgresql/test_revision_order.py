@@ -1,0 +1,114 @@
+"""Revisions on a shared database: exactly one per change, committed in their order, whichever server wrote them.
+
+A PostgreSQL sequence would be the naive design: its numbers are handed out at
+once and committed in any order, so a reader catching up on "changes since N"
+could see N+2 committed while N+1 is not yet, move past it, and never learn of
+it. Here each write transaction holds the revision row from its first statement
+to its commit: a second writer waits for the first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from server.store import open_store
+from server.store.engine import Tables
+from server.store.engine_store import EngineStore
+from tests.conftest import NewDatabase
+from tests.polling import until
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest_asyncio.fixture
+async def three_servers(new_database: NewDatabase) -> AsyncIterator[list[EngineStore]]:
+    """Three stores on one database, as three Keyscope servers would open it (nothing shared but the database)."""
+    url = new_database("shared")
+    stores = [await open_store(url) for _ in range(3)]
+    yield stores
+    for store in stores:
+        await store.close()
+
+
+async def _log_change(tx: Tables, key_id: str, entered: asyncio.Event, gate: asyncio.Event) -> int:
+    revision = await tx.changes.next_revision()
+    await tx.changes.log(revision, [("key", key_id)])
+    entered.set()
+    await gate.wait()
+    return revision
+
+
+async def _waiting_on_a_lock(url: str) -> bool:
+    conn = await asyncpg.connect(url)
+    try:
+        return bool(
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name = 'keyscope' AND wait_event_type = 'Lock'"
+            )
+        )
+    finally:
+        await conn.close()
+
+
+async def test_ok_a_writer_waits_for_the_uncommitted_revision_before_it(
+    three_servers: list[EngineStore], new_database: NewDatabase
+) -> None:
+    first, second, reader = three_servers
+    entered, gate, never = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    never.set()
+    slow = asyncio.create_task(first.engine.write(_log_change, "key_first", entered, gate))
+    await asyncio.wait_for(entered.wait(), 10)
+    fast = asyncio.create_task(second.engine.write(_log_change, "key_second", asyncio.Event(), never))
+    # The second writer is held on the revision row, not running ahead with the next number.
+    await until(lambda: _waiting_on_a_lock(new_database("shared")), "the second writer waiting on a lock")
+    assert not fast.done()
+    since = await reader.engine.changes_since(0)
+    assert (since.current, since.changes) == (0, [])
+    gate.set()
+    assert (await slow, await fast) == (1, 2)
+    since = await reader.engine.changes_since(0)
+    assert (since.current, since.changes, since.complete) == (
+        2,
+        [(1, "key", "key_first"), (2, "key", "key_second")],
+        True,
+    )
+
+
+async def _catch_up_until(reader: EngineStore, last: int, seen_changes: list[tuple[int, str, str]]) -> None:
+    """Catch up the way the verification cache does, again and again, checking each answer has no gap."""
+    seen = 0
+    while seen < last:
+        since = await reader.engine.changes_since(seen)
+        revisions = [revision for revision, _, _ in since.changes]
+        assert revisions == list(range(seen + 1, since.current + 1)), f"after {seen}: {revisions}"
+        seen_changes.extend(since.changes)
+        seen = since.current
+        await asyncio.sleep(0)
+
+
+async def test_ok_concurrent_writers_on_three_servers_commit_every_revision_in_order(
+    three_servers: list[EngineStore],
+) -> None:
+    writers, per_writer = three_servers, 60
+    opened = asyncio.Event()
+    opened.set()
+
+    async def write(store: EngineStore, n: int) -> int:
+        return await store.engine.write(_log_change, f"key_{id(store)}_{n}", asyncio.Event(), opened)
+
+    seen: list[tuple[int, str, str]] = []
+    catching_up = asyncio.create_task(_catch_up_until(writers[2], len(writers) * per_writer, seen))
+    revisions = await asyncio.gather(*(write(store, n) for n in range(per_writer) for store in writers))
+    await asyncio.wait_for(catching_up, 30)
+    assert sorted(revisions) == list(range(1, len(revisions) + 1))
+    # The reader, catching up while the writers wrote, met every change once, in revision order.
+    assert [revision for revision, _, _ in seen] == list(range(1, len(revisions) + 1))
+    assert sorted(key for _, _, key in seen) == sorted(
+        f"key_{id(store)}_{n}" for n in range(per_writer) for store in writers
+    )
