@@ -3,6 +3,8 @@ else a SQLite file (the default)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 from server.errors import StoreUnavailable
@@ -37,13 +39,19 @@ def describe_db(db: str) -> str:
         return "a PostgreSQL URL that does not parse"
 
 
+@contextlib.contextmanager
+def _url_errors() -> Iterator[None]:
+    try:
+        yield
+    except (ValueError, TypeError, OverflowError) as exc:
+        # The driver's message may quote the URL, and the URL may hold a password.
+        raise StoreUnavailable(f"--db is not a PostgreSQL URL that can be used ({type(exc).__name__})") from None
+
+
 async def open_engine(db: str, postgres: PostgresSettings | None = None) -> Engine:
     if engine_name(db) == "postgresql":
-        try:
+        with _url_errors():
             return await PostgresEngine.open(db, postgres)
-        except (ValueError, TypeError, OverflowError) as exc:
-            # The driver's message may quote the URL, and the URL may hold a password.
-            raise StoreUnavailable(f"--db is not a PostgreSQL URL that can be used ({type(exc).__name__})") from None
     return await SqliteEngine.open(db)
 
 
@@ -57,7 +65,7 @@ async def open_store(
 async def prepare_store(db: str, postgres: PostgresSettings | None = None) -> None:
     """Migrate the database to the latest schema, once, before several server processes open it."""
     if engine_name(db) == "postgresql":
-        engine = await open_engine(db, postgres)
-        await engine.close()
+        with _url_errors():
+            await PostgresEngine.prepare(db, postgres)
     else:
         await SqliteEngine.prepare(db)

@@ -28,26 +28,26 @@ import asyncpg
 import grpc
 import pytest
 import pytest_asyncio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from keyscope.v1 import keys_pb2
 from server.cli import EXAMPLE_ROOT_KEY
 from server.errors import StoreUnavailable
-from server.factory import SERVICE_NAMES, RunningServer, ServerConfig, start_server
+from server.factory import RunningServer, ServerConfig, start_server
 from server.store import root_keys
 from server.store.engine import Tables
 from server.store.engine_store import EngineStore
 from server.store.engines import PostgresSettings, open_store
 from server.store.snapshot import StoreSnapshot
+from tests import health
 from tests.client import Caller
 from tests.conftest import TEST_CLUSTER_SETTINGS
+from tests.health import Serving
 from tests.polling import until
 from tests.postgresql_cluster import Cluster, running_cluster
 from tests.processes import children_of, create_root_key, free_port, start_serve, stop
 
 pytestmark = pytest.mark.asyncio
 
-Serving = health_pb2.HealthCheckResponse
 Code = keys_pb2.VerifyKeyResponse.Code
 
 # What `serve --db-timeout 1 --db-pool-size 4` runs with: a pool smaller than the load, so calls queue for it.
@@ -57,7 +57,6 @@ DEADLINE_SECONDS = 10.0  # each call's: ten times the database timeout
 WAIT_SECONDS = 30.0  # for the server or the load to reach a state
 WRITERS = 12
 BACKOFF_SECONDS = 0.02  # a refused caller waits this long before its next call, as retrying clients do
-HEALTH_NAMES = ("", *SERVICE_NAMES)
 
 _databases = itertools.count()
 
@@ -112,24 +111,9 @@ async def server(store: EngineStore) -> AsyncIterator[RunningServer]:
 # -- health ---------------------------------------------------------------------------------------------
 
 
-async def health(channel: grpc.aio.Channel) -> dict[str, int]:
-    stub = health_pb2_grpc.HealthStub(channel)
-    return {name: (await stub.Check(health_pb2.HealthCheckRequest(service=name))).status for name in HEALTH_NAMES}
-
-
 async def health_turns(channel: grpc.aio.Channel, status: int) -> None:
-    """Waits until every health name reports `status`."""
-    seen: dict[str, int] = {}
-
-    async def turned() -> bool:
-        seen.update(await health(channel))
-        return all(answer == status for answer in seen.values())
-
-    def described() -> str:
-        shown = {name or '""': Serving.ServingStatus.Name(answer) for name, answer in seen.items()}
-        return f"health {Serving.ServingStatus.Name(status)}; last seen {shown}"
-
-    await until(turned, described, WAIT_SECONDS, every=PROBE_SECONDS / 2)
+    """Waits until every health name reports `status`; fails after WAIT_SECONDS."""
+    await health.health_turns(channel, status, WAIT_SECONDS, PROBE_SECONDS / 2)
 
 
 # -- the load: writers replacing their keys' permissions, and checking them by VerifyKey ------------------
@@ -354,45 +338,59 @@ async def test_unavailable_within_the_deadline_while_postgresql_hangs_then_serve
 # -- a connection killed inside a transaction --------------------------------------------------------------
 
 
+async def _half_done(tx: Tables, key_id: str, permission_id: str, gate_id: str) -> int:
+    """A write that stops halfway: on the gate root key's row, which the test holds locked."""
+    revision = await tx.changes.next_revision()
+    await tx.keys.replace_permissions(key_id, [permission_id])
+    await tx.root_keys.set_enabled(gate_id, True)  # waits for the test's lock
+    await tx.changes.log(revision, [("key", key_id)])  # the rest of it, once the connection is gone
+    return revision
+
+
+async def _writer_waiting(url: str) -> int | None:
+    """The backend of a Keyscope write waiting on a lock, seen from a connection of its own (a transaction sees
+    the activity of others as it was at its first look)."""
+    conn = await asyncpg.connect(url)
+    try:
+        pid: int | None = await conn.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'keyscope'"
+            " AND wait_event_type = 'Lock'"
+        )
+        return pid
+    finally:
+        await conn.close()
+
+
 async def test_unavailable_when_the_connection_dies_mid_transaction_and_nothing_is_written(
     store: EngineStore, database: str, admin: Caller
 ) -> None:
     api = await admin.make_api(["docs.read", "docs.write"])
     key, _ = await admin.make_key(api.id, ["docs.read"])
     catalog = await admin.catalog(api.id)
-    entered, gate = asyncio.Event(), asyncio.Event()
-
-    async def half_done(tx: Tables) -> int:
-        revision = await tx.changes.next_revision()
-        await tx.keys.replace_permissions(key.id, [catalog["docs.write"]])
-        entered.set()
-        await gate.wait()
-        await tx.changes.log(revision, [("key", key.id)])  # the rest of it, once the connection is gone
-        return revision
-
+    gate = await store.create_root_key("gate", hashlib.sha256(b"gate").digest(), ())
     before = await store.export_snapshot()
-    # Two writes of one batch (submitted together, they share its transaction): a whole one, then the half done one.
-    whole = asyncio.create_task(
-        store.engine.write(root_keys.create_root_key, "same batch", hashlib.sha256(b"unused").digest(), (), None)
-    )
-    killed = asyncio.create_task(store.engine.write(half_done))
-    await asyncio.wait_for(entered.wait(), WAIT_SECONDS)
-    admin_conn = await asyncpg.connect(database)
+    holder = await asyncpg.connect(database)
     try:
-        [backend] = await admin_conn.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'keyscope'"
-            " AND state = 'idle in transaction'"
-        )
-        # Waits until the backend is gone: the write resumes on a connection the server has closed.
-        assert await admin_conn.fetchval("SELECT pg_terminate_backend($1, 10000)", backend["pid"])
+        async with holder.transaction():
+            await holder.execute("SELECT 1 FROM root_keys WHERE id = $1 FOR UPDATE", gate.id)
+            # Two writes of one batch (submitted together, they share its transaction): a whole one, then the
+            # half done one.
+            whole = asyncio.create_task(
+                store.engine.write(
+                    root_keys.create_root_key, "same batch", hashlib.sha256(b"unused").digest(), (), None
+                )
+            )
+            killed = asyncio.create_task(store.engine.write(_half_done, key.id, catalog["docs.write"], gate.id))
+            backend = await until(lambda: _writer_waiting(database), "the write waiting on the gate's row")
+            # Waits until the backend is gone: the write resumes on a connection that is no more.
+            assert await holder.fetchval("SELECT pg_terminate_backend($1, 10000)", backend)
+            for write in (whole, killed):
+                with pytest.raises(StoreUnavailable):
+                    await asyncio.wait_for(write, WAIT_SECONDS)
     finally:
-        await admin_conn.close()
-    gate.set()
-    for write in (whole, killed):
-        with pytest.raises(StoreUnavailable):
-            await write
+        await holder.close()
     assert await store.export_snapshot() == before
-    # The pool replaced the dead connection: the next write, through the same store, commits.
+    # The writer replaced the dead connection: the next write, through the same store, commits.
     written, _ = await admin.make_key(api.id, ["docs.write"])
     after = await store.export_snapshot()
     assert after.revision == before.revision + 1

@@ -10,6 +10,7 @@ to its commit: a second writer waits for the first.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -35,18 +36,21 @@ async def three_servers(new_database: NewDatabase) -> AsyncIterator[list[EngineS
         await store.close()
 
 
-async def _log_change(tx: Tables, key_id: str, entered: asyncio.Event, gate: asyncio.Event) -> int:
+async def _log_change(tx: Tables, key_id: str, gate_id: str | None) -> int:
+    """A change of one key; with `gate_id`, held before its commit on that root key's row, which the test locks."""
     revision = await tx.changes.next_revision()
     await tx.changes.log(revision, [("key", key_id)])
-    entered.set()
-    await gate.wait()
+    if gate_id is not None:
+        await tx.root_keys.set_enabled(gate_id, True)
     return revision
 
 
-async def _waiting_on_a_lock(url: str) -> bool:
+async def _waiting_on_a_lock(url: str) -> int:
+    """Keyscope's backends waiting on a lock, seen from a connection of its own (a transaction sees the activity
+    of others as it was at its first look)."""
     conn = await asyncpg.connect(url)
     try:
-        return bool(
+        return int(
             await conn.fetchval(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
                 " AND application_name = 'keyscope' AND wait_event_type = 'Lock'"
@@ -60,24 +64,30 @@ async def test_ok_a_writer_waits_for_the_uncommitted_revision_before_it(
     three_servers: list[EngineStore], new_database: NewDatabase
 ) -> None:
     first, second, reader = three_servers
-    entered, gate, never = asyncio.Event(), asyncio.Event(), asyncio.Event()
-    never.set()
-    slow = asyncio.create_task(first.engine.write(_log_change, "key_first", entered, gate))
-    await asyncio.wait_for(entered.wait(), 10)
-    fast = asyncio.create_task(second.engine.write(_log_change, "key_second", asyncio.Event(), never))
-    # The second writer is held on the revision row, not running ahead with the next number.
-    await until(lambda: _waiting_on_a_lock(new_database("shared")), "the second writer waiting on a lock")
-    assert not fast.done()
-    since = await reader.engine.changes_since(0)
-    assert (since.current, since.changes) == (0, [])
-    gate.set()
-    assert (await slow, await fast) == (1, 2)
-    since = await reader.engine.changes_since(0)
-    assert (since.current, since.changes, since.complete) == (
-        2,
-        [(1, "key", "key_first"), (2, "key", "key_second")],
-        True,
-    )
+    url = new_database("shared")
+    gate = await first.create_root_key("gate", hashlib.sha256(b"gate").digest(), ())  # revision 1
+    holder = await asyncpg.connect(url)
+    try:
+        async with holder.transaction():
+            await holder.execute("SELECT 1 FROM root_keys WHERE id = $1 FOR UPDATE", gate.id)
+            slow = asyncio.create_task(first.engine.write(_log_change, "key_first", gate.id))
+            await until(lambda: _waiting_on_a_lock(url), "the first writer holding revision 2")
+            fast = asyncio.create_task(second.engine.write(_log_change, "key_second", None))
+
+            async def second_waits() -> bool:
+                return fast.done() or await _waiting_on_a_lock(url) == 2
+
+            # The second writer is held on the revision row, not running ahead with the next number.
+            await until(second_waits, "the second writer waiting on the first")
+            assert not fast.done()
+            since = await reader.engine.changes_since(1)
+            assert (since.current, since.changes) == (1, [])
+    finally:
+        await holder.close()
+    assert (await slow, await fast) == (2, 3)
+    since = await reader.engine.changes_since(1)
+    assert (since.current, since.complete) == (3, True)
+    assert since.changes == [(2, "key", "key_first"), (3, "key", "key_second")]
 
 
 async def _catch_up_until(reader: EngineStore, last: int, seen_changes: list[tuple[int, str, str]]) -> None:
@@ -96,11 +106,9 @@ async def test_ok_concurrent_writers_on_three_servers_commit_every_revision_in_o
     three_servers: list[EngineStore],
 ) -> None:
     writers, per_writer = three_servers, 60
-    opened = asyncio.Event()
-    opened.set()
 
     async def write(store: EngineStore, n: int) -> int:
-        return await store.engine.write(_log_change, f"key_{id(store)}_{n}", asyncio.Event(), opened)
+        return await store.engine.write(_log_change, f"key_{id(store)}_{n}", None)
 
     seen: list[tuple[int, str, str]] = []
     catching_up = asyncio.create_task(_catch_up_until(writers[2], len(writers) * per_writer, seen))

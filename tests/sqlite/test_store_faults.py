@@ -21,14 +21,15 @@ from typing import TypeVar
 import grpc
 import pytest
 import pytest_asyncio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from keyscope.v1 import keys_pb2
-from server.factory import SERVICE_NAMES, RunningServer, ServerConfig, start_server
+from server.factory import RunningServer, ServerConfig, start_server
 from server.store.engine_store import EngineStore
 from server.store.sqlite.connection import fetch_all
 from server.store.sqlite.engine import RESERVE_PAGES
+from tests import health
 from tests.client import Caller
+from tests.health import Serving
 from tests.polling import until
 from tests.rpc_errors import error_info
 from tests.sqlite.database_file import integrity_problems, rejected, revision, snapshot
@@ -38,12 +39,10 @@ pytestmark = pytest.mark.asyncio
 
 T = TypeVar("T")
 
-Serving = health_pb2.HealthCheckResponse
 Code = keys_pb2.VerifyKeyResponse.Code
 
 PROBE_SECONDS = 0.05
 DEADLINE_SECONDS = 5.0  # for health to follow a fault or its end: a hundred probes
-HEALTH_NAMES = ("", *SERVICE_NAMES)
 
 
 @pytest_asyncio.fixture
@@ -54,24 +53,9 @@ async def server(store: EngineStore) -> AsyncIterator[RunningServer]:
     await running.stop(None)
 
 
-async def health(channel: grpc.aio.Channel) -> dict[str, int]:
-    stub = health_pb2_grpc.HealthStub(channel)
-    return {name: (await stub.Check(health_pb2.HealthCheckRequest(service=name))).status for name in HEALTH_NAMES}
-
-
 async def health_turns(channel: grpc.aio.Channel, status: int) -> None:
     """Waits until every health name reports `status`; fails after DEADLINE_SECONDS."""
-    seen: dict[str, int] = {}
-
-    async def turned() -> bool:
-        seen.update(await health(channel))
-        return all(answer == status for answer in seen.values())
-
-    def described() -> str:
-        shown = {name or '""': Serving.ServingStatus.Name(answer) for name, answer in seen.items()}
-        return f"health {Serving.ServingStatus.Name(status)}; last seen {shown}"
-
-    await until(turned, described, DEADLINE_SECONDS, every=PROBE_SECONDS / 2)
+    await health.health_turns(channel, status, DEADLINE_SECONDS, PROBE_SECONDS / 2)
 
 
 async def wait_for_success(call: Callable[[], Awaitable[T]]) -> T:

@@ -14,7 +14,7 @@ import asyncpg
 
 from server.errors import StoreFull, StoreUnavailable
 
-__all__ = ["PostgresSettings", "Row", "as_json", "create_pool", "is_retryable", "store_faults"]
+__all__ = ["PostgresSettings", "Row", "as_json", "connect", "create_pool", "is_retryable", "store_faults"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,17 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """What a connection needs when it goes back to the pool, past the rollback of an open transaction that asyncpg
     does anyway: nothing, as the engine changes no session state. (asyncpg's default reset costs a round trip on
     every release.)"""
+
+
+async def connect(url: str, settings: PostgresSettings) -> asyncpg.Connection:
+    """One connection, set up as the pool's are (migrations take one of their own)."""
+    conn: asyncpg.Connection = await asyncpg.connect(
+        url,
+        timeout=settings.connect_timeout_seconds,
+        command_timeout=settings.statement_timeout_seconds,
+        server_settings=_server_settings(settings),
+    )
+    return conn
 
 
 async def create_pool(url: str, settings: PostgresSettings) -> asyncpg.Pool:

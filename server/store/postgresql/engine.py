@@ -23,7 +23,7 @@ from server.store.models import KeyVerification, RootKeyGrant
 from server.store.postgresql import snapshot
 from server.store.postgresql.batches import run_batch
 from server.store.postgresql.changes import CHANGES_SINCE, changes_since
-from server.store.postgresql.connection import PostgresSettings, create_pool, store_faults
+from server.store.postgresql.connection import PostgresSettings, connect, create_pool, store_faults
 from server.store.postgresql.freshness import SharedRead
 from server.store.postgresql.keys import FIND_KEY, verification
 from server.store.postgresql.root_keys import FIND_ROOT_KEY, grant
@@ -54,15 +54,20 @@ class PostgresEngine:
     @classmethod
     async def open(cls, url: str, settings: PostgresSettings | None = None) -> PostgresEngine:
         settings = settings or PostgresSettings()
-        pool = await create_pool(url, settings)
-        try:
-            with store_faults():
-                async with pool.acquire() as conn:
-                    await migrate(conn)
-        except BaseException:
-            await pool.close()
-            raise
-        return cls(pool, settings)
+        await cls.prepare(url, settings)
+        return cls(await create_pool(url, settings), settings)
+
+    @staticmethod
+    async def prepare(url: str, settings: PostgresSettings | None = None) -> None:
+        """What `open` does to the database first, and the supervisor of several workers before they open it:
+        the schema migrated to the latest version."""
+        settings = settings or PostgresSettings()
+        with store_faults():
+            conn = await connect(url, settings)
+            try:
+                await migrate(conn)
+            finally:
+                await conn.close()
 
     async def close(self) -> None:
         if self._closed:
