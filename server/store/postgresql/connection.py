@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,11 +13,9 @@ import asyncpg
 
 from server.errors import StoreFull, StoreUnavailable
 
-__all__ = ["PostgresSettings", "Row", "as_json", "connect", "create_pool", "is_retryable", "store_faults"]
+__all__ = ["PostgresSettings", "as_json", "connect", "create_pool", "is_fault", "is_retryable", "store_faults"]
 
 log = logging.getLogger(__name__)
-
-Row = tuple[Any, ...]
 
 # SQLSTATE classes that say the database cannot serve now, not that the request is wrong: connection
 # exceptions, insufficient resources, operator intervention (shutdown, cancel, timeouts), a read-only
@@ -99,7 +96,8 @@ def _sqlstate_class(exc: asyncpg.PostgresError) -> str:
     return str(exc.sqlstate or "XX")[:2]
 
 
-def _is_fault(exc: BaseException) -> bool:
+def is_fault(exc: BaseException) -> bool:
+    """The database's or the network's failure, not the request's (nor a bug)."""
     if isinstance(exc, asyncpg.PostgresError):
         return _sqlstate_class(exc) in (*_UNAVAILABLE_CLASSES, *_REFUSED_CLASSES)
     return isinstance(exc, OSError | asyncio.TimeoutError | asyncpg.InterfaceError | asyncpg.InternalClientError)
@@ -115,7 +113,7 @@ class _StoreFaults:
         return None
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, traceback: object) -> None:
-        if exc is None or not _is_fault(exc):
+        if exc is None or not is_fault(exc):
             return  # no exception, or not the database's fault (a domain error, a bug): it goes on as it is
         log.warning("store failure: %s", _describe(exc))
         if getattr(exc, "sqlstate", None) == _DISK_FULL:
@@ -132,7 +130,3 @@ def store_faults() -> _StoreFaults:
     """Turn PostgreSQL's and the network's failures into StoreFull or StoreUnavailable; anything else (a
     constraint violation is a bug) goes on as it is."""
     return _STORE_FAULTS
-
-
-def rows(records: Sequence[asyncpg.Record]) -> list[Row]:
-    return [tuple(r) for r in records]
