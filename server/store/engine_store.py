@@ -115,7 +115,7 @@ class EngineStore:
             done.set_result(None)
         except BaseException as exc:
             done.set_exception(exc)
-            done.exception()  # retrieved: those who shared it raise it, and none may be left to
+            done.exception()  # marked as retrieved: whoever shares it raises it, and there may be no one
             raise
         finally:
             if self._applying is not None and self._applying[1] is done:
