@@ -257,7 +257,7 @@ async def _serve(
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         transport = "plaintext" if config.tls is None else "TLS" if config.tls.client_ca is None else "mutual TLS"
-        log.info("keyscope serving on %s:%d (%s), database %s", config.host, running.port, transport, _database(db))
+        log.info("keyscope serving on %s:%d (%s), database %s", config.host, running.port, transport, describe_db(db))
         if config.tls is None and not is_loopback(config.host):
             log.warning(
                 "listening on %s:%d without TLS: every call, root keys and key secrets included, crosses the "
@@ -295,11 +295,6 @@ def _worker_command(options: argparse.Namespace) -> list[str]:
     if options.tls_client_ca:
         command += ["--tls-client-ca", options.tls_client_ca]
     return command
-
-
-def _database(db: str) -> str:
-    """The database as the log names it: a SQLite file's absolute path, a URL without its password."""
-    return os.path.abspath(db) if engine_name(db) == "sqlite" else describe_db(db)
 
 
 def _postgres(options: argparse.Namespace) -> PostgresSettings:
@@ -347,7 +342,7 @@ async def _open_side(flag: str, db: str, postgres: PostgresSettings) -> Store:
     try:
         return await open_store(db, postgres=postgres)
     except DomainError as exc:
-        raise StoreUnavailable(f"{flag} {_database(db)}: {exc.message}") from None
+        raise StoreUnavailable(f"{flag} {describe_db(db)}: {exc.message}") from None
 
 
 def _progress(table: str, written: int, total: int) -> None:
@@ -359,7 +354,7 @@ async def _migrate(from_db: str, to_db: str, postgres: PostgresSettings) -> None
     try:
         target = await _open_side("--to", to_db, postgres)
         try:
-            print(f"migrate: copying {_database(from_db)} to {_database(to_db)}", file=sys.stderr)
+            print(f"migrate: copying {describe_db(from_db)} to {describe_db(to_db)}", file=sys.stderr)
             report = await copy_store(source, target, _progress)
         finally:
             await target.close()

@@ -12,11 +12,10 @@ import asyncio
 import concurrent.futures
 import itertools
 import secrets
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import asyncpg
 import grpc
@@ -29,6 +28,7 @@ from server.factory import RunningServer, ServerConfig, start_server
 from server.store import Store, open_store, prepare_store
 from server.store.engines import ENGINES
 from tests.client import Caller
+from tests.loop_thread import LoopThread
 from tests.postgresql_cluster import PASSWORD_ROLE, Cluster, PostgresMissing, find_binaries, running_cluster
 
 # Every secret the run creates is searched for in its logs, errors and stores (issue 4).
@@ -91,22 +91,17 @@ class ClusterAdmin:
     its own thread (faster than a psql process per statement)."""
 
     def __init__(self, cluster: Cluster) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="postgres-admin", daemon=True)
-        self._thread.start()
-        self._conn: asyncpg.Connection = self._run(asyncpg.connect(cluster.url()))
-
-    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=60)
+        self._loop = LoopThread("postgres-admin")
+        self._conn: asyncpg.Connection = self._loop.run(asyncpg.connect(cluster.url()))
 
     def execute(self, sql: str) -> None:
-        self._run(self._conn.execute(sql))
+        self._loop.run(self._conn.execute(sql))
 
     def close(self) -> None:
-        self._run(self._conn.close())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
+        try:
+            self._loop.run(self._conn.close())
+        finally:
+            self._loop.close()
 
 
 @pytest.fixture(scope="session")
@@ -173,9 +168,15 @@ async def store(open_test_store: OpenStore, db_path: Path) -> Store:
     return await open_test_store(db_path.stem)
 
 
+@pytest.fixture
+def server_config() -> ServerConfig:
+    """How `server` is started: a module may override this (to probe its store more often, say)."""
+    return ServerConfig(host="127.0.0.1", port=0)
+
+
 @pytest_asyncio.fixture
-async def server(store: Store) -> AsyncIterator[RunningServer]:
-    running = await start_server(store, ServerConfig(host="127.0.0.1", port=0))
+async def server(store: Store, server_config: ServerConfig) -> AsyncIterator[RunningServer]:
+    running = await start_server(store, server_config)
     yield running
     await running.stop(None)
 

@@ -8,8 +8,6 @@ its own event loop in a background thread, over a real SQLite file. The rest
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +21,7 @@ from server.cli import EXAMPLE_ROOT_KEY
 from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
 from server.factory import RunningServer, ServerConfig, start_server
 from server.store import Store, open_store
+from tests.loop_thread import LoopThread
 from tests.rpc_errors import field_violations, request_id
 
 T = TypeVar("T")
@@ -33,24 +32,20 @@ class BackgroundServer:
     """Keyscope's async server on an event loop of its own thread, driven from synchronous code."""
 
     def __init__(self, db_path: Path) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="keyscope-server", daemon=True)
-        self._thread.start()
+        self._loop = LoopThread("keyscope-server")
         self.store: Store = self.run(open_store(str(db_path)))
         self.running: RunningServer = self.run(start_server(self.store, ServerConfig(host="127.0.0.1", port=0)))
         self.admin_secret = new_secret(ROOT_KEY_PREFIX)
         self.run(self.store.create_root_key("sync admin", hash_secret(self.admin_secret), EXAMPLE_ROOT_KEY))
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=30)
+        return self._loop.run(coroutine, timeout=30)
 
     def close(self) -> None:
         try:
             self.run(self.running.stop(5))
             self.run(self.store.close())
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=30)
             self._loop.close()
 
 

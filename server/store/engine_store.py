@@ -82,14 +82,15 @@ class EngineStore:
             self._fault = full
             raise
 
-    async def _catch_up(self, min_revision: int, checked_since: float | None = None) -> None:
-        """Bring the cache up to every change committed so far, by any process; then check `min_revision`.
+    async def _catch_up(self, min_revision: int, checked_since: float | None = None) -> float:
+        """Bring the cache up to every change committed so far, by any process; then check `min_revision`. The
+        time.monotonic() reading from which the cache holds every acknowledged commit.
 
-        With `checked_since` (a time.monotonic() reading), a catch-up that began at or after it counts: the call
-        that authenticated at that moment has had its check, and need not pay for another.
+        With `checked_since` (such a reading), a catch-up that began at or after it counts: the call that
+        authenticated at that moment has had its check, and need not pay for another.
         """
         if checked_since is not None and checked_since <= self._caught_up_from and min_revision <= self.cache.seen:
-            return
+            return checked_since
         began = time.monotonic()
         # The mark is read before the changes, so a commit in between shows at the next call; it is kept only
         # once the changes are applied, so a failed catch-up is tried again.
@@ -98,6 +99,7 @@ class EngineStore:
             await self._apply_changes(mark)
         self._caught_up_from = max(self._caught_up_from, began)
         require_revision(self.cache.seen, min_revision)
+        return began
 
     async def _apply_changes(self, mark: Hashable) -> None:
         """Read and apply the change log since the cache's revision. Calls that found the same new mark share
@@ -138,14 +140,13 @@ class EngineStore:
         return await self.engine.read(root_keys.list_root_keys)
 
     async def authenticate(self, secret_hash: bytes, now_ms: int, request_id: str = "") -> Principal:
-        began = time.monotonic()
-        await self._catch_up(0)
+        checked_since = await self._catch_up(0)
         grant = self.cache.root(secret_hash)
         if grant is None:
             grant = await self.engine.find_root_key(secret_hash)
             if grant is not None:
                 self.cache.put_root(secret_hash, grant)
-        return root_keys.admit(grant, now_ms, request_id, checked_since=began)
+        return root_keys.admit(grant, now_ms, request_id, checked_since)
 
     # -- APIs -------------------------------------------------------------------
 

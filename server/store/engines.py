@@ -4,6 +4,7 @@ else a SQLite file (the default)."""
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -27,9 +28,10 @@ def engine_name(db: str) -> str:
 
 
 def describe_db(db: str) -> str:
-    """The database as logs and errors may name it: a URL without its password or parameters."""
+    """The database as logs and errors may name it: a SQLite file's absolute path, a URL without its password
+    or parameters."""
     if engine_name(db) == "sqlite":
-        return db
+        return os.path.abspath(db)
     try:
         url = urlsplit(db)
         user = f"{url.username}@" if url.username else ""

@@ -32,7 +32,7 @@ import pytest_asyncio
 from keyscope.v1 import keys_pb2
 from server.cli import EXAMPLE_ROOT_KEY
 from server.errors import StoreUnavailable
-from server.factory import RunningServer, ServerConfig, start_server
+from server.factory import ServerConfig
 from server.store import root_keys
 from server.store.engine import Tables
 from server.store.engine_store import EngineStore
@@ -43,6 +43,7 @@ from tests.client import Caller
 from tests.conftest import TEST_CLUSTER_SETTINGS
 from tests.health import Serving
 from tests.polling import until
+from tests.postgresql.backends import lock_waiters
 from tests.postgresql_cluster import Cluster, running_cluster
 from tests.processes import children_of, create_root_key, free_port, start_serve, stop
 
@@ -100,12 +101,10 @@ async def store(database: str) -> AsyncIterator[EngineStore]:
     await opened.close()
 
 
-@pytest_asyncio.fixture
-async def server(store: EngineStore) -> AsyncIterator[RunningServer]:
+@pytest.fixture
+def server_config() -> ServerConfig:
     """conftest's server, probing the store every PROBE_SECONDS so that health follows the database closely."""
-    running = await start_server(store, ServerConfig(host="127.0.0.1", port=0, store_probe_seconds=PROBE_SECONDS))
-    yield running
-    await running.stop(None)
+    return ServerConfig(host="127.0.0.1", port=0, store_probe_seconds=PROBE_SECONDS)
 
 
 # -- health ---------------------------------------------------------------------------------------------
@@ -347,20 +346,6 @@ async def _half_done(tx: Tables, key_id: str, permission_id: str, gate_id: str) 
     return revision
 
 
-async def _writer_waiting(url: str) -> int | None:
-    """The backend of a Keyscope write waiting on a lock, seen from a connection of its own (a transaction sees
-    the activity of others as it was at its first look)."""
-    conn = await asyncpg.connect(url)
-    try:
-        pid: int | None = await conn.fetchval(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'keyscope'"
-            " AND wait_event_type = 'Lock'"
-        )
-        return pid
-    finally:
-        await conn.close()
-
-
 async def test_unavailable_when_the_connection_dies_mid_transaction_and_nothing_is_written(
     store: EngineStore, database: str, admin: Caller
 ) -> None:
@@ -381,7 +366,7 @@ async def test_unavailable_when_the_connection_dies_mid_transaction_and_nothing_
                 )
             )
             killed = asyncio.create_task(store.engine.write(_half_done, key.id, catalog["docs.write"], gate.id))
-            backend = await until(lambda: _writer_waiting(database), "the write waiting on the gate's row")
+            [backend] = await until(lambda: lock_waiters(database), "the write waiting on the gate's row")
             # Waits until the backend is gone: the write resumes on a connection that is no more.
             assert await holder.fetchval("SELECT pg_terminate_backend($1, 10000)", backend)
             for write in (whole, killed):

@@ -22,6 +22,7 @@ from server.store.engine import Tables
 from server.store.engine_store import EngineStore
 from tests.conftest import NewDatabase
 from tests.polling import until
+from tests.postgresql.backends import lock_waiters
 
 pytestmark = pytest.mark.asyncio
 
@@ -45,21 +46,6 @@ async def _log_change(tx: Tables, key_id: str, gate_id: str | None) -> int:
     return revision
 
 
-async def _waiting_on_a_lock(url: str) -> int:
-    """Keyscope's backends waiting on a lock, seen from a connection of its own (a transaction sees the activity
-    of others as it was at its first look)."""
-    conn = await asyncpg.connect(url)
-    try:
-        return int(
-            await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND application_name = 'keyscope' AND wait_event_type = 'Lock'"
-            )
-        )
-    finally:
-        await conn.close()
-
-
 async def test_ok_a_writer_waits_for_the_uncommitted_revision_before_it(
     three_servers: list[EngineStore], new_database: NewDatabase
 ) -> None:
@@ -71,11 +57,11 @@ async def test_ok_a_writer_waits_for_the_uncommitted_revision_before_it(
         async with holder.transaction():
             await holder.execute("SELECT 1 FROM root_keys WHERE id = $1 FOR UPDATE", gate.id)
             slow = asyncio.create_task(first.engine.write(_log_change, "key_first", gate.id))
-            await until(lambda: _waiting_on_a_lock(url), "the first writer holding revision 2")
+            await until(lambda: lock_waiters(url), "the first writer holding revision 2")
             fast = asyncio.create_task(second.engine.write(_log_change, "key_second", None))
 
             async def second_waits() -> bool:
-                return fast.done() or await _waiting_on_a_lock(url) == 2
+                return fast.done() or len(await lock_waiters(url)) == 2
 
             # The second writer is held on the revision row, not running ahead with the next number.
             await until(second_waits, "the second writer waiting on the first")

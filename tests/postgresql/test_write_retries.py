@@ -24,6 +24,7 @@ from server.store.engines import PostgresSettings
 from server.store.models import NewKey
 from tests.conftest import NewDatabase
 from tests.polling import until
+from tests.postgresql.backends import lock_waiters
 
 pytestmark = pytest.mark.asyncio
 
@@ -46,26 +47,12 @@ async def _deadlocked(url: str, key_id: str, write: Coroutine[Any, Any, T]) -> a
         async with other.transaction():
             await other.execute("SELECT 1 FROM keys WHERE id = $1 FOR UPDATE", key_id)
             task = asyncio.create_task(write)
-            await until(lambda: _write_waits_on_a_lock(url), "the write batch waiting for the key's row")
+            await until(lambda: lock_waiters(url), "the write batch waiting for the key's row")
             assert not task.done()
             await other.fetchval("SELECT revision FROM meta FOR UPDATE")  # the deadlock: the batch is aborted
     finally:
         await other.close()
     return task
-
-
-async def _write_waits_on_a_lock(url: str) -> bool:
-    """Seen from a connection of its own: a transaction sees the activity of others as it was at its first look."""
-    conn = await asyncpg.connect(url)
-    try:
-        return bool(
-            await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND application_name = 'keyscope' AND wait_event_type = 'Lock'"
-            )
-        )
-    finally:
-        await conn.close()
 
 
 async def _deadlocks(url: str) -> int:

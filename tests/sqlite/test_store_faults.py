@@ -14,16 +14,15 @@ import hashlib
 import logging
 import os
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
 import grpc
 import pytest
-import pytest_asyncio
 
 from keyscope.v1 import keys_pb2
-from server.factory import RunningServer, ServerConfig, start_server
+from server.factory import ServerConfig
 from server.store.engine_store import EngineStore
 from server.store.sqlite.connection import fetch_all
 from server.store.sqlite.engine import RESERVE_PAGES
@@ -45,12 +44,10 @@ PROBE_SECONDS = 0.05
 DEADLINE_SECONDS = 5.0  # for health to follow a fault or its end: a hundred probes
 
 
-@pytest_asyncio.fixture
-async def server(store: EngineStore) -> AsyncIterator[RunningServer]:
+@pytest.fixture
+def server_config() -> ServerConfig:
     """conftest's server, probing its store every PROBE_SECONDS so that health follows faults quickly."""
-    running = await start_server(store, ServerConfig(host="127.0.0.1", port=0, store_probe_seconds=PROBE_SECONDS))
-    yield running
-    await running.stop(None)
+    return ServerConfig(host="127.0.0.1", port=0, store_probe_seconds=PROBE_SECONDS)
 
 
 async def health_turns(channel: grpc.aio.Channel, status: int) -> None:

@@ -4,16 +4,14 @@ turned into the store's domain errors."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 
 from server.errors import StoreFull, StoreUnavailable
 
-__all__ = ["PostgresSettings", "as_json", "connect", "create_pool", "is_fault", "is_retryable", "store_faults"]
+__all__ = ["PostgresSettings", "connect", "create_pool", "is_fault", "is_retryable", "store_faults"]
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +80,6 @@ async def create_pool(url: str, settings: PostgresSettings) -> asyncpg.Pool:
         )
     assert pool is not None
     return pool
-
-
-def as_json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
 def is_retryable(exc: BaseException) -> bool:

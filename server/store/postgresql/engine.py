@@ -11,7 +11,8 @@ read by one round trip that concurrent calls share
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+import contextlib
+from collections.abc import AsyncIterator, Hashable
 from typing import Any, TypeVar
 
 import asyncpg
@@ -101,12 +102,17 @@ class PostgresEngine:
         result: T = await self._batches.submit((rule, args, dry_run))
         return result
 
-    async def read(self, rule: Rule[T], *args: Any) -> T:
+    @contextlib.asynccontextmanager
+    async def _snapshot(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection in one repeatable-read, read-only transaction: one snapshot of committed data."""
         self._check_open()
         with store_faults():
-            async with self._pool.acquire() as conn:
-                async with conn.transaction(isolation="repeatable_read", readonly=True):
-                    return await rule(PostgresTables(conn), *args)
+            async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+                yield conn
+
+    async def read(self, rule: Rule[T], *args: Any) -> T:
+        async with self._snapshot() as conn:
+            return await rule(PostgresTables(conn), *args)
 
     # -- the hot path: one statement each ----------------------------------------
 
@@ -138,11 +144,8 @@ class PostgresEngine:
     # -- the whole store ---------------------------------------------------------
 
     async def export_snapshot(self) -> StoreSnapshot:
-        self._check_open()
-        with store_faults():
-            async with self._pool.acquire() as conn:
-                async with conn.transaction(isolation="repeatable_read", readonly=True):
-                    return await snapshot.export_snapshot(conn)
+        async with self._snapshot() as conn:
+            return await snapshot.export_snapshot(conn)
 
     async def import_snapshot(self, whole: StoreSnapshot, progress: ImportProgress | None = None) -> None:
         self._check_open()

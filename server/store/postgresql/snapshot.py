@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 
 from server.errors import StoreUnavailable
-from server.store.postgresql.audit import AUDIT_COLUMNS, audit_row, event
+from server.store.audit_rows import AUDIT_COLUMNS, audit_event, audit_values
 from server.store.snapshot import ApiRow, ImportProgress, KeyRow, PermissionRow, RoleRow, RootKeyRow, StoreSnapshot
 
 __all__ = ["export_snapshot", "import_snapshot"]
@@ -62,7 +62,7 @@ async def export_snapshot(conn: asyncpg.Connection) -> StoreSnapshot:
         root_keys=tuple(RootKeyRow(*r) for r in await _select(conn, "root_keys")),
         root_key_permissions=tuple(await _select(conn, "root_key_permissions")),  # type: ignore[arg-type]
         changes=tuple(await _select(conn, "changes")),  # type: ignore[arg-type]
-        audit_events=tuple(event(r) for r in events),
+        audit_events=tuple(audit_event(r) for r in events),
     )
 
 
@@ -100,5 +100,5 @@ async def import_snapshot(conn: asyncpg.Connection, snapshot: StoreSnapshot, pro
         ("changes", list(snapshot.changes)),
     ):
         await _copy(conn, table, _TABLES[table], rows, progress)
-    await _copy(conn, "audit_events", AUDIT_COLUMNS, [audit_row(e) for e in snapshot.audit_events], progress)
+    await _copy(conn, "audit_events", AUDIT_COLUMNS, [audit_values(e) for e in snapshot.audit_events], progress)
     await conn.execute("UPDATE meta SET revision = $1", snapshot.revision)

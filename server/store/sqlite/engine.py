@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -74,20 +74,17 @@ def _pragmas(busy_timeout_ms: int) -> tuple[str, ...]:
     return (f"busy_timeout = {int(busy_timeout_ms)}", "foreign_keys = ON", "synchronous = FULL")
 
 
+def _in_snapshot(db: sqlite3.Connection, read: Callable[[sqlite3.Connection], T]) -> T:
+    """`read(db)` in one read transaction: one snapshot of committed data."""
+    db.execute("BEGIN")
+    try:
+        return read(db)
+    finally:
+        rollback(db)
+
+
 def read_transaction(db: sqlite3.Connection, rule: Rule[T], args: tuple[Any, ...]) -> T:
-    db.execute("BEGIN")
-    try:
-        return run_to_end(rule(SqliteTables(db), *args))
-    finally:
-        rollback(db)
-
-
-def _export(db: sqlite3.Connection) -> StoreSnapshot:
-    db.execute("BEGIN")
-    try:
-        return snapshot.export_snapshot(db)
-    finally:
-        rollback(db)
+    return _in_snapshot(db, lambda db: run_to_end(rule(SqliteTables(db), *args)))
 
 
 def _import(db: sqlite3.Connection, whole: StoreSnapshot, progress: ImportProgress | None) -> None:
@@ -207,7 +204,7 @@ class SqliteEngine:
     async def export_snapshot(self) -> StoreSnapshot:
         self._check_open()
         with store_faults():
-            return await self._reader.run(_export)
+            return await self._reader.run(_in_snapshot, snapshot.export_snapshot)
 
     async def import_snapshot(self, whole: StoreSnapshot, progress: ImportProgress | None = None) -> None:
         self._check_open()
