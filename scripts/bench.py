@@ -44,7 +44,7 @@ Scenarios:
                    engine's SQL, behind its lock on the revision row, through asyncpg on a copy of the seeded
                    database; no gRPC. --concurrency callers on a pool, one transaction per write. PostgreSQL only.
   postgres-raw-grouped  the same, group-committed as the engine commits: the writes waiting at one moment share one
-                   transaction, each in a savepoint. PostgreSQL only.
+                   transaction, with no savepoint between them. PostgreSQL only.
   mixed-two-servers  the mixed load on two servers on the one PostgreSQL database, the load client's connections
                    spread over both and each call on one at random, so that writes and VerifyKeys reach both: a
                    VerifyKey must see the last write acknowledged before it started on EITHER server. Its health

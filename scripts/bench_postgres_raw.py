@@ -8,7 +8,7 @@ Two shapes, each with `concurrency` callers on a pool of min(concurrency, 100) c
 database:
   postgres-raw          one transaction per write, each on a connection of its own while it runs;
   postgres-raw-grouped  group commit as the engine does it (server.store.group_commit): the writes waiting at one
-                        moment (up to 128) share one transaction on one connection, each in a savepoint of its own.
+                        moment (up to 128) share one transaction on one connection, with no savepoint between them.
 Its CPU is that of this process, which runs the callers; the database's (its backends') is given beside it.
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -29,8 +30,12 @@ from bench_seed import Workload
 from bench_server import tree_cpu_seconds
 from bench_sqlite_raw import AUDIT_STATE
 
+from server.store.engine import ChangeRecord
 from server.store.group_commit import MAX_BATCH
+from server.store.models import AuditEventRecord
 from server.store.postgresql.batches import BEGIN_WRITE
+from server.store.postgresql.changes import PostgresChanges
+from server.store.postgresql.links import KEY_PERMISSIONS, replace_links
 
 __all__ = ["SHAPES", "PostgresRaw", "postgres_raw"]
 
@@ -42,32 +47,13 @@ Waiting = asyncio.Queue[tuple[SetPermissions, asyncio.Future[None]]]  # the writ
 
 
 async def _set_permissions(conn: asyncpg.Connection, key_id: str, permission_ids: list[str], now: int) -> None:
-    """The write's statements, inside a transaction that holds the revision row's lock."""
-    await conn.fetch("DELETE FROM key_permissions WHERE key_id = $1 RETURNING permission_id", key_id)
-    await conn.execute(
-        "INSERT INTO key_permissions (key_id, permission_id) SELECT $1, unnest($2::text[])", key_id, permission_ids
+    """The write's statements, the engine's own, inside a transaction that holds the revision row's lock."""
+    await replace_links(conn, KEY_PERMISSIONS, key_id, permission_ids)
+    state = json.loads(AUDIT_STATE)
+    event = AuditEventRecord(
+        0, now, "root_bench", "SetPermissions", "key", key_id, "api", state, state, (), "req_bench"
     )
-    revision = await conn.fetchval("UPDATE meta SET revision = revision + 1 RETURNING revision")
-    await conn.execute(
-        "UPDATE keys SET updated_at = $1, etag_revision = $2 WHERE id = ANY($3::text[])", now, revision, [key_id]
-    )
-    await conn.execute(
-        "INSERT INTO changes (revision, kind, id) SELECT $1, c.kind, c.id FROM unnest($2::text[], $3::text[])"
-        " AS c (kind, id)",
-        revision,
-        ["key"],
-        [key_id],
-    )
-    await conn.execute(
-        "INSERT INTO audit_events (revision, time, actor, action, resource_type, resource_id, api_id, before_state,"
-        " after_state, created_permissions, request_id)"
-        " VALUES ($1, $2, 'root_bench', 'SetPermissions', 'key', $3, 'api', $4, $5, '[]', 'req_bench')",
-        revision,
-        now,
-        key_id,
-        AUDIT_STATE,
-        AUDIT_STATE,
-    )
+    await PostgresChanges(conn).record(ChangeRecord([("key", key_id)], {"key": [key_id]}, now, event))
 
 
 async def _in_write_transaction(conn: asyncpg.Connection, body: Callable[[], Awaitable[None]]) -> None:
@@ -90,10 +76,8 @@ async def _one_per_write(pool: asyncpg.Pool) -> AsyncIterator[WriteCall]:
 
 
 async def _run_batch(conn: asyncpg.Connection, batch: list[SetPermissions]) -> None:
-    for call in batch:
-        await conn.execute("SAVEPOINT write")
+    for call in batch:  # with no savepoint between them, as the engine runs a batch until a write fails
         await _set_permissions(conn, *call)
-        await conn.execute("RELEASE write")
 
 
 async def _commit_batches(pool: asyncpg.Pool, queue: Waiting) -> None:

@@ -62,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
         "--db-pool-size",
         type=int,
         default=int(env.get("KEYSCOPE_DB_POOL_SIZE", "10")),
-        help="PostgreSQL: connections this process opens at most (env KEYSCOPE_DB_POOL_SIZE; default %(default)s)",
+        help="PostgreSQL: pooled connections this process opens at most, besides one for the freshness check of"
+        " VerifyKey (env KEYSCOPE_DB_POOL_SIZE; default %(default)s)",
     )
     settings.add_argument(
         "--db-timeout",

@@ -8,7 +8,8 @@ import time
 from server import access
 from server.access import Principal
 from server.errors import EtagMismatch, NotFound, RevisionNotReached
-from server.store.engine import Tables
+from server.store.engine import Current, S, Tables
+from server.store.states import KeyState, RoleState
 
 __all__ = ["authorize_api", "authorize_key", "authorize_role", "etag_of", "now_ms", "require_revision"]
 
@@ -50,23 +51,24 @@ async def authorize_api(
 
 async def authorize_key(
     tx: Tables, principal: Principal, action: access.Action, key_id: str, sent_etag: str = ""
-) -> tuple[str, str]:
-    """The key's API id and etag, once the caller may act on the key (and `sent_etag`, if any, is its etag)."""
-    return _authorize_in_api(await tx.keys.owner(key_id), "key", principal, action, key_id, sent_etag)
+) -> Current[KeyState]:
+    """The key as it is, once the caller may act on it (and `sent_etag`, if any, is still its etag)."""
+    return _authorize_in_api(await tx.keys.current(key_id), "key", principal, action, key_id, sent_etag)
 
 
 async def authorize_role(
     tx: Tables, principal: Principal, action: access.Action, role_id: str, sent_etag: str = ""
-) -> tuple[str, str]:
-    """The role's API id and etag, once the caller may act on the role (and `sent_etag`, if any, is its etag)."""
-    return _authorize_in_api(await tx.roles.owner(role_id), "role", principal, action, role_id, sent_etag)
+) -> Current[RoleState]:
+    """The role as it is, once the caller may act on it (and `sent_etag`, if any, is still its etag)."""
+    return _authorize_in_api(await tx.roles.current(role_id), "role", principal, action, role_id, sent_etag)
 
 
 def _authorize_in_api(
-    owner: tuple[str, int] | None, kind: str, principal: Principal, action: access.Action, row_id: str, sent: str
-) -> tuple[str, str]:
+    current: Current[S] | None, kind: str, principal: Principal, action: access.Action, row_id: str, sent: str
+) -> Current[S]:
     hidden = NotFound(kind, [row_id])
-    if owner is None:
+    if current is None:
         raise hidden
-    principal.authorize(action, owner[0], hidden)
-    return owner[0], _current_etag(kind, row_id, owner[1], sent)
+    principal.authorize(action, current.api_id, hidden)
+    _current_etag(kind, row_id, current.etag_revision, sent)
+    return current

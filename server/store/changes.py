@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from server.access import Principal
-from server.store.engine import Tables
+from server.store.engine import ChangeRecord, Tables
 from server.store.models import AuditEventRecord, PermissionEntry
 from server.store.states import ApiState, KeyState, RoleState, RootKeyState
 
@@ -45,15 +45,10 @@ async def record_change(
 ) -> int:
     """Count the change and record it; the revision it produced.
 
-    `cached`: what caches must drop (see ChangeLog.log). `created`: catalog entries the call added, which
+    `cached`: what caches must drop (see ChangeRecord.cached). `created`: catalog entries the call added, which
     changes the API too. `touched`: other resources (type, id) the change reached, such as the keys and roles
     that lost a removed scope.
     """
-    revision = await tx.changes.next_revision()
-    if cached:
-        await tx.changes.log(revision, cached)
-    if revision % PRUNE_EVERY == 0:
-        await tx.changes.prune(revision - CHANGES_KEPT)
     changed: dict[str, list[str]] = defaultdict(list)
     if after is not None and change.resource_type != "root_key":
         changed[change.resource_type].append(change.resource_id)
@@ -61,24 +56,22 @@ async def record_change(
         changed["api"].append(change.api_id)
     for resource_type, resource_id in touched:
         changed[resource_type].append(resource_id)
-    tables = {"api": tx.apis, "key": tx.keys, "role": tx.roles}
-    for resource_type, ids in changed.items():
-        await tables[resource_type].touch(ids, revision, now)
-    await tx.audit.insert(
-        AuditEventRecord(
-            revision=revision,
-            time_ms=now,
-            actor=principal.root_key_id,
-            action=change.action,
-            resource_type=change.resource_type,
-            resource_id=change.resource_id,
-            api_id=change.api_id,
-            before=None if before is None else before.as_event(),
-            after=None if after is None else after.as_event(),
-            created_permissions=tuple(sorted(p.name for p in created)),
-            request_id=principal.request_id,
-        )
+    event = AuditEventRecord(
+        revision=0,
+        time_ms=now,
+        actor=principal.root_key_id,
+        action=change.action,
+        resource_type=change.resource_type,
+        resource_id=change.resource_id,
+        api_id=change.api_id,
+        before=None if before is None else before.as_event(),
+        after=None if after is None else after.as_event(),
+        created_permissions=tuple(sorted(p.name for p in created)),
+        request_id=principal.request_id,
     )
+    revision = await tx.changes.record(ChangeRecord(cached, changed, now, event))
+    if revision % PRUNE_EVERY == 0:
+        await tx.changes.prune(revision - CHANGES_KEPT)
     return revision
 
 

@@ -9,15 +9,20 @@ transaction, and commits or rolls back. The rules are passed to `write` and
 `read` as values, not called, because an engine may run them elsewhere: the
 SQLite engine runs them in its writer process, several to a transaction.
 
+The tables' methods are cut for an engine across a network, where every call
+is a round trip: what a rule reads together is one method (a key's API, etag
+and state: `KeyTable.current`), and so is what a change writes besides itself
+(`ChangeLog.record`).
+
 Engines raise `server.errors` domain errors: StoreFull, StoreUnavailable, and
 whatever a rule raised (its transaction rolled back).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from server.errors import DomainError
 from server.store.models import (
@@ -40,7 +45,9 @@ __all__ = [
     "ApiTable",
     "AuditTrail",
     "ChangeLog",
+    "ChangeRecord",
     "ChangesSince",
+    "Current",
     "Engine",
     "KeyTable",
     "RoleTable",
@@ -50,6 +57,17 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+S = TypeVar("S", KeyState, RoleState)
+
+
+@dataclass(frozen=True)
+class Current(Generic[S]):
+    """A key or a role as a call finds it: its API, the revision at which it last changed (its etag) and its
+    state, read together."""
+
+    api_id: str
+    etag_revision: int
+    state: S
 
 
 class ApiTable(Protocol):
@@ -70,14 +88,11 @@ class ApiTable(Protocol):
     async def remove_permissions(self, permission_ids: Sequence[str]) -> tuple[list[str], list[str]]:
         """Delete catalog entries and every grant of them; the ids of the keys and of the roles that held them."""
 
-    async def touch(self, api_ids: Sequence[str], revision: int, now: int) -> None:
-        """Mark APIs as changed at `revision` (their etag) and at `now`."""
-
 
 class KeyTable(Protocol):
     async def insert(self, key_id: str, new: NewKey, now: int) -> None: ...
-    async def owner(self, key_id: str) -> tuple[str, int] | None:
-        """The key's API id and the revision at which it last changed; None if there is no such key."""
+    async def current(self, key_id: str) -> Current[KeyState] | None:
+        """None if there is no such key."""
 
     async def load(self, key_id: str) -> KeyRecord: ...
     async def state(self, key_id: str) -> KeyState: ...
@@ -89,12 +104,11 @@ class KeyTable(Protocol):
 
     async def add_roles(self, key_id: str, role_ids: Sequence[str]) -> None: ...
     async def replace_roles(self, key_id: str, role_ids: Sequence[str]) -> bool: ...
-    async def touch(self, key_ids: Sequence[str], revision: int, now: int) -> None: ...
 
 
 class RoleTable(Protocol):
     async def insert(self, role_id: str, api_id: str, name: str, description: str, now: int) -> None: ...
-    async def owner(self, role_id: str) -> tuple[str, int] | None: ...
+    async def current(self, role_id: str) -> Current[RoleState] | None: ...
     async def named(self, api_id: str, names: Sequence[str]) -> dict[str, str]:
         """Those of the named roles of the API that exist: name -> id."""
 
@@ -102,7 +116,6 @@ class RoleTable(Protocol):
     async def state(self, role_id: str) -> RoleState: ...
     async def add_permissions(self, role_id: str, permission_ids: Sequence[str]) -> None: ...
     async def replace_permissions(self, role_id: str, permission_ids: Sequence[str]) -> bool: ...
-    async def touch(self, role_ids: Sequence[str], revision: int, now: int) -> None: ...
 
 
 class RootKeyTable(Protocol):
@@ -121,21 +134,31 @@ class RootKeyTable(Protocol):
     async def all(self) -> list[RootKeyRecord]: ...
 
 
+@dataclass(frozen=True)
+class ChangeRecord:
+    """What one change writes under the revision it takes (ChangeLog.record)."""
+
+    # The change log's rows, what caches must drop: ("key", key id), ("api", api id: every key of the API),
+    # ("root", root key id).
+    cached: Sequence[tuple[str, str]]
+    # The rows marked as changed at the revision (their etag) and at `now`: "api", "key" or "role" -> their ids.
+    touched: Mapping[str, Sequence[str]]
+    now: int
+    event: AuditEventRecord  # its revision (0 here) is the one taken
+
+
 class ChangeLog(Protocol):
     """The store-wide revision, and what each revision changed that caches may hold."""
 
     async def revision(self) -> int: ...
-    async def next_revision(self) -> int:
-        """Count one change: the new revision, which no other transaction can take or commit before this one."""
-
-    async def log(self, revision: int, changed: Sequence[tuple[str, str]]) -> None:
-        """("key", key id), ("api", api id: every key of the API), ("root", root key id)."""
+    async def record(self, change: ChangeRecord) -> int:
+        """Count one change and write what it records: the new revision, which no other transaction can take or
+        commit before this one."""
 
     async def prune(self, through_revision: int) -> None: ...
 
 
 class AuditTrail(Protocol):
-    async def insert(self, event: AuditEventRecord) -> None: ...
     async def page(self, query: AuditQuery) -> AuditPage: ...
 
 

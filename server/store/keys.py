@@ -41,8 +41,8 @@ async def update_key(
     tx: Tables, principal: Principal, key_id: str, changes: KeyChanges, etag: str
 ) -> Written[KeyRecord]:
     now = now_ms()
-    api_id, _ = await authorize_key(tx, principal, access.UPDATE_KEY, key_id, etag)
-    before = await tx.keys.state(key_id)
+    key = await authorize_key(tx, principal, access.UPDATE_KEY, key_id, etag)
+    before = key.state
     after = replace(
         before,
         name=before.name if changes.name is None else changes.name,
@@ -55,7 +55,7 @@ async def update_key(
     )
     if after != before:
         await tx.keys.update(key_id, after.name, after.enabled, after.expires_ms)
-        change = Change("UpdateKey", "key", key_id, api_id)
+        change = Change("UpdateKey", "key", key_id, key.api_id)
         revision = await record_change(tx, principal, change, before, after, now, cached=[("key", key_id)])
     else:
         revision = await tx.changes.revision()
@@ -63,11 +63,10 @@ async def update_key(
 
 
 async def delete_key(tx: Tables, principal: Principal, key_id: str) -> int:
-    api_id, _ = await authorize_key(tx, principal, access.DELETE_KEY, key_id)
-    before = await tx.keys.state(key_id)
+    key = await authorize_key(tx, principal, access.DELETE_KEY, key_id)
     await tx.keys.delete(key_id)
-    change = Change("DeleteKey", "key", key_id, api_id)
-    return await record_change(tx, principal, change, before, None, now_ms(), cached=[("key", key_id)])
+    change = Change("DeleteKey", "key", key_id, key.api_id)
+    return await record_change(tx, principal, change, key.state, None, now_ms(), cached=[("key", key_id)])
 
 
 async def set_permissions(
@@ -75,8 +74,8 @@ async def set_permissions(
 ) -> PermissionsUpdate:
     """Make the key's direct permissions exactly `names`; permissions through roles stay as they are."""
     now = now_ms()
-    api_id, before_etag = await authorize_key(tx, principal, access.UPDATE_KEY, key_id, etag)
-    before = await tx.keys.state(key_id)
+    key = await authorize_key(tx, principal, access.UPDATE_KEY, key_id, etag)
+    api_id, before, before_etag = key.api_id, key.state, etag_of(key.etag_revision)
     entries, created = await resolve_permissions(tx, principal, api_id, names, now)
     changed = await tx.keys.replace_permissions(key_id, [p.id for p in entries])
     permissions = tuple(sorted(entries, key=lambda p: p.name))
@@ -98,13 +97,12 @@ async def set_roles(
     tx: Tables, principal: Principal, key_id: str, role_names: Sequence[str], etag: str
 ) -> Written[KeyRecord]:
     now = now_ms()
-    api_id, _ = await authorize_key(tx, principal, access.UPDATE_KEY, key_id, etag)
-    role_ids = await resolve_roles(tx, api_id, role_names)
-    before = await tx.keys.state(key_id)
+    key = await authorize_key(tx, principal, access.UPDATE_KEY, key_id, etag)
+    role_ids = await resolve_roles(tx, key.api_id, role_names)
     if await tx.keys.replace_roles(key_id, role_ids):
-        after = replace(before, roles=tuple(sorted(set(role_names))))
-        change = Change("SetRoles", "key", key_id, api_id)
-        revision = await record_change(tx, principal, change, before, after, now, cached=[("key", key_id)])
+        after = replace(key.state, roles=tuple(sorted(set(role_names))))
+        change = Change("SetRoles", "key", key_id, key.api_id)
+        revision = await record_change(tx, principal, change, key.state, after, now, cached=[("key", key_id)])
     else:
         revision = await tx.changes.revision()
     return Written(await tx.keys.load(key_id), revision)

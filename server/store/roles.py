@@ -44,8 +44,8 @@ async def set_role_permissions(
     tx: Tables, principal: Principal, role_id: str, names: Sequence[str], etag: str
 ) -> Written[RoleRecord]:
     now = now_ms()
-    api_id, _ = await authorize_role(tx, principal, access.UPDATE_ROLE, role_id, etag)
-    before = await tx.roles.state(role_id)
+    role = await authorize_role(tx, principal, access.UPDATE_ROLE, role_id, etag)
+    api_id, before = role.api_id, role.state
     entries, created = await resolve_permissions(tx, principal, api_id, names, now)
     if await tx.roles.replace_permissions(role_id, [p.id for p in entries]) or created:
         after = replace(before, permissions=tuple(sorted(set(names))))

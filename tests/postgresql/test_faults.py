@@ -44,6 +44,7 @@ from tests.conftest import TEST_CLUSTER_SETTINGS
 from tests.health import Serving
 from tests.polling import until
 from tests.postgresql.backends import lock_waiters
+from tests.postgresql.change_records import key_change
 from tests.postgresql_cluster import Cluster, running_cluster
 from tests.processes import children_of, create_root_key, free_port, start_serve, stop
 
@@ -339,10 +340,10 @@ async def test_unavailable_within_the_deadline_while_postgresql_hangs_then_serve
 
 async def _half_done(tx: Tables, key_id: str, permission_id: str, gate_id: str) -> int:
     """A write that stops halfway: on the gate root key's row, which the test holds locked."""
-    revision = await tx.changes.next_revision()
+    revision = await tx.changes.record(key_change(key_id))
     await tx.keys.replace_permissions(key_id, [permission_id])
     await tx.root_keys.set_enabled(gate_id, True)  # waits for the test's lock
-    await tx.changes.log(revision, [("key", key_id)])  # the rest of it, once the connection is gone
+    await tx.keys.replace_roles(key_id, [])  # the rest of it, once the connection is gone
     return revision
 
 

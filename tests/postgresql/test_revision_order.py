@@ -23,6 +23,7 @@ from server.store.engine_store import EngineStore
 from tests.conftest import NewDatabase
 from tests.polling import until
 from tests.postgresql.backends import lock_waiters
+from tests.postgresql.change_records import key_change
 
 pytestmark = pytest.mark.asyncio
 
@@ -39,8 +40,7 @@ async def three_servers(new_database: NewDatabase) -> AsyncIterator[list[EngineS
 
 async def _log_change(tx: Tables, key_id: str, gate_id: str | None) -> int:
     """A change of one key; with `gate_id`, held before its commit on that root key's row, which the test locks."""
-    revision = await tx.changes.next_revision()
-    await tx.changes.log(revision, [("key", key_id)])
+    revision = await tx.changes.record(key_change(key_id))
     if gate_id is not None:
         await tx.root_keys.set_enabled(gate_id, True)
     return revision

@@ -9,7 +9,6 @@ import asyncpg
 from server.errors import NotFound
 from server.store.authorization import etag_of
 from server.store.models import ApiRecord, PermissionEntry
-from server.store.postgresql.links import touch
 from server.store.states import ApiState
 
 __all__ = ["PostgresApis"]
@@ -96,6 +95,3 @@ class PostgresApis:
         # ON DELETE CASCADE takes the grants to keys and roles with them.
         await self._conn.execute("DELETE FROM permissions WHERE id = ANY($1::text[])", ids)
         return list(row[0]), list(row[1])
-
-    async def touch(self, api_ids: Sequence[str], revision: int, now: int) -> None:
-        await touch(self._conn, "apis", api_ids, revision, now)

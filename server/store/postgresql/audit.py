@@ -5,21 +5,17 @@ from __future__ import annotations
 
 import asyncpg
 
-from server.store.audit_rows import AUDIT_COLUMNS, audit_event, audit_filters, audit_values
-from server.store.models import AuditEventRecord, AuditPage, AuditQuery
+from server.store.audit_rows import AUDIT_COLUMNS, audit_event, audit_filters
+from server.store.models import AuditPage, AuditQuery
 
 __all__ = ["PostgresAudit"]
 
 _COLUMNS = ", ".join(AUDIT_COLUMNS)
-_MARKS = ", ".join(f"${n}" for n in range(1, len(AUDIT_COLUMNS) + 1))
 
 
 class PostgresAudit:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
-
-    async def insert(self, event: AuditEventRecord) -> None:
-        await self._conn.execute(f"INSERT INTO audit_events ({_COLUMNS}) VALUES ({_MARKS})", *audit_values(event))
 
     async def page(self, query: AuditQuery) -> AuditPage:
         """Events matching `query`, newest first, at most `query.limit` of them."""

@@ -13,10 +13,29 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from server.store.audit_rows import AUDIT_COLUMNS, audit_values
 from server.store.changes import CHANGES_KEPT
-from server.store.engine import ChangesSince
+from server.store.engine import ChangeRecord, ChangesSince
 
-__all__ = ["CHANGES_SINCE", "PostgresChanges", "changes_since"]
+__all__ = ["CHANGES_SINCE", "RECORD", "PostgresChanges", "changes_since"]
+
+# What a change records, in one statement (a round trip is what a write costs): the revision counted, the change
+# log's rows, the touched rows' etag and time, the audit event. Each part writes a table of its own, as the parts
+# of a statement see the same snapshot and not each other's work.
+_EVENT_VALUES = ", ".join(f"${n}" for n in range(7, 7 + len(AUDIT_COLUMNS) - 1))
+RECORD = (
+    "WITH r AS (UPDATE meta SET revision = revision + 1 RETURNING revision),"
+    " logged AS (INSERT INTO changes (revision, kind, id) SELECT r.revision, c.kind, c.id"
+    " FROM r, unnest($1::text[], $2::text[]) AS c (kind, id)),"
+    + "".join(
+        f" touched_{table} AS (UPDATE {table} SET updated_at = $3, etag_revision = r.revision FROM r"
+        f" WHERE {table}.id = ANY(${n}::text[])),"
+        for n, table in enumerate(("apis", "keys", "roles"), 4)
+    )
+    + f" event AS (INSERT INTO audit_events ({', '.join(AUDIT_COLUMNS)})"
+    f" VALUES ((SELECT revision FROM r), {_EVENT_VALUES}))"
+    " SELECT revision FROM r"
+)
 
 CHANGES_SINCE = (
     "SELECT m.revision, c.revision, c.kind, c.id FROM meta m"
@@ -37,17 +56,18 @@ class PostgresChanges:
     async def revision(self) -> int:
         return int(await self._conn.fetchval("SELECT revision FROM meta"))
 
-    async def next_revision(self) -> int:
+    async def record(self, change: ChangeRecord) -> int:
         # The transaction has held the meta row's lock since its start (batches.BEGIN_WRITE), until its commit.
-        return int(await self._conn.fetchval("UPDATE meta SET revision = revision + 1 RETURNING revision"))
-
-    async def log(self, revision: int, changed: Sequence[tuple[str, str]]) -> None:
-        await self._conn.execute(
-            "INSERT INTO changes (revision, kind, id) SELECT $1, c.kind, c.id"
-            " FROM unnest($2::text[], $3::text[]) AS c (kind, id)",
-            revision,
-            [c[0] for c in changed],
-            [c[1] for c in changed],
+        touched = [list(change.touched.get(resource_type, ())) for resource_type in ("api", "key", "role")]
+        return int(
+            await self._conn.fetchval(
+                RECORD,
+                [c[0] for c in change.cached],
+                [c[1] for c in change.cached],
+                change.now,
+                *touched,
+                *audit_values(change.event)[1:],
+            )
         )
 
     async def prune(self, through_revision: int) -> None:

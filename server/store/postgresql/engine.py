@@ -6,7 +6,8 @@ locks the revision row first. Reads run in a repeatable-read, read-only
 transaction: one snapshot. VerifyKey's lookups are one statement each. The
 verification cache learns of other servers' commits from the revision row,
 read by one round trip that concurrent calls share
-(server.store.postgresql.freshness).
+(server.store.postgresql.freshness), on a connection of its own beside the
+pool.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from server.store.models import KeyVerification, RootKeyGrant
 from server.store.postgresql import snapshot
 from server.store.postgresql.batches import run_batch
 from server.store.postgresql.changes import CHANGES_SINCE, changes_since
-from server.store.postgresql.connection import PostgresSettings, connect, create_pool, store_faults
+from server.store.postgresql.connection import OwnConnection, PostgresSettings, connect, create_pool, store_faults
 from server.store.postgresql.freshness import SharedRead
 from server.store.postgresql.keys import FIND_KEY, verification
 from server.store.postgresql.root_keys import FIND_ROOT_KEY, grant
@@ -43,10 +44,11 @@ _PROBE = "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only')
 class PostgresEngine:
     """Implements server.store.engine.Engine. Open with `await PostgresEngine.open(url)`."""
 
-    def __init__(self, pool: asyncpg.Pool, settings: PostgresSettings) -> None:
+    def __init__(self, pool: asyncpg.Pool, revision_reads: OwnConnection, settings: PostgresSettings) -> None:
         self._pool = pool
         self._settings = settings
         self._batches = GroupCommit(self._run_batch)
+        self._revision_reads = revision_reads
         self._revision = SharedRead(self._read_revision)
         self._closed = False
 
@@ -56,7 +58,7 @@ class PostgresEngine:
     async def open(cls, url: str, settings: PostgresSettings | None = None) -> PostgresEngine:
         settings = settings or PostgresSettings()
         await cls.prepare(url, settings)
-        return cls(await create_pool(url, settings), settings)
+        return cls(await create_pool(url, settings), OwnConnection(url, settings), settings)
 
     @staticmethod
     async def prepare(url: str, settings: PostgresSettings | None = None) -> None:
@@ -75,6 +77,7 @@ class PostgresEngine:
             return
         self._closed = True
         await self._batches.close()  # the writes already sent commit first
+        self._revision_reads.close()
         await self._pool.close()
 
     def _check_open(self) -> None:
@@ -127,7 +130,7 @@ class PostgresEngine:
             return grant(await self._pool.fetchrow(FIND_ROOT_KEY, secret_hash))
 
     async def _read_revision(self) -> int:
-        return int(await self._pool.fetchval("SELECT revision FROM meta"))
+        return int(await self._revision_reads.fetchval("SELECT revision FROM meta"))
 
     async def commit_mark(self) -> Hashable:
         """The revision, read after this call began (commits take revisions in their order, so it changes with

@@ -5,8 +5,8 @@ it. So the cache's check must read the revision at a moment after the call
 began: a call that arrives while a read is in flight (it may have been taken
 before the write it must see) waits for the next one, which starts when that
 read ends and serves everyone who arrived meanwhile. However many calls come
-at once, at most one read is in flight and one is waiting, and each call waits
-at most two round trips. When the read in flight fails (the database is down or
+at once, one read is in flight at most, and each call waits at most two round
+trips. When the read in flight fails (the database is down or
 does not answer), the calls waiting for the next one fail with it rather than
 wait as long again.
 """
@@ -20,38 +20,45 @@ __all__ = ["SharedRead"]
 
 
 class SharedRead:
-    """`await shared()`: the result of `read()` begun no earlier than this call, shared with the calls around."""
+    """`await shared()`: the result of `read()` begun no earlier than this call, shared with the calls around.
+
+    One task runs the reads, one after another, while calls wait for one: never two reads at once (the engine
+    gives them a connection of their own)."""
 
     def __init__(self, read: Callable[[], Awaitable[int]]) -> None:
         self._read = read
-        self._running: asyncio.Future[int] | None = None  # begun: too early for a caller that arrives now
-        self._next: asyncio.Future[int] | None = None  # begins when the running one ends
+        self._next: asyncio.Future[int] | None = None  # the read not begun yet, which a call arriving now joins
+        self._reader: asyncio.Task[None] | None = None
 
     async def __call__(self) -> int:
-        if self._running is None:
-            self._running = _retrieved(asyncio.ensure_future(self._run()))
-            return await asyncio.shield(self._running)
         if self._next is None:
-            self._next = _retrieved(asyncio.ensure_future(self._after(self._running)))
-        return await asyncio.shield(self._next)
+            self._next = _retrieved(asyncio.get_running_loop().create_future())
+        waiting = self._next
+        if self._reader is None:
+            self._reader = asyncio.ensure_future(self._run())
+        return await asyncio.shield(waiting)
 
-    async def _run(self) -> int:
+    async def _run(self) -> None:
         try:
-            return await self._read()
+            while (begun := self._next) is not None:
+                self._next = None  # from now on, an arriving call waits for the next read
+                try:
+                    begun.set_result(await self._read())
+                except asyncio.CancelledError:
+                    for future in (begun, self._next):
+                        if future is not None:
+                            future.cancel()
+                    raise
+                except Exception as failure:  # noqa: BLE001 - every caller waiting hears it
+                    # The database just failed to answer: so do the calls waiting for the next read, rather
+                    # than wait as long again. A call after them starts a new read.
+                    for future in (begun, self._next):
+                        if future is not None:
+                            future.set_exception(failure)
+                    self._next = None
+                    return
         finally:
-            self._running = None
-
-    async def _after(self, running: asyncio.Future[int]) -> int:
-        await asyncio.wait([running])
-        self._running, self._next = self._next, None
-        try:
-            failure = None if running.cancelled() else running.exception()
-            if failure is not None:
-                # The database just failed to answer: so do these calls, rather than wait as long again.
-                raise failure
-            return await self._read()
-        finally:
-            self._running = None
+            self._reader = None
 
 
 def _retrieved(future: asyncio.Future[int]) -> asyncio.Future[int]:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 
 from server.errors import NotFound
 from server.store.authorization import etag_of
+from server.store.engine import Current
 from server.store.models import KeyRecord, KeyVerification, NewKey, PermissionEntry
-from server.store.postgresql.links import KEY_PERMISSIONS, KEY_ROLES, add_links, replace_links, touch
+from server.store.postgresql.links import KEY_PERMISSIONS, KEY_ROLES, add_links, replace_links
 from server.store.postgresql.roles import load_roles
 from server.store.states import KeyState
 
@@ -34,6 +36,19 @@ def verification(row: asyncpg.Record) -> KeyVerification | None:
     return KeyVerification(row[1], row[2], row[3], row[4], tuple(sorted(row[5])), tuple(sorted(row[6])), row[0])
 
 
+# A key's state (KeyState) as columns of a query of `keys k`.
+_STATE = (
+    "k.name, k.enabled, k.expires_at,"
+    " ARRAY(SELECT p.name FROM key_permissions kp JOIN permissions p ON p.id = kp.permission_id"
+    "  WHERE kp.key_id = k.id),"
+    " ARRAY(SELECT r.name FROM key_roles kr JOIN roles r ON r.id = kr.role_id WHERE kr.key_id = k.id)"
+)
+
+
+def _state(row: Sequence[Any]) -> KeyState:
+    return KeyState(row[0], row[1], row[2], tuple(row[3]), tuple(row[4]))
+
+
 class PostgresKeys:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
@@ -52,9 +67,11 @@ class PostgresKeys:
             now,
         )
 
-    async def owner(self, key_id: str) -> tuple[str, int] | None:
-        row = await self._conn.fetchrow("SELECT api_id, etag_revision FROM keys WHERE id = $1", key_id)
-        return None if row is None else (str(row[0]), int(row[1]))
+    async def current(self, key_id: str) -> Current[KeyState] | None:
+        row = await self._conn.fetchrow(
+            f"SELECT k.api_id, k.etag_revision, {_STATE} FROM keys k WHERE k.id = $1", key_id
+        )
+        return None if row is None else Current(str(row[0]), int(row[1]), _state(row[2:]))
 
     async def load(self, key_id: str) -> KeyRecord:
         row = await self._conn.fetchrow(
@@ -74,16 +91,9 @@ class PostgresKeys:
         )
 
     async def state(self, key_id: str) -> KeyState:
-        row = await self._conn.fetchrow(
-            "SELECT k.name, k.enabled, k.expires_at,"
-            " ARRAY(SELECT p.name FROM key_permissions kp JOIN permissions p ON p.id = kp.permission_id"
-            "  WHERE kp.key_id = k.id),"
-            " ARRAY(SELECT r.name FROM key_roles kr JOIN roles r ON r.id = kr.role_id WHERE kr.key_id = k.id)"
-            " FROM keys k WHERE k.id = $1",
-            key_id,
-        )
+        row = await self._conn.fetchrow(f"SELECT {_STATE} FROM keys k WHERE k.id = $1", key_id)
         assert row is not None
-        return KeyState(row[0], row[1], row[2], tuple(row[3]), tuple(row[4]))
+        return _state(row)
 
     async def update(self, key_id: str, name: str, enabled: bool, expires_ms: int | None) -> None:
         await self._conn.execute(
@@ -104,6 +114,3 @@ class PostgresKeys:
 
     async def replace_roles(self, key_id: str, role_ids: Sequence[str]) -> bool:
         return await replace_links(self._conn, KEY_ROLES, key_id, role_ids)
-
-    async def touch(self, key_ids: Sequence[str], revision: int, now: int) -> None:
-        await touch(self._conn, "keys", key_ids, revision, now)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-__all__ = ["KEY_PERMISSIONS", "KEY_ROLES", "ROLE_PERMISSIONS", "add_links", "replace_links", "touch"]
+__all__ = ["KEY_PERMISSIONS", "KEY_ROLES", "ROLE_PERMISSIONS", "add_links", "replace_links"]
 
 # (table, owner column, target column): the only tables and columns these functions put into SQL.
 KEY_PERMISSIONS = ("key_permissions", "key_id", "permission_id")
@@ -28,15 +28,17 @@ async def add_links(
 async def replace_links(
     conn: asyncpg.Connection, links: tuple[str, str, str], owner_id: str, target_ids: Sequence[str]
 ) -> bool:
-    """Make the owner's links exactly `target_ids`; True if that changed anything."""
+    """Make the owner's links exactly `target_ids`; True if that changed anything.
+
+    One statement: it deletes the links not wanted and inserts those missing, rows that cannot meet (the two
+    parts of a statement see the same snapshot, not each other's work)."""
     table, owner, target = links
-    records = await conn.fetch(f"DELETE FROM {table} WHERE {owner} = $1 RETURNING {target}", owner_id)
-    await add_links(conn, links, owner_id, target_ids)
-    return {r[0] for r in records} != set(target_ids)
-
-
-async def touch(conn: asyncpg.Connection, table: str, ids: Sequence[str], revision: int, now: int) -> None:
-    """Mark rows of `table` (apis, keys, roles) as changed at `revision` (their etag) and at `now`."""
-    await conn.execute(
-        f"UPDATE {table} SET updated_at = $1, etag_revision = $2 WHERE id = ANY($3::text[])", now, revision, list(ids)
+    changed = await conn.fetchval(
+        f"WITH gone AS (DELETE FROM {table} WHERE {owner} = $1 AND {target} <> ALL($2::text[]) RETURNING 1),"
+        f" added AS (INSERT INTO {table} ({owner}, {target}) SELECT $1, unnest($2::text[])"
+        f"  ON CONFLICT DO NOTHING RETURNING 1)"
+        " SELECT EXISTS (SELECT FROM gone) OR EXISTS (SELECT FROM added)",
+        owner_id,
+        list(target_ids),
     )
+    return bool(changed)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 
 from server.errors import NotFound
 from server.store.authorization import etag_of
+from server.store.engine import Current
 from server.store.models import PermissionEntry, RoleRecord
-from server.store.postgresql.links import ROLE_PERMISSIONS, add_links, replace_links, touch
+from server.store.postgresql.links import ROLE_PERMISSIONS, add_links, replace_links
 from server.store.states import RoleState
 
 __all__ = ["PostgresRoles", "load_roles"]
@@ -33,6 +35,17 @@ async def load_roles(conn: asyncpg.Connection, role_ids: Sequence[str]) -> list[
     ]
 
 
+# A role's state (RoleState) as columns of a query of `roles r`.
+_STATE = (
+    "r.name, r.description, ARRAY(SELECT p.name FROM role_permissions rp"
+    " JOIN permissions p ON p.id = rp.permission_id WHERE rp.role_id = r.id)"
+)
+
+
+def _state(row: Sequence[Any]) -> RoleState:
+    return RoleState(row[0], row[1], tuple(row[2]))
+
+
 class PostgresRoles:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
@@ -47,9 +60,11 @@ class PostgresRoles:
             now,
         )
 
-    async def owner(self, role_id: str) -> tuple[str, int] | None:
-        row = await self._conn.fetchrow("SELECT api_id, etag_revision FROM roles WHERE id = $1", role_id)
-        return None if row is None else (str(row[0]), int(row[1]))
+    async def current(self, role_id: str) -> Current[RoleState] | None:
+        row = await self._conn.fetchrow(
+            f"SELECT r.api_id, r.etag_revision, {_STATE} FROM roles r WHERE r.id = $1", role_id
+        )
+        return None if row is None else Current(str(row[0]), int(row[1]), _state(row[2:]))
 
     async def named(self, api_id: str, names: Sequence[str]) -> dict[str, str]:
         records = await self._conn.fetch(
@@ -61,19 +76,12 @@ class PostgresRoles:
         return (await load_roles(self._conn, [role_id]))[0]
 
     async def state(self, role_id: str) -> RoleState:
-        row = await self._conn.fetchrow(
-            "SELECT r.name, r.description, ARRAY(SELECT p.name FROM role_permissions rp"
-            " JOIN permissions p ON p.id = rp.permission_id WHERE rp.role_id = r.id) FROM roles r WHERE r.id = $1",
-            role_id,
-        )
+        row = await self._conn.fetchrow(f"SELECT {_STATE} FROM roles r WHERE r.id = $1", role_id)
         assert row is not None
-        return RoleState(row[0], row[1], tuple(row[2]))
+        return _state(row)
 
     async def add_permissions(self, role_id: str, permission_ids: Sequence[str]) -> None:
         await add_links(self._conn, ROLE_PERMISSIONS, role_id, permission_ids)
 
     async def replace_permissions(self, role_id: str, permission_ids: Sequence[str]) -> bool:
         return await replace_links(self._conn, ROLE_PERMISSIONS, role_id, permission_ids)
-
-    async def touch(self, role_ids: Sequence[str], revision: int, now: int) -> None:
-        await touch(self._conn, "roles", role_ids, revision, now)

@@ -10,7 +10,6 @@ from server.errors import NotFound
 from server.store.authorization import etag_of
 from server.store.models import ApiRecord, PermissionEntry
 from server.store.sqlite.connection import as_json, fetch_all, fetch_one
-from server.store.sqlite.links import touch
 from server.store.states import ApiState
 
 __all__ = ["SqliteApis", "load_api"]
@@ -101,6 +100,3 @@ class SqliteApis:
         # ON DELETE CASCADE takes the grants to keys and roles with them.
         fetch_all(self._db, "DELETE FROM permissions WHERE id IN (SELECT value FROM json_each(?))", (ids,))
         return [r[0] for r in keys], [r[0] for r in roles]
-
-    async def touch(self, api_ids: Sequence[str], revision: int, now: int) -> None:
-        touch(self._db, "apis", api_ids, revision, now)

@@ -28,9 +28,6 @@ class SqliteAudit:
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
 
-    async def insert(self, event: AuditEventRecord) -> None:
-        insert_events(self._db, [event])
-
     async def page(self, query: AuditQuery) -> AuditPage:
         """Events matching `query`, newest first, at most `query.limit` of them."""
         filters = audit_filters(query)

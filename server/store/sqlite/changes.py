@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from dataclasses import replace
 
 from server.store.changes import CHANGES_KEPT
-from server.store.engine import ChangesSince
+from server.store.engine import ChangeRecord, ChangesSince
+from server.store.sqlite.audit import insert_events
 from server.store.sqlite.connection import fetch_all, fetch_one
+from server.store.sqlite.links import TOUCHED_TABLES, touch
 
 __all__ = ["SqliteChanges", "changes_since"]
 
@@ -35,16 +37,20 @@ class SqliteChanges:
         assert row is not None
         return int(row[0])
 
-    async def next_revision(self) -> int:
+    async def record(self, change: ChangeRecord) -> int:
+        db = self._db
         # The writer's transaction (BEGIN IMMEDIATE) holds SQLite's write lock: revisions commit in their order.
-        row = fetch_one(self._db, "UPDATE meta SET revision = revision + 1 RETURNING revision")
+        row = fetch_one(db, "UPDATE meta SET revision = revision + 1 RETURNING revision")
         assert row is not None
-        return int(row[0])
-
-    async def log(self, revision: int, changed: Sequence[tuple[str, str]]) -> None:
-        self._db.executemany(
-            "INSERT INTO changes (revision, kind, id) VALUES (?, ?, ?)", [(revision, *c) for c in changed]
-        )
+        revision = int(row[0])
+        if change.cached:
+            db.executemany(
+                "INSERT INTO changes (revision, kind, id) VALUES (?, ?, ?)", [(revision, *c) for c in change.cached]
+            )
+        for resource_type, ids in change.touched.items():
+            touch(db, TOUCHED_TABLES[resource_type], ids, revision, change.now)
+        insert_events(db, [replace(change.event, revision=revision)])
+        return revision
 
     async def prune(self, through_revision: int) -> None:
         fetch_all(self._db, "DELETE FROM changes WHERE revision <= ?", (through_revision,))

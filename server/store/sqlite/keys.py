@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
+from typing import Any
 
 from server.errors import NotFound
 from server.store.authorization import etag_of
+from server.store.engine import Current
 from server.store.models import KeyRecord, KeyVerification, NewKey, PermissionEntry
 from server.store.sqlite.connection import fetch_all, fetch_one
-from server.store.sqlite.links import KEY_PERMISSIONS, KEY_ROLES, add_links, replace_links, touch
+from server.store.sqlite.links import KEY_PERMISSIONS, KEY_ROLES, add_links, replace_links
 from server.store.sqlite.roles import load_roles
 from server.store.states import KeyState
 
@@ -47,6 +49,19 @@ def find_key(db: sqlite3.Connection, secret_hash: bytes) -> KeyVerification | No
     )
 
 
+# A key's state (KeyState) as columns of a query of `keys k`.
+_STATE = (
+    "k.name, k.enabled, k.expires_at,"
+    " (SELECT json_group_array(p.name) FROM key_permissions kp JOIN permissions p ON p.id = kp.permission_id"
+    "  WHERE kp.key_id = k.id),"
+    " (SELECT json_group_array(r.name) FROM key_roles kr JOIN roles r ON r.id = kr.role_id WHERE kr.key_id = k.id)"
+)
+
+
+def _state(row: Sequence[Any]) -> KeyState:
+    return KeyState(row[0], bool(row[1]), row[2], tuple(json.loads(row[3])), tuple(json.loads(row[4])))
+
+
 class SqliteKeys:
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
@@ -59,9 +74,9 @@ class SqliteKeys:
             (key_id, new.api_id, new.secret_hash, new.start, new.name, int(new.enabled), new.expires_ms, now, now),
         )
 
-    async def owner(self, key_id: str) -> tuple[str, int] | None:
-        row = fetch_one(self._db, "SELECT api_id, etag_revision FROM keys WHERE id = ?", (key_id,))
-        return None if row is None else (str(row[0]), int(row[1]))
+    async def current(self, key_id: str) -> Current[KeyState] | None:
+        row = fetch_one(self._db, f"SELECT k.api_id, k.etag_revision, {_STATE} FROM keys k WHERE k.id = ?", (key_id,))
+        return None if row is None else Current(str(row[0]), int(row[1]), _state(row[2:]))
 
     async def load(self, key_id: str) -> KeyRecord:
         db = self._db
@@ -89,18 +104,9 @@ class SqliteKeys:
         )
 
     async def state(self, key_id: str) -> KeyState:
-        row = fetch_one(
-            self._db,
-            "SELECT k.name, k.enabled, k.expires_at,"
-            " (SELECT json_group_array(p.name) FROM key_permissions kp JOIN permissions p ON p.id = kp.permission_id"
-            "  WHERE kp.key_id = k.id),"
-            " (SELECT json_group_array(r.name) FROM key_roles kr JOIN roles r ON r.id = kr.role_id"
-            "  WHERE kr.key_id = k.id)"
-            " FROM keys k WHERE k.id = ?",
-            (key_id,),
-        )
+        row = fetch_one(self._db, f"SELECT {_STATE} FROM keys k WHERE k.id = ?", (key_id,))
         assert row is not None
-        return KeyState(row[0], bool(row[1]), row[2], tuple(json.loads(row[3])), tuple(json.loads(row[4])))
+        return _state(row)
 
     async def update(self, key_id: str, name: str, enabled: bool, expires_ms: int | None) -> None:
         fetch_all(
@@ -123,6 +129,3 @@ class SqliteKeys:
 
     async def replace_roles(self, key_id: str, role_ids: Sequence[str]) -> bool:
         return replace_links(self._db, KEY_ROLES, key_id, role_ids)
-
-    async def touch(self, key_ids: Sequence[str], revision: int, now: int) -> None:
-        touch(self._db, "keys", key_ids, revision, now)

@@ -8,12 +8,14 @@ from collections.abc import Sequence
 
 from server.store.sqlite.connection import fetch_all
 
-__all__ = ["KEY_PERMISSIONS", "KEY_ROLES", "ROLE_PERMISSIONS", "add_links", "replace_links", "touch"]
+__all__ = ["KEY_PERMISSIONS", "KEY_ROLES", "ROLE_PERMISSIONS", "TOUCHED_TABLES", "add_links", "replace_links", "touch"]
 
 # (table, owner column, target column): the only tables and columns these functions put into SQL.
 KEY_PERMISSIONS = ("key_permissions", "key_id", "permission_id")
 KEY_ROLES = ("key_roles", "key_id", "role_id")
 ROLE_PERMISSIONS = ("role_permissions", "role_id", "permission_id")
+# A change marks as changed (ChangeRecord.touched) rows of these tables, by resource type.
+TOUCHED_TABLES = {"api": "apis", "key": "keys", "role": "roles"}
 
 
 def add_links(db: sqlite3.Connection, links: tuple[str, str, str], owner_id: str, target_ids: Sequence[str]) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
+from typing import Any
 
 from server.errors import NotFound
 from server.store.authorization import etag_of
+from server.store.engine import Current
 from server.store.models import PermissionEntry, RoleRecord
 from server.store.sqlite.connection import as_json, fetch_all, fetch_one
-from server.store.sqlite.links import ROLE_PERMISSIONS, add_links, replace_links, touch
+from server.store.sqlite.links import ROLE_PERMISSIONS, add_links, replace_links
 from server.store.states import RoleState
 
 __all__ = ["SqliteRoles", "load_roles"]
@@ -39,6 +41,17 @@ def load_roles(db: sqlite3.Connection, role_ids: Sequence[str]) -> list[RoleReco
     return [RoleRecord(r[0], r[1], r[2], r[3], tuple(grants[r[0]]), r[4], r[5], etag_of(r[6])) for r in rows]
 
 
+# A role's state (RoleState) as columns of a query of `roles r`.
+_STATE = (
+    "r.name, r.description, (SELECT json_group_array(p.name) FROM role_permissions rp"
+    " JOIN permissions p ON p.id = rp.permission_id WHERE rp.role_id = r.id)"
+)
+
+
+def _state(row: Sequence[Any]) -> RoleState:
+    return RoleState(row[0], row[1], tuple(json.loads(row[2])))
+
+
 class SqliteRoles:
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
@@ -50,9 +63,9 @@ class SqliteRoles:
             (role_id, api_id, name, description, now, now),
         )
 
-    async def owner(self, role_id: str) -> tuple[str, int] | None:
-        row = fetch_one(self._db, "SELECT api_id, etag_revision FROM roles WHERE id = ?", (role_id,))
-        return None if row is None else (str(row[0]), int(row[1]))
+    async def current(self, role_id: str) -> Current[RoleState] | None:
+        row = fetch_one(self._db, f"SELECT r.api_id, r.etag_revision, {_STATE} FROM roles r WHERE r.id = ?", (role_id,))
+        return None if row is None else Current(str(row[0]), int(row[1]), _state(row[2:]))
 
     async def named(self, api_id: str, names: Sequence[str]) -> dict[str, str]:
         rows = fetch_all(
@@ -66,20 +79,12 @@ class SqliteRoles:
         return load_roles(self._db, [role_id])[0]
 
     async def state(self, role_id: str) -> RoleState:
-        row = fetch_one(
-            self._db,
-            "SELECT r.name, r.description, (SELECT json_group_array(p.name) FROM role_permissions rp"
-            " JOIN permissions p ON p.id = rp.permission_id WHERE rp.role_id = r.id) FROM roles r WHERE r.id = ?",
-            (role_id,),
-        )
+        row = fetch_one(self._db, f"SELECT {_STATE} FROM roles r WHERE r.id = ?", (role_id,))
         assert row is not None
-        return RoleState(row[0], row[1], tuple(json.loads(row[2])))
+        return _state(row)
 
     async def add_permissions(self, role_id: str, permission_ids: Sequence[str]) -> None:
         add_links(self._db, ROLE_PERMISSIONS, role_id, permission_ids)
 
     async def replace_permissions(self, role_id: str, permission_ids: Sequence[str]) -> bool:
         return replace_links(self._db, ROLE_PERMISSIONS, role_id, permission_ids)
-
-    async def touch(self, role_ids: Sequence[str], revision: int, now: int) -> None:
-        touch(self._db, "roles", role_ids, revision, now)
