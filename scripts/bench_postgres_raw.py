@@ -39,6 +39,7 @@ from server.store.postgresql.links import KEY_PERMISSIONS, replace_links
 
 __all__ = ["SHAPES", "PostgresRaw", "postgres_raw"]
 
+_STATE = json.loads(AUDIT_STATE)  # the key before and after, as its audit event holds it
 MAX_POOL = 100  # of the cluster's 200 connections, the rest are the servers'
 
 SetPermissions = tuple[str, list[str], int]  # key id, permission ids, time in ms
@@ -49,9 +50,8 @@ Waiting = asyncio.Queue[tuple[SetPermissions, asyncio.Future[None]]]  # the writ
 async def _set_permissions(conn: asyncpg.Connection, key_id: str, permission_ids: list[str], now: int) -> None:
     """The write's statements, the engine's own, inside a transaction that holds the revision row's lock."""
     await replace_links(conn, KEY_PERMISSIONS, key_id, permission_ids)
-    state = json.loads(AUDIT_STATE)
     event = AuditEventRecord(
-        0, now, "root_bench", "SetPermissions", "key", key_id, "api", state, state, (), "req_bench"
+        0, now, "root_bench", "SetPermissions", "key", key_id, "api", _STATE, _STATE, (), "req_bench"
     )
     await PostgresChanges(conn).record(ChangeRecord([("key", key_id)], {"key": [key_id]}, now, event))
 

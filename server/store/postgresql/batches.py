@@ -51,13 +51,13 @@ async def _run_once(conn: asyncpg.Connection, writes: list[Write], guarded: bool
     a savepoint of its own, and a failed one leaves no trace while the others go on."""
     tables = PostgresTables(conn)
     outcomes: list[Outcome] = []
-    # Round trips are what a batch costs: BEGIN, the lock and the first savepoint go in one, and so do the end
-    # of one write, the start of the next and, after the last, the commit.
-    await conn.execute(f"{BEGIN_WRITE}; SAVEPOINT write" if guarded else BEGIN_WRITE)
+    # The writes that run in a savepoint of their own: every write when guarded, else only the dry runs. Round
+    # trips are what a batch costs: BEGIN, the lock and the first savepoint go in one, and so do the end of one
+    # write, the start of the next and, after the last, the commit.
+    held = [guarded or dry_run for _, _, dry_run in writes]
+    await conn.execute("; ".join([BEGIN_WRITE, *(["SAVEPOINT write"] if held[0] else [])]))
     try:
-        for number, (rule, args, dry_run) in enumerate(writes, 1):
-            if dry_run and not guarded:
-                await conn.execute("SAVEPOINT write")
+        for number, (rule, args, dry_run) in enumerate(writes):
             try:
                 outcomes.append((True, await rule(tables, *args)))
                 undo = dry_run
@@ -68,14 +68,10 @@ async def _run_once(conn: asyncpg.Connection, writes: list[Write], guarded: bool
                     return None
                 outcomes.append((False, exc))
                 undo = True
-            last = number == len(writes)
-            if guarded:
-                then = "COMMIT" if last else "SAVEPOINT write"
-                await conn.execute(f"{'ROLLBACK TO write; ' if undo else ''}RELEASE write; {then}")
-            elif undo:
-                await conn.execute(f"ROLLBACK TO write; RELEASE write{'; COMMIT' if last else ''}")
-            elif last:
-                await conn.execute("COMMIT")
+            ending = ((["ROLLBACK TO write"] if undo else []) + ["RELEASE write"]) if held[number] else []
+            following = ["COMMIT"] if number == len(writes) - 1 else ["SAVEPOINT write"] if held[number + 1] else []
+            if ending or following:
+                await conn.execute("; ".join(ending + following))
     finally:
         if not conn.is_closed() and conn.is_in_transaction():
             await conn.execute("ROLLBACK")

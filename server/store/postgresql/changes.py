@@ -22,6 +22,7 @@ __all__ = ["CHANGES_SINCE", "RECORD", "PostgresChanges", "changes_since"]
 # What a change records, in one statement (a round trip is what a write costs): the revision counted, the change
 # log's rows, the touched rows' etag and time, the audit event. Each part writes a table of its own, as the parts
 # of a statement see the same snapshot and not each other's work.
+_TOUCHED = (("api", "apis"), ("key", "keys"), ("role", "roles"))  # ChangeRecord.touched's types, their tables
 _EVENT_VALUES = ", ".join(f"${n}" for n in range(7, 7 + len(AUDIT_COLUMNS) - 1))
 RECORD = (
     "WITH r AS (UPDATE meta SET revision = revision + 1 RETURNING revision),"
@@ -30,7 +31,7 @@ RECORD = (
     + "".join(
         f" touched_{table} AS (UPDATE {table} SET updated_at = $3, etag_revision = r.revision FROM r"
         f" WHERE {table}.id = ANY(${n}::text[])),"
-        for n, table in enumerate(("apis", "keys", "roles"), 4)
+        for n, (_, table) in enumerate(_TOUCHED, 4)
     )
     + f" event AS (INSERT INTO audit_events ({', '.join(AUDIT_COLUMNS)})"
     f" VALUES ((SELECT revision FROM r), {_EVENT_VALUES}))"
@@ -58,7 +59,7 @@ class PostgresChanges:
 
     async def record(self, change: ChangeRecord) -> int:
         # The transaction has held the meta row's lock since its start (batches.BEGIN_WRITE), until its commit.
-        touched = [list(change.touched.get(resource_type, ())) for resource_type in ("api", "key", "role")]
+        touched = [list(change.touched.get(resource_type, ())) for resource_type, _ in _TOUCHED]
         return int(
             await self._conn.fetchval(
                 RECORD,

@@ -44,18 +44,19 @@ class SharedRead:
                 self._next = None  # from now on, an arriving call waits for the next read
                 try:
                     begun.set_result(await self._read())
-                except asyncio.CancelledError:
-                    for future in (begun, self._next):
-                        if future is not None:
+                except BaseException as failure:
+                    # The database just failed to answer (or the loop is closing): so do the calls waiting for
+                    # the next read, rather than wait as long again. A call after them starts a new read.
+                    failed, self._next = [begun, self._next], None
+                    for future in failed:
+                        if future is None:
+                            continue
+                        if isinstance(failure, asyncio.CancelledError):
                             future.cancel()
-                    raise
-                except Exception as failure:  # noqa: BLE001 - every caller waiting hears it
-                    # The database just failed to answer: so do the calls waiting for the next read, rather
-                    # than wait as long again. A call after them starts a new read.
-                    for future in (begun, self._next):
-                        if future is not None:
+                        else:
                             future.set_exception(failure)
-                    self._next = None
+                    if not isinstance(failure, Exception):
+                        raise
                     return
         finally:
             self._reader = None
