@@ -30,12 +30,11 @@ from bench_seed import Workload
 from bench_server import tree_cpu_seconds
 from bench_sqlite_raw import AUDIT_STATE
 
-from server.store.engine import ChangeRecord
+from server.store.engine import ChangeRecord, Links
 from server.store.group_commit import MAX_BATCH
 from server.store.models import AuditEventRecord
 from server.store.postgresql.batches import BEGIN_WRITE
 from server.store.postgresql.changes import PostgresChanges
-from server.store.postgresql.links import KEY_PERMISSIONS, replace_links
 
 __all__ = ["SHAPES", "PostgresRaw", "postgres_raw"]
 
@@ -48,12 +47,12 @@ Waiting = asyncio.Queue[tuple[SetPermissions, asyncio.Future[None]]]  # the writ
 
 
 async def _set_permissions(conn: asyncpg.Connection, key_id: str, permission_ids: list[str], now: int) -> None:
-    """The write's statements, the engine's own, inside a transaction that holds the revision row's lock."""
-    await replace_links(conn, KEY_PERMISSIONS, key_id, permission_ids)
+    """The write's statement, the engine's own, inside a transaction that holds the revision row's lock."""
     event = AuditEventRecord(
         0, now, "root_bench", "SetPermissions", "key", key_id, "api", _STATE, _STATE, (), "req_bench"
     )
-    await PostgresChanges(conn).record(ChangeRecord([("key", key_id)], {"key": [key_id]}, now, event))
+    links = Links("key_permissions", key_id, permission_ids)
+    await PostgresChanges(conn).record(ChangeRecord([("key", key_id)], {"key": [key_id]}, now, event, [links]))
 
 
 async def _in_write_transaction(conn: asyncpg.Connection, body: Callable[[], Awaitable[None]]) -> None:

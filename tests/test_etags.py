@@ -32,6 +32,7 @@ class World:
 async def world(admin: Caller) -> World:
     api = await admin.make_api(["a", "b"])
     role = await admin.make_role(api.id, "r", ["a"])
+    await admin.make_role(api.id, "r2", ["b"])
     key, _ = await admin.make_key(api.id, ["a"])
     return World(api.id, key.id, role.id)
 
@@ -66,7 +67,7 @@ async def _set_permissions(c: Caller, w: World, n: int, etag: str) -> str:
 
 
 async def _set_roles(c: Caller, w: World, n: int, etag: str) -> str:
-    request = keys_pb2.SetRolesRequest(key_id=w.key_id, roles=["r"] if n % 2 else [], etag=etag)
+    request = keys_pb2.SetRolesRequest(key_id=w.key_id, roles=["r"] if n % 2 else ["r2"], etag=etag)
     return (await c.keys.SetRoles(request, metadata=c.md)).etag
 
 

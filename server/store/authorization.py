@@ -4,6 +4,7 @@ transaction that does the work, so that the check and the change see the same st
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from server import access
 from server.access import Principal
@@ -50,17 +51,30 @@ async def authorize_api(
 
 
 async def authorize_key(
-    tx: Tables, principal: Principal, action: access.Action, key_id: str, sent_etag: str = ""
+    tx: Tables,
+    principal: Principal,
+    action: access.Action,
+    key_id: str,
+    sent_etag: str = "",
+    permission_names: Sequence[str] = (),
 ) -> Current[KeyState]:
-    """The key as it is, once the caller may act on it (and `sent_etag`, if any, is still its etag)."""
-    return _authorize_in_api(await tx.keys.current(key_id), "key", principal, action, key_id, sent_etag)
+    """The key as it is, once the caller may act on it (and `sent_etag`, if any, is still its etag); read with
+    it, the named entries of its API's catalog that exist (KeyTable.current)."""
+    current = await tx.keys.current(key_id, permission_names)
+    return _authorize_in_api(current, "key", principal, action, key_id, sent_etag)
 
 
 async def authorize_role(
-    tx: Tables, principal: Principal, action: access.Action, role_id: str, sent_etag: str = ""
+    tx: Tables,
+    principal: Principal,
+    action: access.Action,
+    role_id: str,
+    sent_etag: str = "",
+    permission_names: Sequence[str] = (),
 ) -> Current[RoleState]:
-    """The role as it is, once the caller may act on it (and `sent_etag`, if any, is still its etag)."""
-    return _authorize_in_api(await tx.roles.current(role_id), "role", principal, action, role_id, sent_etag)
+    """As authorize_key, for a role."""
+    current = await tx.roles.current(role_id, permission_names)
+    return _authorize_in_api(current, "role", principal, action, role_id, sent_etag)
 
 
 def _authorize_in_api(

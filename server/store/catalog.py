@@ -3,7 +3,7 @@ permissions (Unkey's rule); unknown role names are not found."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from server import access
 from server.access import Principal
@@ -26,13 +26,19 @@ async def add_to_catalog(
 
 
 async def resolve_permissions(
-    tx: Tables, principal: Principal, api_id: str, names: Sequence[str], now: int
+    tx: Tables,
+    principal: Principal,
+    api_id: str,
+    names: Sequence[str],
+    now: int,
+    existing: Mapping[str, PermissionEntry] | None = None,
 ) -> tuple[list[PermissionEntry], tuple[PermissionEntry, ...]]:
     """The named catalog entries (once each, in order), creating the unknown ones if the caller may; and those
-    it created."""
+    it created. `existing`: those of the names the catalog has, if the caller has read them already (with the key
+    or role they are for: Current.named_permissions)."""
     if not names:
         return [], ()
-    found = await tx.apis.permissions_named(api_id, names)
+    found = dict(await tx.apis.permissions_named(api_id, names) if existing is None else existing)
     unknown = [name for name in dict.fromkeys(names) if name not in found]
     created: list[PermissionEntry] = []
     if unknown:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from server.access import Principal
-from server.store.engine import ChangeRecord, Tables
+from server.store.engine import ChangeRecord, Links, Tables
 from server.store.models import AuditEventRecord, PermissionEntry
 from server.store.states import ApiState, KeyState, RoleState, RootKeyState
 
@@ -42,12 +42,13 @@ async def record_change(
     cached: Sequence[tuple[str, str]] = (),
     created: Sequence[PermissionEntry] = (),
     touched: Sequence[tuple[str, str]] = (),
+    replaced: Sequence[Links] = (),
 ) -> int:
     """Count the change and record it; the revision it produced.
 
     `cached`: what caches must drop (see ChangeRecord.cached). `created`: catalog entries the call added, which
     changes the API too. `touched`: other resources (type, id) the change reached, such as the keys and roles
-    that lost a removed scope.
+    that lost a removed scope. `replaced`: the links the change replaces, written with the record.
     """
     changed: dict[str, list[str]] = defaultdict(list)
     if after is not None and change.resource_type != "root_key":
@@ -69,7 +70,7 @@ async def record_change(
         created_permissions=tuple(sorted(p.name for p in created)),
         request_id=principal.request_id,
     )
-    revision = await tx.changes.record(ChangeRecord(cached, changed, now, event))
+    revision = await tx.changes.record(ChangeRecord(cached, changed, now, event, replaced))
     if revision % PRUNE_EVERY == 0:
         await tx.changes.prune(revision - CHANGES_KEPT)
     return revision

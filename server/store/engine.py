@@ -11,8 +11,9 @@ SQLite engine runs them in its writer process, several to a transaction.
 
 The tables' methods are cut for an engine across a network, where every call
 is a round trip: what a rule reads together is one method (a key's API, etag
-and state: `KeyTable.current`), and so is what a change writes besides itself
-(`ChangeLog.record`).
+and state, and the catalog entries the call names: `KeyTable.current`), and so
+is what a change writes (the links it replaces, its revision, change-log rows,
+etags and audit event: `ChangeLog.record`). SetPermissions is two round trips.
 
 Engines raise `server.errors` domain errors: StoreFull, StoreUnavailable, and
 whatever a rule raised (its transaction rolled back).
@@ -21,7 +22,7 @@ whatever a rule raised (its transaction rolled back).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from server.errors import DomainError
@@ -49,7 +50,9 @@ __all__ = [
     "ChangesSince",
     "Current",
     "Engine",
+    "LINK_KINDS",
     "KeyTable",
+    "Links",
     "RoleTable",
     "RootKeyTable",
     "Rule",
@@ -63,11 +66,12 @@ S = TypeVar("S", KeyState, RoleState)
 @dataclass(frozen=True)
 class Current(Generic[S]):
     """A key or a role as a call finds it: its API, the revision at which it last changed (its etag) and its
-    state, read together."""
+    state, read together; and, when asked for by name, those of its API's catalog entries that exist."""
 
     api_id: str
     etag_revision: int
     state: S
+    named_permissions: Mapping[str, PermissionEntry] = field(default_factory=dict)
 
 
 class ApiTable(Protocol):
@@ -91,31 +95,28 @@ class ApiTable(Protocol):
 
 class KeyTable(Protocol):
     async def insert(self, key_id: str, new: NewKey, now: int) -> None: ...
-    async def current(self, key_id: str) -> Current[KeyState] | None:
-        """None if there is no such key."""
+    async def current(self, key_id: str, permission_names: Sequence[str] = ()) -> Current[KeyState] | None:
+        """None if there is no such key. With `permission_names`, those of them in the key's API's catalog too."""
 
     async def load(self, key_id: str) -> KeyRecord: ...
     async def state(self, key_id: str) -> KeyState: ...
     async def update(self, key_id: str, name: str, enabled: bool, expires_ms: int | None) -> None: ...
     async def delete(self, key_id: str) -> None: ...
     async def add_permissions(self, key_id: str, permission_ids: Sequence[str]) -> None: ...
-    async def replace_permissions(self, key_id: str, permission_ids: Sequence[str]) -> bool:
-        """Make the key's direct permissions exactly these; True if that changed anything."""
-
     async def add_roles(self, key_id: str, role_ids: Sequence[str]) -> None: ...
-    async def replace_roles(self, key_id: str, role_ids: Sequence[str]) -> bool: ...
 
 
 class RoleTable(Protocol):
     async def insert(self, role_id: str, api_id: str, name: str, description: str, now: int) -> None: ...
-    async def current(self, role_id: str) -> Current[RoleState] | None: ...
+    async def current(self, role_id: str, permission_names: Sequence[str] = ()) -> Current[RoleState] | None:
+        """As KeyTable.current."""
+
     async def named(self, api_id: str, names: Sequence[str]) -> dict[str, str]:
         """Those of the named roles of the API that exist: name -> id."""
 
     async def load(self, role_id: str) -> RoleRecord: ...
     async def state(self, role_id: str) -> RoleState: ...
     async def add_permissions(self, role_id: str, permission_ids: Sequence[str]) -> None: ...
-    async def replace_permissions(self, role_id: str, permission_ids: Sequence[str]) -> bool: ...
 
 
 class RootKeyTable(Protocol):
@@ -134,6 +135,20 @@ class RootKeyTable(Protocol):
     async def all(self) -> list[RootKeyRecord]: ...
 
 
+# The kinds of links (owner -> targets) a change may replace whole.
+LINK_KINDS = ("key_permissions", "key_roles", "role_permissions")
+
+
+@dataclass(frozen=True)
+class Links:
+    """An owner's links of one kind (LINK_KINDS: key id -> permission ids, key id -> role ids, role id ->
+    permission ids), all of them, as a change leaves them."""
+
+    kind: str
+    owner_id: str
+    target_ids: Sequence[str]
+
+
 @dataclass(frozen=True)
 class ChangeRecord:
     """What one change writes under the revision it takes (ChangeLog.record)."""
@@ -145,6 +160,8 @@ class ChangeRecord:
     touched: Mapping[str, Sequence[str]]
     now: int
     event: AuditEventRecord  # its revision (0 here) is the one taken
+    # Links the change replaces: written with the rest, which on an engine across a network is one round trip.
+    replaced: Sequence[Links] = ()
 
 
 class ChangeLog(Protocol):
@@ -152,8 +169,8 @@ class ChangeLog(Protocol):
 
     async def revision(self) -> int: ...
     async def record(self, change: ChangeRecord) -> int:
-        """Count one change and write what it records: the new revision, which no other transaction can take or
-        commit before this one."""
+        """Count one change and write what it records (and the links it replaces): the new revision, which no
+        other transaction can take or commit before this one."""
 
     async def prune(self, through_revision: int) -> None: ...
 

@@ -11,7 +11,7 @@ from server.credentials import new_id
 from server.store.authorization import authorize_api, authorize_key, etag_of, now_ms, require_revision
 from server.store.catalog import resolve_permissions, resolve_roles
 from server.store.changes import Change, record_change
-from server.store.engine import Tables
+from server.store.engine import Links, Tables
 from server.store.models import KeyChanges, KeyRecord, NewKey, PermissionsUpdate, Written
 
 __all__ = ["create_key", "delete_key", "get_key", "set_permissions", "set_roles", "update_key"]
@@ -74,10 +74,9 @@ async def set_permissions(
 ) -> PermissionsUpdate:
     """Make the key's direct permissions exactly `names`; permissions through roles stay as they are."""
     now = now_ms()
-    key = await authorize_key(tx, principal, access.UPDATE_KEY, key_id, etag)
+    key = await authorize_key(tx, principal, access.UPDATE_KEY, key_id, etag, permission_names=names)
     api_id, before, before_etag = key.api_id, key.state, etag_of(key.etag_revision)
-    entries, created = await resolve_permissions(tx, principal, api_id, names, now)
-    changed = await tx.keys.replace_permissions(key_id, [p.id for p in entries])
+    entries, created = await resolve_permissions(tx, principal, api_id, names, now, key.named_permissions)
     permissions = tuple(sorted(entries, key=lambda p: p.name))
     if dry_run:
         # The answer as the call would give it, with the revision and etag that stay, and no ids yet.
@@ -85,11 +84,14 @@ async def set_permissions(
         permissions = tuple(replace(p, id="") if p.id in new_ids else p for p in permissions)
         created = tuple(replace(p, id="") for p in created)
         return PermissionsUpdate(permissions, created, before_etag, await tx.changes.revision())
-    if not (changed or created):
+    if set(names) == set(before.permissions) and not created:  # the key's links are as asked: nothing changes
         return PermissionsUpdate(permissions, created, before_etag, await tx.changes.revision())
     after = replace(before, permissions=tuple(sorted(set(names))))
     change = Change("SetPermissions", "key", key_id, api_id)
-    revision = await record_change(tx, principal, change, before, after, now, cached=[("key", key_id)], created=created)
+    links = Links("key_permissions", key_id, [p.id for p in entries])
+    revision = await record_change(
+        tx, principal, change, before, after, now, cached=[("key", key_id)], created=created, replaced=[links]
+    )
     return PermissionsUpdate(permissions, created, etag_of(revision), revision)
 
 
@@ -99,10 +101,13 @@ async def set_roles(
     now = now_ms()
     key = await authorize_key(tx, principal, access.UPDATE_KEY, key_id, etag)
     role_ids = await resolve_roles(tx, key.api_id, role_names)
-    if await tx.keys.replace_roles(key_id, role_ids):
+    if set(role_names) != set(key.state.roles):
         after = replace(key.state, roles=tuple(sorted(set(role_names))))
         change = Change("SetRoles", "key", key_id, key.api_id)
-        revision = await record_change(tx, principal, change, key.state, after, now, cached=[("key", key_id)])
+        links = Links("key_roles", key_id, role_ids)
+        revision = await record_change(
+            tx, principal, change, key.state, after, now, cached=[("key", key_id)], replaced=[links]
+        )
     else:
         revision = await tx.changes.revision()
     return Written(await tx.keys.load(key_id), revision)

@@ -12,7 +12,7 @@ from server.errors import AlreadyExists
 from server.store.authorization import authorize_api, authorize_role, now_ms, require_revision
 from server.store.catalog import resolve_permissions
 from server.store.changes import Change, record_change
-from server.store.engine import Tables
+from server.store.engine import Links, Tables
 from server.store.models import RoleRecord, Written
 
 __all__ = ["create_role", "get_role", "set_role_permissions"]
@@ -44,15 +44,16 @@ async def set_role_permissions(
     tx: Tables, principal: Principal, role_id: str, names: Sequence[str], etag: str
 ) -> Written[RoleRecord]:
     now = now_ms()
-    role = await authorize_role(tx, principal, access.UPDATE_ROLE, role_id, etag)
+    role = await authorize_role(tx, principal, access.UPDATE_ROLE, role_id, etag, permission_names=names)
     api_id, before = role.api_id, role.state
-    entries, created = await resolve_permissions(tx, principal, api_id, names, now)
-    if await tx.roles.replace_permissions(role_id, [p.id for p in entries]) or created:
+    entries, created = await resolve_permissions(tx, principal, api_id, names, now, role.named_permissions)
+    if set(names) != set(before.permissions) or created:
         after = replace(before, permissions=tuple(sorted(set(names))))
         change = Change("SetRolePermissions", "role", role_id, api_id)
+        links = Links("role_permissions", role_id, [p.id for p in entries])
         # Every key holding the role may have gained or lost permissions: caches drop the API's keys.
         revision = await record_change(
-            tx, principal, change, before, after, now, cached=[("api", api_id)], created=created
+            tx, principal, change, before, after, now, cached=[("api", api_id)], created=created, replaced=[links]
         )
     else:
         revision = await tx.changes.revision()

@@ -340,10 +340,9 @@ async def test_unavailable_within_the_deadline_while_postgresql_hangs_then_serve
 
 async def _half_done(tx: Tables, key_id: str, permission_id: str, gate_id: str) -> int:
     """A write that stops halfway: on the gate root key's row, which the test holds locked."""
-    revision = await tx.changes.record(key_change(key_id))
-    await tx.keys.replace_permissions(key_id, [permission_id])
+    revision = await tx.changes.record(key_change(key_id, [permission_id]))
     await tx.root_keys.set_enabled(gate_id, True)  # waits for the test's lock
-    await tx.keys.replace_roles(key_id, [])  # the rest of it, once the connection is gone
+    await tx.keys.update(key_id, "the rest of it", True, None)  # once the connection is gone
     return revision
 
 

@@ -1,5 +1,6 @@
 """The freshness read that concurrent VerifyKeys share (server.store.postgresql.freshness.SharedRead): each call
-gets a read begun after it arrived, never two reads run at once, and a failed read fails the calls waiting on it.
+gets a read begun after it arrived, never two reads run at once, a busy server's calls share a read, and a failed
+read fails the calls waiting on it.
 
 The read here is a function of the test's, which each test lets end when it chooses: SharedRead only orders
 calls around it, whatever it reads."""
@@ -7,10 +8,11 @@ calls around it, whatever it reads."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
-from server.store.postgresql.freshness import SharedRead
+from server.store.postgresql.freshness import MAX_TURNS, QUIET_TURN_SECONDS, SharedRead
 
 pytestmark = pytest.mark.asyncio
 
@@ -42,6 +44,12 @@ class GatedReads:
         finally:
             self.in_flight -= 1
 
+    async def begin(self, number: int) -> None:
+        """Wait until read `number` has begun (a test fails, rather than hangs, if it never does)."""
+        async with asyncio.timeout(WAIT_SECONDS):
+            while self.begun < number:
+                await asyncio.sleep(0)
+
     async def open(self, number: int) -> None:
         """Let read `number` end, once it has begun (a test fails, rather than hangs, if it never does)."""
         async with asyncio.timeout(WAIT_SECONDS):
@@ -72,14 +80,38 @@ async def test_ok_a_call_arriving_during_a_read_gets_the_next_one() -> None:
     reads = GatedReads()
     shared = SharedRead(reads.read)
     early = asyncio.ensure_future(shared())
-    await _turns()  # read 1 has begun
-    assert reads.begun == 1
+    await reads.begin(1)
     late = [asyncio.ensure_future(shared()) for _ in range(10)]  # read 1 may predate what they must see
     await reads.open(1)
     assert await early == 1
     await reads.open(2)
     assert await asyncio.gather(*late) == [2] * 10
     assert reads.begun == 2
+
+
+async def test_ok_on_a_busy_loop_calls_arriving_turn_after_turn_share_one_read() -> None:
+    reads = GatedReads()
+    shared = SharedRead(reads.read)
+    busy = True
+
+    async def other_work() -> None:  # the rest of a busy server: every turn of the loop runs some of it
+        while busy:
+            time.sleep(2 * QUIET_TURN_SECONDS)
+            await asyncio.sleep(0)
+
+    worker = asyncio.ensure_future(other_work())
+    try:
+        calls = []
+        for _ in range(MAX_TURNS // 2):  # a call a turn, as they come on a busy server
+            calls.append(asyncio.ensure_future(shared()))
+            await asyncio.sleep(0)
+        await reads.open(1)
+        async with asyncio.timeout(WAIT_SECONDS):  # a call left for a second read would wait for ever
+            assert await asyncio.gather(*calls) == [1] * len(calls)
+        assert reads.begun == 1
+    finally:
+        busy = False
+        await worker
 
 
 async def test_ok_never_two_reads_at_once_under_a_stream_of_calls() -> None:
@@ -106,7 +138,7 @@ async def test_unavailable_a_failed_read_fails_the_calls_waiting_for_the_next_an
     reads = GatedReads()
     shared = SharedRead(reads.read)
     first = asyncio.ensure_future(shared())
-    await _turns()
+    await reads.begin(1)
     waiting = asyncio.ensure_future(shared())
     reads.failure = ConnectionError("the database is gone")
     await reads.open(1)
@@ -124,7 +156,7 @@ async def test_ok_a_caller_that_gives_up_leaves_the_read_to_the_others() -> None
     reads = GatedReads()
     shared = SharedRead(reads.read)
     impatient, patient = asyncio.ensure_future(shared()), asyncio.ensure_future(shared())
-    await _turns()
+    await reads.begin(1)
     impatient.cancel()
     await reads.open(1)
     assert await patient == 1

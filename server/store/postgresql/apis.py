@@ -11,7 +11,20 @@ from server.store.authorization import etag_of
 from server.store.models import ApiRecord, PermissionEntry
 from server.store.states import ApiState
 
-__all__ = ["PostgresApis"]
+__all__ = ["PostgresApis", "by_name", "named_permissions"]
+
+
+def named_permissions(api_column: str, names: int) -> str:
+    """A column of a query: the entries of the catalog of the API in `api_column` named in parameter number
+    `names` (an array), as rows (id, name, description); by_name reads it."""
+    return (
+        "ARRAY(SELECT ROW(p.id, p.name, p.description) FROM permissions p"
+        f" WHERE p.api_id = {api_column} AND p.name = ANY(${names}::text[]))"
+    )
+
+
+def by_name(entries: Sequence[Sequence[str]]) -> dict[str, PermissionEntry]:
+    return {entry[1]: PermissionEntry(*entry) for entry in entries}
 
 
 class PostgresApis:

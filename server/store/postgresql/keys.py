@@ -11,7 +11,8 @@ from server.errors import NotFound
 from server.store.authorization import etag_of
 from server.store.engine import Current
 from server.store.models import KeyRecord, KeyVerification, NewKey, PermissionEntry
-from server.store.postgresql.links import KEY_PERMISSIONS, KEY_ROLES, add_links, replace_links
+from server.store.postgresql.apis import by_name, named_permissions
+from server.store.postgresql.links import KEY_PERMISSIONS, KEY_ROLES, add_links
 from server.store.postgresql.roles import load_roles
 from server.store.states import KeyState
 
@@ -67,11 +68,14 @@ class PostgresKeys:
             now,
         )
 
-    async def current(self, key_id: str) -> Current[KeyState] | None:
+    async def current(self, key_id: str, permission_names: Sequence[str] = ()) -> Current[KeyState] | None:
         row = await self._conn.fetchrow(
-            f"SELECT k.api_id, k.etag_revision, {_STATE} FROM keys k WHERE k.id = $1", key_id
+            f"SELECT k.api_id, k.etag_revision, {named_permissions('k.api_id', 2)}, {_STATE}"
+            " FROM keys k WHERE k.id = $1",
+            key_id,
+            list(permission_names),
         )
-        return None if row is None else Current(str(row[0]), int(row[1]), _state(row[2:]))
+        return None if row is None else Current(str(row[0]), int(row[1]), _state(row[3:]), by_name(row[2]))
 
     async def load(self, key_id: str) -> KeyRecord:
         row = await self._conn.fetchrow(
@@ -106,11 +110,5 @@ class PostgresKeys:
     async def add_permissions(self, key_id: str, permission_ids: Sequence[str]) -> None:
         await add_links(self._conn, KEY_PERMISSIONS, key_id, permission_ids)
 
-    async def replace_permissions(self, key_id: str, permission_ids: Sequence[str]) -> bool:
-        return await replace_links(self._conn, KEY_PERMISSIONS, key_id, permission_ids)
-
     async def add_roles(self, key_id: str, role_ids: Sequence[str]) -> None:
         await add_links(self._conn, KEY_ROLES, key_id, role_ids)
-
-    async def replace_roles(self, key_id: str, role_ids: Sequence[str]) -> bool:
-        return await replace_links(self._conn, KEY_ROLES, key_id, role_ids)

@@ -6,12 +6,14 @@ from collections.abc import Sequence
 
 import asyncpg
 
-__all__ = ["KEY_PERMISSIONS", "KEY_ROLES", "ROLE_PERMISSIONS", "add_links", "replace_links"]
+__all__ = ["KEY_PERMISSIONS", "KEY_ROLES", "ROLE_PERMISSIONS", "add_links", "replacing"]
 
 # (table, owner column, target column): the only tables and columns these functions put into SQL.
 KEY_PERMISSIONS = ("key_permissions", "key_id", "permission_id")
 KEY_ROLES = ("key_roles", "key_id", "role_id")
 ROLE_PERMISSIONS = ("role_permissions", "role_id", "permission_id")
+# The links a change replaces (ChangeRecord.replaced), by kind.
+_LINK_TABLES = {"key_permissions": KEY_PERMISSIONS, "key_roles": KEY_ROLES, "role_permissions": ROLE_PERMISSIONS}
 
 
 async def add_links(
@@ -25,20 +27,15 @@ async def add_links(
     )
 
 
-async def replace_links(
-    conn: asyncpg.Connection, links: tuple[str, str, str], owner_id: str, target_ids: Sequence[str]
-) -> bool:
-    """Make the owner's links exactly `target_ids`; True if that changed anything.
-
-    One statement: it deletes the links not wanted and inserts those missing, rows that cannot meet (the two
-    parts of a statement see the same snapshot, not each other's work)."""
-    table, owner, target = links
-    changed = await conn.fetchval(
-        f"WITH gone AS (DELETE FROM {table} WHERE {owner} = $1 AND {target} <> ALL($2::text[]) RETURNING 1),"
-        f" added AS (INSERT INTO {table} ({owner}, {target}) SELECT $1, unnest($2::text[])"
-        f"  ON CONFLICT DO NOTHING RETURNING 1)"
-        " SELECT EXISTS (SELECT FROM gone) OR EXISTS (SELECT FROM added)",
-        owner_id,
-        list(target_ids),
+def replacing(kind: str, owner: int, targets: int) -> str:
+    """The parts of a statement (WITH ...,) that make an owner's links of a kind exactly the targets, given as its
+    parameters number `owner` (an id) and `targets` (an array of ids): the links not wanted are deleted, the
+    missing inserted. The two parts touch rows that cannot meet (the parts of a statement see the same snapshot,
+    not each other's work)."""
+    table, owner_column, target_column = _LINK_TABLES[kind]
+    return (
+        f" gone_{owner} AS (DELETE FROM {table}"
+        f"  WHERE {owner_column} = ${owner} AND {target_column} <> ALL(${targets}::text[])),"
+        f" added_{owner} AS (INSERT INTO {table} ({owner_column}, {target_column})"
+        f"  SELECT ${owner}, unnest(${targets}::text[]) ON CONFLICT DO NOTHING),"
     )
-    return bool(changed)

@@ -11,7 +11,8 @@ from server.errors import NotFound
 from server.store.authorization import etag_of
 from server.store.engine import Current
 from server.store.models import PermissionEntry, RoleRecord
-from server.store.postgresql.links import ROLE_PERMISSIONS, add_links, replace_links
+from server.store.postgresql.apis import by_name, named_permissions
+from server.store.postgresql.links import ROLE_PERMISSIONS, add_links
 from server.store.states import RoleState
 
 __all__ = ["PostgresRoles", "load_roles"]
@@ -60,11 +61,14 @@ class PostgresRoles:
             now,
         )
 
-    async def current(self, role_id: str) -> Current[RoleState] | None:
+    async def current(self, role_id: str, permission_names: Sequence[str] = ()) -> Current[RoleState] | None:
         row = await self._conn.fetchrow(
-            f"SELECT r.api_id, r.etag_revision, {_STATE} FROM roles r WHERE r.id = $1", role_id
+            f"SELECT r.api_id, r.etag_revision, {named_permissions('r.api_id', 2)}, {_STATE}"
+            " FROM roles r WHERE r.id = $1",
+            role_id,
+            list(permission_names),
         )
-        return None if row is None else Current(str(row[0]), int(row[1]), _state(row[2:]))
+        return None if row is None else Current(str(row[0]), int(row[1]), _state(row[3:]), by_name(row[2]))
 
     async def named(self, api_id: str, names: Sequence[str]) -> dict[str, str]:
         records = await self._conn.fetch(
@@ -82,6 +86,3 @@ class PostgresRoles:
 
     async def add_permissions(self, role_id: str, permission_ids: Sequence[str]) -> None:
         await add_links(self._conn, ROLE_PERMISSIONS, role_id, permission_ids)
-
-    async def replace_permissions(self, role_id: str, permission_ids: Sequence[str]) -> bool:
-        return await replace_links(self._conn, ROLE_PERMISSIONS, role_id, permission_ids)

@@ -28,6 +28,18 @@ def load_api(db: sqlite3.Connection, api_id: str) -> ApiRecord:
     return ApiRecord(row[0], row[1], scopes, row[2], row[3], etag_of(row[4]))
 
 
+def permissions_named(db: sqlite3.Connection, api_id: str, names: Sequence[str]) -> dict[str, PermissionEntry]:
+    """Those of the named entries of the API's catalog that exist, by name."""
+    if not names:
+        return {}
+    rows = fetch_all(
+        db,
+        "SELECT id, name, description FROM permissions WHERE api_id = ? AND name IN (SELECT value FROM json_each(?))",
+        (api_id, as_json(names)),
+    )
+    return {r[1]: PermissionEntry(*r) for r in rows}
+
+
 class SqliteApis:
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
@@ -61,13 +73,7 @@ class SqliteApis:
         return [PermissionEntry(*r) for r in rows]
 
     async def permissions_named(self, api_id: str, names: Sequence[str]) -> dict[str, PermissionEntry]:
-        rows = fetch_all(
-            self._db,
-            "SELECT id, name, description FROM permissions WHERE api_id = ?"
-            " AND name IN (SELECT value FROM json_each(?))",
-            (api_id, as_json(names)),
-        )
-        return {r[1]: PermissionEntry(*r) for r in rows}
+        return permissions_named(self._db, api_id, names)
 
     async def add_permissions(self, api_id: str, entries: Sequence[PermissionEntry], now: int) -> None:
         fetch_all(

@@ -9,7 +9,7 @@ from server.store.changes import CHANGES_KEPT
 from server.store.engine import ChangeRecord, ChangesSince
 from server.store.sqlite.audit import insert_events
 from server.store.sqlite.connection import fetch_all, fetch_one
-from server.store.sqlite.links import TOUCHED_TABLES, touch
+from server.store.sqlite.links import LINK_TABLES, TOUCHED_TABLES, replace_links, touch
 
 __all__ = ["SqliteChanges", "changes_since"]
 
@@ -39,6 +39,8 @@ class SqliteChanges:
 
     async def record(self, change: ChangeRecord) -> int:
         db = self._db
+        for links in change.replaced:
+            replace_links(db, LINK_TABLES[links.kind], links.owner_id, links.target_ids)
         # The writer's transaction (BEGIN IMMEDIATE) holds SQLite's write lock: revisions commit in their order.
         row = fetch_one(db, "UPDATE meta SET revision = revision + 1 RETURNING revision")
         assert row is not None

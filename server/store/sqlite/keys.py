@@ -11,8 +11,9 @@ from server.errors import NotFound
 from server.store.authorization import etag_of
 from server.store.engine import Current
 from server.store.models import KeyRecord, KeyVerification, NewKey, PermissionEntry
+from server.store.sqlite.apis import permissions_named
 from server.store.sqlite.connection import fetch_all, fetch_one
-from server.store.sqlite.links import KEY_PERMISSIONS, KEY_ROLES, add_links, replace_links
+from server.store.sqlite.links import KEY_PERMISSIONS, KEY_ROLES, add_links
 from server.store.sqlite.roles import load_roles
 from server.store.states import KeyState
 
@@ -74,9 +75,12 @@ class SqliteKeys:
             (key_id, new.api_id, new.secret_hash, new.start, new.name, int(new.enabled), new.expires_ms, now, now),
         )
 
-    async def current(self, key_id: str) -> Current[KeyState] | None:
+    async def current(self, key_id: str, permission_names: Sequence[str] = ()) -> Current[KeyState] | None:
         row = fetch_one(self._db, f"SELECT k.api_id, k.etag_revision, {_STATE} FROM keys k WHERE k.id = ?", (key_id,))
-        return None if row is None else Current(str(row[0]), int(row[1]), _state(row[2:]))
+        if row is None:
+            return None
+        named = permissions_named(self._db, row[0], permission_names)
+        return Current(str(row[0]), int(row[1]), _state(row[2:]), named)
 
     async def load(self, key_id: str) -> KeyRecord:
         db = self._db
@@ -121,11 +125,5 @@ class SqliteKeys:
     async def add_permissions(self, key_id: str, permission_ids: Sequence[str]) -> None:
         add_links(self._db, KEY_PERMISSIONS, key_id, permission_ids)
 
-    async def replace_permissions(self, key_id: str, permission_ids: Sequence[str]) -> bool:
-        return replace_links(self._db, KEY_PERMISSIONS, key_id, permission_ids)
-
     async def add_roles(self, key_id: str, role_ids: Sequence[str]) -> None:
         add_links(self._db, KEY_ROLES, key_id, role_ids)
-
-    async def replace_roles(self, key_id: str, role_ids: Sequence[str]) -> bool:
-        return replace_links(self._db, KEY_ROLES, key_id, role_ids)

@@ -8,12 +8,23 @@ from collections.abc import Sequence
 
 from server.store.sqlite.connection import fetch_all
 
-__all__ = ["KEY_PERMISSIONS", "KEY_ROLES", "ROLE_PERMISSIONS", "TOUCHED_TABLES", "add_links", "replace_links", "touch"]
+__all__ = [
+    "KEY_PERMISSIONS",
+    "KEY_ROLES",
+    "LINK_TABLES",
+    "ROLE_PERMISSIONS",
+    "TOUCHED_TABLES",
+    "add_links",
+    "replace_links",
+    "touch",
+]
 
 # (table, owner column, target column): the only tables and columns these functions put into SQL.
 KEY_PERMISSIONS = ("key_permissions", "key_id", "permission_id")
 KEY_ROLES = ("key_roles", "key_id", "role_id")
 ROLE_PERMISSIONS = ("role_permissions", "role_id", "permission_id")
+# The links a change replaces (ChangeRecord.replaced), by kind.
+LINK_TABLES = {"key_permissions": KEY_PERMISSIONS, "key_roles": KEY_ROLES, "role_permissions": ROLE_PERMISSIONS}
 # A change marks as changed (ChangeRecord.touched) rows of these tables, by resource type.
 TOUCHED_TABLES = {"api": "apis", "key": "keys", "role": "roles"}
 
@@ -28,13 +39,11 @@ def add_links(db: sqlite3.Connection, links: tuple[str, str, str], owner_id: str
 
 def replace_links(
     db: sqlite3.Connection, links: tuple[str, str, str], owner_id: str, target_ids: Sequence[str]
-) -> bool:
-    """Make the owner's links exactly `target_ids`; True if that changed anything."""
-    table, owner, target = links
-    # Replacing is the common case: delete and learn the old links in one statement.
-    old = fetch_all(db, f"DELETE FROM {table} WHERE {owner} = ? RETURNING {target}", (owner_id,))
+) -> None:
+    """Make the owner's links exactly `target_ids`."""
+    table, owner, _ = links
+    fetch_all(db, f"DELETE FROM {table} WHERE {owner} = ?", (owner_id,))
     add_links(db, links, owner_id, target_ids)
-    return {r[0] for r in old} != set(target_ids)
 
 
 def touch(db: sqlite3.Connection, table: str, ids: Sequence[str], revision: int, now: int) -> None:

@@ -11,8 +11,9 @@ from server.errors import NotFound
 from server.store.authorization import etag_of
 from server.store.engine import Current
 from server.store.models import PermissionEntry, RoleRecord
+from server.store.sqlite.apis import permissions_named
 from server.store.sqlite.connection import as_json, fetch_all, fetch_one
-from server.store.sqlite.links import ROLE_PERMISSIONS, add_links, replace_links
+from server.store.sqlite.links import ROLE_PERMISSIONS, add_links
 from server.store.states import RoleState
 
 __all__ = ["SqliteRoles", "load_roles"]
@@ -63,9 +64,12 @@ class SqliteRoles:
             (role_id, api_id, name, description, now, now),
         )
 
-    async def current(self, role_id: str) -> Current[RoleState] | None:
+    async def current(self, role_id: str, permission_names: Sequence[str] = ()) -> Current[RoleState] | None:
         row = fetch_one(self._db, f"SELECT r.api_id, r.etag_revision, {_STATE} FROM roles r WHERE r.id = ?", (role_id,))
-        return None if row is None else Current(str(row[0]), int(row[1]), _state(row[2:]))
+        if row is None:
+            return None
+        named = permissions_named(self._db, row[0], permission_names)
+        return Current(str(row[0]), int(row[1]), _state(row[2:]), named)
 
     async def named(self, api_id: str, names: Sequence[str]) -> dict[str, str]:
         rows = fetch_all(
@@ -85,6 +89,3 @@ class SqliteRoles:
 
     async def add_permissions(self, role_id: str, permission_ids: Sequence[str]) -> None:
         add_links(self._db, ROLE_PERMISSIONS, role_id, permission_ids)
-
-    async def replace_permissions(self, role_id: str, permission_ids: Sequence[str]) -> bool:
-        return replace_links(self._db, ROLE_PERMISSIONS, role_id, permission_ids)
