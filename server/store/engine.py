@@ -50,7 +50,6 @@ __all__ = [
     "ChangesSince",
     "Current",
     "Engine",
-    "LINK_KINDS",
     "KeyTable",
     "Links",
     "RoleTable",
@@ -135,14 +134,10 @@ class RootKeyTable(Protocol):
     async def all(self) -> list[RootKeyRecord]: ...
 
 
-# The kinds of links (owner -> targets) a change may replace whole.
-LINK_KINDS = ("key_permissions", "key_roles", "role_permissions")
-
-
 @dataclass(frozen=True)
 class Links:
-    """An owner's links of one kind (LINK_KINDS: key id -> permission ids, key id -> role ids, role id ->
-    permission ids), all of them, as a change leaves them."""
+    """An owner's links of one kind, all of them, as a change leaves them. The kinds: "key_permissions" (a key's
+    direct permissions), "key_roles" and "role_permissions"."""
 
     kind: str
     owner_id: str

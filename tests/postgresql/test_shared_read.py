@@ -81,6 +81,7 @@ async def test_ok_a_call_arriving_during_a_read_gets_the_next_one() -> None:
     shared = SharedRead(reads.read)
     early = asyncio.ensure_future(shared())
     await reads.begin(1)
+    assert reads.begun == 1
     late = [asyncio.ensure_future(shared()) for _ in range(10)]  # read 1 may predate what they must see
     await reads.open(1)
     assert await early == 1
