@@ -37,13 +37,13 @@ QUERY = "documents.read AND (documents.write OR admin)"
 NAMES_PER_WRITE = 5
 WRITE_SHARE = 0.05
 CONNECTIONS = 8
-VERIFIED = (keys_pb2.VerifyKeyResponse.VALID, keys_pb2.VerifyKeyResponse.INSUFFICIENT_PERMISSIONS)
+VERIFIED = (keys_pb2.VerifyKeyResponse.CODE_VALID, keys_pb2.VerifyKeyResponse.CODE_INSUFFICIENT_PERMISSIONS)
 SOAK_CALL_TIMEOUT_SECONDS = 30.0  # a call that hangs this long is an error, not a stuck soak
 FIRST_ERRORS = 5
 
 
 class UnexpectedAnswer(BenchError):
-    """A VerifyKey of a seeded, enabled key that did not answer VALID or INSUFFICIENT_PERMISSIONS."""
+    """A VerifyKey of a seeded, enabled key that did not answer CODE_VALID or CODE_INSUFFICIENT_PERMISSIONS."""
 
 
 def summarize(latencies: list[float], seconds: float, cpu_seconds: float) -> dict[str, Any]:

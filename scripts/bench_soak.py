@@ -3,7 +3,7 @@ staleness) against the server with its workers for SECONDS without a pause, samp
 
 The first interval is a warm-up: the server's RSS at its end is the baseline, and throughput drift and the
 min/max are over the intervals after it. The soak passes with no error (any non-OK status, or a VerifyKey answer
-other than VALID or INSUFFICIENT_PERMISSIONS), no stale answer, and RSS growth under 10%.
+other than CODE_VALID or CODE_INSUFFICIENT_PERMISSIONS), no stale answer, and RSS growth under 10%.
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from keyscope.v1 import (
     apis_pb2,
@@ -21,7 +20,9 @@ from keyscope.v1 import (
     roles_pb2,
     roles_pb2_grpc,
 )
+from server.health import HealthServicer
 from server.interceptor import KeyscopeInterceptor
+from server.reflection import enable_reflection
 from server.services import ApiService, AuditService, KeyService, RoleService
 from server.store import Store
 
@@ -125,9 +126,9 @@ async def start_server(store: Store, config: ServerConfig) -> RunningServer:
     roles_pb2_grpc.add_RoleServiceServicer_to_server(RoleService(store), server)
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditService(store), server)
 
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    enable_reflection(server, (*SERVICE_NAMES, health.SERVICE_NAME))
 
     address = f"{config.host}:{config.port}"
     if config.tls is None:

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 __all__ = ["decode", "encode"]
 
+MAX_POSITION = 2**63 - 1  # positions are revisions: 64-bit integers in both engines
+
 
 def _fingerprint(filters: Sequence[object]) -> str:
     return hashlib.sha256(json.dumps(list(filters)).encode()).hexdigest()[:16]
@@ -31,8 +33,9 @@ def decode(token: str, filters: Sequence[object]) -> int:
         payload = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError("not a page token") from exc
-    if not isinstance(payload, dict) or not isinstance(payload.get("p"), int) or isinstance(payload.get("p"), bool):
+    position = payload.get("p") if isinstance(payload, dict) else None
+    if not isinstance(position, int) or isinstance(position, bool) or not 1 <= position <= MAX_POSITION:
         raise ValueError("not a page token")
     if payload.get("f") != _fingerprint(filters):
         raise ValueError("the page token belongs to a request with other filters")
-    return int(payload["p"])
+    return position

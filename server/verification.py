@@ -15,18 +15,18 @@ Response = keys_pb2.VerifyKeyResponse
 def verdict(key: KeyVerification | None, query: Query | None, now_ms: int) -> keys_pb2.VerifyKeyResponse:
     """`key`: None when there is no such key, or the caller may not verify keys of its API (the store decides)."""
     if key is None:
-        return Response(valid=False, code=Response.NOT_FOUND)
+        return Response(valid=False, code=Response.CODE_NOT_FOUND)
     missing: list[str] = []
     if not key.enabled:
-        code = Response.DISABLED
+        code = Response.CODE_DISABLED
     elif key.expires_ms is not None and key.expires_ms <= now_ms:
-        code = Response.EXPIRED
+        code = Response.CODE_EXPIRED
     elif query is not None and (missing := query.missing(key.held)):
-        code = Response.INSUFFICIENT_PERMISSIONS
+        code = Response.CODE_INSUFFICIENT_PERMISSIONS
     else:
-        code = Response.VALID
+        code = Response.CODE_VALID
     return Response(
-        valid=code == Response.VALID,
+        valid=code == Response.CODE_VALID,
         code=code,
         key_id=key.key_id,
         api_id=key.api_id,

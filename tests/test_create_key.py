@@ -71,7 +71,7 @@ async def test_ok_new_key_verifies_at_once(admin: Caller) -> None:
     created = await _create(admin, api_id=api.id, permissions=["a"])
 
     answer = await admin.verify(created.secret, "a")
-    assert answer.code == Code.VALID and answer.key_id == created.key.id
+    assert answer.code == Code.CODE_VALID and answer.key_id == created.key.id
 
 
 async def test_ok_name_of_200_characters(admin: Caller) -> None:
@@ -92,7 +92,7 @@ async def test_ok_expire_time(admin: Caller) -> None:
     assert (await admin.verify(created.secret)).expire_time == expiry
 
 
-@pytest.mark.parametrize(("enabled", "code"), [(True, Code.VALID), (False, Code.DISABLED)])
+@pytest.mark.parametrize(("enabled", "code"), [(True, Code.CODE_VALID), (False, Code.CODE_DISABLED)])
 async def test_ok_enabled(admin: Caller, enabled: bool, code: int) -> None:
     api = await admin.make_api()
 

@@ -34,7 +34,7 @@ async def test_ok_key_is_gone(admin: Caller, store: Store) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await admin.get_key(key.id)
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
-    assert await admin.verify(secret) == keys_pb2.VerifyKeyResponse(valid=False, code=Code.NOT_FOUND)
+    assert await admin.verify(secret) == keys_pb2.VerifyKeyResponse(valid=False, code=Code.CODE_NOT_FOUND)
 
 
 async def test_ok_grants_go_but_catalog_roles_and_other_keys_stay(admin: Caller, store: Store) -> None:
@@ -51,7 +51,7 @@ async def test_ok_grants_go_but_catalog_roles_and_other_keys_stay(admin: Caller,
     assert await admin.get_api(api.id) == api
     assert await admin.get_role(role.id) == role
     answer = await admin.verify(other_secret, "a")
-    assert (answer.code, list(answer.roles)) == (Code.VALID, ["reader"])
+    assert (answer.code, list(answer.roles)) == (Code.CODE_VALID, ["reader"])
 
 
 async def test_ok_caller_with_delete_key_only(admin: Caller, make_caller: MakeCaller) -> None:
@@ -61,7 +61,7 @@ async def test_ok_caller_with_delete_key_only(admin: Caller, make_caller: MakeCa
 
     await _delete(caller, key.id)
 
-    assert (await admin.verify(secret)).code == Code.NOT_FOUND
+    assert (await admin.verify(secret)).code == Code.CODE_NOT_FOUND
 
 
 # -- invalid argument -------------------------------------------------------------------------------
@@ -118,4 +118,4 @@ async def test_not_found_key_of_another_api(admin: Caller, make_caller: MakeCall
     assert e.value.code() == unknown.value.code() == grpc.StatusCode.NOT_FOUND
     assert e.value.details() == unknown.value.details().replace("key_does_not_exist", key.id)
     assert await store.export_snapshot() == before
-    assert (await admin.verify(secret)).code == Code.VALID
+    assert (await admin.verify(secret)).code == Code.CODE_VALID

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 
 import grpc
@@ -10,6 +12,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from keyscope.v1 import audit_pb2, keys_pb2
+from server import page_tokens
 from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
 from server.store import Store
 from tests.audit_replay import all_events
@@ -24,6 +27,16 @@ Request = audit_pb2.ListAuditEventsRequest
 
 async def _list(caller: Caller, **fields: object) -> audit_pb2.ListAuditEventsResponse:
     return await caller.audit.ListAuditEvents(Request(**fields), metadata=caller.md)  # type: ignore[arg-type]
+
+
+def forged_token(position: object) -> str:
+    """A token as the server makes them, for a request with no filters, holding any position."""
+    real = json.loads(base64.urlsafe_b64decode(page_tokens.encode(1, NO_FILTERS) + "=="))
+    payload = json.dumps({"p": position, "f": real["f"]})
+    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+
+
+NO_FILTERS = ("", "", "", "", None, None)  # (api_id, resource_id, actor, action, start, end) of ListAuditEvents
 
 
 # -- ok ---------------------------------------------------------------------------------------------
@@ -159,6 +172,12 @@ async def test_ok_caller_with_one_apis_permission_reads_that_apis_events(
         ({"page_size": -1}, "page_size"),
         ({"page_size": 1001}, "page_size"),
         ({"page_token": "garbage"}, "page_token"),
+        ({"page_token": forged_token(2**63)}, "page_token"),
+        ({"page_token": forged_token(10**40)}, "page_token"),
+        ({"page_token": forged_token(0)}, "page_token"),
+        ({"page_token": forged_token(-1)}, "page_token"),
+        ({"page_token": forged_token(1.5)}, "page_token"),
+        ({"page_token": forged_token(True)}, "page_token"),
         ({"api_id": "api-1"}, "api_id"),
         ({"resource_id": "key 1"}, "resource_id"),
         ({"actor": "root.1"}, "actor"),
@@ -169,6 +188,16 @@ async def test_ok_caller_with_one_apis_permission_reads_that_apis_events(
 async def test_invalid_argument(admin: Caller, store: Store, fields: dict[str, object], field: str) -> None:
     error = await rejected(store, lambda: _list(admin, **fields), grpc.StatusCode.INVALID_ARGUMENT)
     assert field in field_violations(error)
+
+
+async def test_ok_page_token_of_a_position_past_every_event_reads_from_the_newest(admin: Caller) -> None:
+    # A token that the server did not make, but with the filters' fingerprint and a position in range, reads on
+    # (each page is authorized on its own): so the forged tokens refused above are refused for their positions.
+    await admin.make_api(["x"])
+    newest = (await _list(admin)).events
+    assert [e.revision for e in (await _list(admin, page_token=forged_token(2**63 - 1))).events] == [
+        e.revision for e in newest
+    ]
 
 
 async def test_invalid_argument_page_token_with_other_filters(admin: Caller, store: Store) -> None:

@@ -230,8 +230,8 @@ async def test_ok_a_sqlite_store_of_thousands_of_keys_moves_to_postgresql_and_pr
             answer = await caller.verify(filled.untouched[1])
             assert answer.valid and answer.key_id == filled.untouched[0]
             assert verified is not None and tuple(answer.permissions) == verified.permissions
-            assert (await caller.verify(filled.disabled_secret)).code == Code.DISABLED
-            assert (await caller.verify(filled.deleted_secret)).code == Code.NOT_FOUND
+            assert (await caller.verify(filled.disabled_secret)).code == Code.CODE_DISABLED
+            assert (await caller.verify(filled.deleted_secret)).code == Code.CODE_NOT_FOUND
     finally:
         await running.stop(None)
         await target_store.close()

@@ -135,14 +135,14 @@ async def test_ok_every_key_holding_the_role_sees_the_change_in_the_next_verific
     role = await admin.make_role(api.id, "editor", ["documents.read"])
     first, first_secret = await admin.make_key(api.id, ["audit.read"], ["editor"])
     _, second_secret = await admin.make_key(api.id, [], ["editor"])
-    assert (await admin.verify(first_secret, "documents.write")).code == Code.INSUFFICIENT_PERMISSIONS
+    assert (await admin.verify(first_secret, "documents.write")).code == Code.CODE_INSUFFICIENT_PERMISSIONS
 
     await set_role_permissions(admin, role.id, ["documents.write"])
 
     for secret in (first_secret, second_secret):
-        assert (await admin.verify(secret, "documents.write")).code == Code.VALID
+        assert (await admin.verify(secret, "documents.write")).code == Code.CODE_VALID
         answer = await admin.verify(secret, "documents.read")
-        assert answer.code == Code.INSUFFICIENT_PERMISSIONS
+        assert answer.code == Code.CODE_INSUFFICIENT_PERMISSIONS
         assert list(answer.missing_permissions) == ["documents.read"]
     assert list((await admin.verify(first_secret)).permissions) == ["audit.read", "documents.write"]
     assert list((await admin.verify(second_secret)).permissions) == ["documents.write"]
@@ -160,7 +160,7 @@ async def test_ok_clearing_the_role_leaves_keys_with_their_direct_permissions(ad
     await set_role_permissions(admin, role.id, [])
 
     answer = await admin.verify(secret, "documents.read AND documents.write")
-    assert answer.code == Code.INSUFFICIENT_PERMISSIONS
+    assert answer.code == Code.CODE_INSUFFICIENT_PERMISSIONS
     assert list(answer.permissions) == ["documents.read"]
     assert list(answer.roles) == ["editor"]
 
@@ -170,8 +170,8 @@ async def test_ok_a_wildcard_granted_through_a_role(admin: Caller) -> None:
     role = await admin.make_role(api.id, "all-documents")
     _, secret = await admin.make_key(api.id, [], ["all-documents"])
     await set_role_permissions(admin, role.id, ["documents.*"])
-    assert (await admin.verify(secret, "documents.delete")).code == Code.VALID
-    assert (await admin.verify(secret, "documents.read.own")).code == Code.INSUFFICIENT_PERMISSIONS
+    assert (await admin.verify(secret, "documents.delete")).code == Code.CODE_VALID
+    assert (await admin.verify(secret, "documents.read.own")).code == Code.CODE_INSUFFICIENT_PERMISSIONS
 
 
 @pytest.mark.parametrize(
@@ -317,7 +317,7 @@ async def test_permission_denied_unknown_names_without_create_permission(
     assert info.metadata["permissions_not_in_catalog"] == "admin,documents.delete"
     # Not even the known part of the request was applied.
     assert await store.export_snapshot() == before
-    assert (await admin.verify(secret, "documents.read")).code == Code.VALID
+    assert (await admin.verify(secret, "documents.read")).code == Code.CODE_VALID
 
 
 # -- not found ------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ async def test_ok_assigns_roles(admin: Caller, store: Store) -> None:
     assert response.revision == before + 1 == await store.revision()
     assert list((await admin.get_key(key.id)).roles) == [auditor, writer]
     answer = await admin.verify(secret, "documents.write AND audit.read")
-    assert (answer.code, list(answer.roles)) == (Code.VALID, ["auditor", "writer"])
+    assert (answer.code, list(answer.roles)) == (Code.CODE_VALID, ["auditor", "writer"])
 
 
 async def test_ok_replaces_every_role(admin: Caller) -> None:

@@ -98,11 +98,11 @@ def test_ok_create_api_key_set_permissions_verify(
     verified = grpc_stub.VerifyKey(
         keys_pb2.VerifyKeyRequest(key=created.secret, permissions="documents.read AND documents.write"), metadata=md
     )
-    assert (verified.valid, verified.code, verified.key_id) == (True, Code.VALID, created.key.id)
+    assert (verified.valid, verified.code, verified.key_id) == (True, Code.CODE_VALID, created.key.id)
     denied = grpc_stub.VerifyKey(
         keys_pb2.VerifyKeyRequest(key=created.secret, permissions="documents.read AND documents.delete"), metadata=md
     )
-    assert (denied.valid, denied.code) == (False, Code.INSUFFICIENT_PERMISSIONS)
+    assert (denied.valid, denied.code) == (False, Code.CODE_INSUFFICIENT_PERMISSIONS)
     assert list(denied.missing_permissions) == ["documents.delete"]
 
 
@@ -158,4 +158,4 @@ def test_ok_many_threads_share_one_channel(
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(set_and_verify, range(24)))
-    assert results == [(Code.VALID, [f"thread.{i}"]) for i in range(24)]
+    assert results == [(Code.CODE_VALID, [f"thread.{i}"]) for i in range(24)]

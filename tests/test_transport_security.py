@@ -210,7 +210,7 @@ async def test_resource_exhausted_request_above_max_message_bytes(
 @pytest.mark.asyncio
 async def test_ok_request_of_exactly_max_message_bytes(limited: Caller, store: Store) -> None:
     answer = await limited.keys.VerifyKey(verify_request(LIMIT), metadata=limited.md)
-    assert answer.code == keys_pb2.VerifyKeyResponse.Code.NOT_FOUND
+    assert answer.code == keys_pb2.VerifyKeyResponse.Code.CODE_NOT_FOUND
     await rejected(
         store,
         lambda: limited.keys.VerifyKey(verify_request(LIMIT + 1), metadata=limited.md),

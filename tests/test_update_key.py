@@ -60,11 +60,11 @@ async def test_ok_disable_and_enable(admin: Caller) -> None:
 
     disabled = await _update(admin, key.id, enabled=False)
     assert (disabled.key.enabled, disabled.key.name) == (False, "kept")
-    assert (await admin.verify(secret)).code == Code.DISABLED
+    assert (await admin.verify(secret)).code == Code.CODE_DISABLED
 
     enabled = await _update(admin, key.id, enabled=True)
     assert enabled.key.enabled
-    assert (await admin.verify(secret)).code == Code.VALID
+    assert (await admin.verify(secret)).code == Code.CODE_VALID
 
 
 async def test_ok_new_expiry(admin: Caller) -> None:
@@ -76,7 +76,7 @@ async def test_ok_new_expiry(admin: Caller) -> None:
 
     assert updated.key.expire_time == later
     answer = await admin.verify(secret)
-    assert (answer.code, answer.expire_time) == (Code.VALID, later)
+    assert (answer.code, answer.expire_time) == (Code.CODE_VALID, later)
 
 
 async def test_ok_expiry_in_the_past_expires_the_key_at_once(admin: Caller) -> None:
@@ -87,7 +87,7 @@ async def test_ok_expiry_in_the_past_expires_the_key_at_once(admin: Caller) -> N
     updated = await _update(admin, key.id, expire_time=past)
 
     assert updated.key.expire_time == past
-    assert (await admin.verify(secret)).code == Code.EXPIRED
+    assert (await admin.verify(secret)).code == Code.CODE_EXPIRED
 
 
 async def test_ok_clear_expiry(admin: Caller) -> None:

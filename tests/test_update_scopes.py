@@ -100,7 +100,7 @@ async def test_ok_kept_scope_keeps_its_id_and_takes_the_new_description(admin: C
     # The key's grant follows the entry: same id, new description.
     [held] = (await admin.get_key(key.id)).permissions
     assert (held.id, held.description) == (ids["read:users"], "Read users")
-    assert (await admin.verify(secret, "read:users")).code == Code.VALID
+    assert (await admin.verify(secret, "read:users")).code == Code.CODE_VALID
 
 
 async def test_ok_scope_ids_sent_in_the_request_are_ignored(admin: Caller) -> None:
@@ -153,15 +153,15 @@ async def test_ok_removal_shows_in_the_next_verify(admin: Caller) -> None:
     _, direct_secret = await admin.make_key(api.id, ["documents.write", "admin"])
     _, role_secret = await admin.make_key(api.id, roles=["reader"])
     _, wildcard_secret = await admin.make_key(api.id, ["documents.*"])
-    assert (await admin.verify(direct_secret, "documents.write AND admin")).code == Code.VALID
+    assert (await admin.verify(direct_secret, "documents.write AND admin")).code == Code.CODE_VALID
 
     await update_scopes(admin, api.id, ["admin"])
 
     answer = await admin.verify(direct_secret, "documents.write AND admin")
-    assert (answer.code, list(answer.missing_permissions)) == (Code.INSUFFICIENT_PERMISSIONS, ["documents.write"])
-    assert (await admin.verify(role_secret, "documents.read")).code == Code.INSUFFICIENT_PERMISSIONS
+    assert (answer.code, list(answer.missing_permissions)) == (Code.CODE_INSUFFICIENT_PERMISSIONS, ["documents.write"])
+    assert (await admin.verify(role_secret, "documents.read")).code == Code.CODE_INSUFFICIENT_PERMISSIONS
     assert (await admin.verify(role_secret)).roles == ["reader"]  # the role stays, emptied
-    assert (await admin.verify(wildcard_secret, "documents.read")).code == Code.INSUFFICIENT_PERMISSIONS
+    assert (await admin.verify(wildcard_secret, "documents.read")).code == Code.CODE_INSUFFICIENT_PERMISSIONS
 
 
 async def test_ok_other_apis_are_untouched(admin: Caller) -> None:
@@ -176,7 +176,7 @@ async def test_ok_other_apis_are_untouched(admin: Caller) -> None:
 
     assert await admin.get_api(other.id) == other_before
     assert await admin.get_key(key.id) == key_before
-    assert (await admin.verify(secret, "read:users AND write:users")).code == Code.VALID
+    assert (await admin.verify(secret, "read:users AND write:users")).code == Code.CODE_VALID
 
 
 async def test_ok_a_removed_scope_added_again_is_a_new_entry(admin: Caller) -> None:
@@ -189,7 +189,7 @@ async def test_ok_a_removed_scope_added_again_is_a_new_entry(admin: Caller) -> N
 
     assert response.api.scopes[0].id != old_id
     assert (response.keys_affected, list(response.removed_scopes)) == (0, [])
-    assert (await admin.verify(secret, "read:users")).code == Code.INSUFFICIENT_PERMISSIONS
+    assert (await admin.verify(secret, "read:users")).code == Code.CODE_INSUFFICIENT_PERMISSIONS
 
 
 @pytest.mark.parametrize("update_api", ["api.*.update_api", "api.{api}.update_api"])

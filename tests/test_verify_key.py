@@ -35,7 +35,7 @@ async def test_ok_valid_key_without_query(admin: Caller) -> None:
 
     answer = await admin.verify(secret)
 
-    assert answer.valid and answer.code == Code.VALID
+    assert answer.valid and answer.code == Code.CODE_VALID
     assert (answer.key_id, answer.api_id) == (key.id, api.id)
     assert list(answer.permissions) == ["documents.read", "documents.write"]
     assert list(answer.roles) == [] and list(answer.missing_permissions) == []
@@ -50,7 +50,7 @@ async def test_ok_effective_permissions_are_direct_and_roles_sorted_and_unique(a
 
     answer = await admin.verify(secret)
 
-    assert answer.code == Code.VALID
+    assert answer.code == Code.CODE_VALID
     assert list(answer.permissions) == ["audit.read", "documents.read", "documents.write", "zeta"]
     assert list(answer.roles) == ["auditor", "writer"]
 
@@ -62,7 +62,7 @@ async def test_ok_reports_expire_time(admin: Caller) -> None:
 
     answer = await admin.verify(secret)
 
-    assert answer.code == Code.VALID
+    assert answer.code == Code.CODE_VALID
     assert answer.expire_time == expiry
 
 
@@ -73,7 +73,7 @@ async def test_ok_empty_query_is_no_query(admin: Caller, query: str) -> None:
 
     answer = await admin.verify(secret, query)
 
-    assert answer.valid and answer.code == Code.VALID
+    assert answer.valid and answer.code == Code.CODE_VALID
 
 
 # -- ok: the query ---------------------------------------------------------------------------------
@@ -121,9 +121,9 @@ async def test_ok_query(admin: Caller, held: list[str], query: str, missing: lis
     answer = await admin.verify(secret, query)
 
     if missing:
-        assert (answer.valid, answer.code) == (False, Code.INSUFFICIENT_PERMISSIONS)
+        assert (answer.valid, answer.code) == (False, Code.CODE_INSUFFICIENT_PERMISSIONS)
     else:
-        assert (answer.valid, answer.code) == (True, Code.VALID)
+        assert (answer.valid, answer.code) == (True, Code.CODE_VALID)
     assert list(answer.missing_permissions) == missing
 
 
@@ -134,7 +134,7 @@ async def test_ok_insufficient_permissions_still_describes_the_key(admin: Caller
 
     answer = await admin.verify(secret, "documents.read AND documents.write")
 
-    assert answer.code == Code.INSUFFICIENT_PERMISSIONS and not answer.valid
+    assert answer.code == Code.CODE_INSUFFICIENT_PERMISSIONS and not answer.valid
     assert (answer.key_id, answer.api_id) == (key.id, api.id)
     assert list(answer.permissions) == ["billing.read", "documents.read"]
     assert list(answer.roles) == ["reader"]
@@ -148,7 +148,7 @@ async def test_ok_wildcard_granted_through_a_role(admin: Caller) -> None:
 
     answer = await admin.verify(secret, "documents.read AND documents.write")
 
-    assert answer.code == Code.VALID
+    assert answer.code == Code.CODE_VALID
 
 
 async def test_ok_parentheses_nested_32_deep(admin: Caller) -> None:
@@ -157,7 +157,7 @@ async def test_ok_parentheses_nested_32_deep(admin: Caller) -> None:
 
     answer = await admin.verify(secret, "(" * 32 + "a" + ")" * 32)
 
-    assert answer.code == Code.VALID
+    assert answer.code == Code.CODE_VALID
 
 
 async def test_ok_query_of_1000_characters(admin: Caller) -> None:
@@ -168,13 +168,13 @@ async def test_ok_query_of_1000_characters(admin: Caller) -> None:
 
     answer = await admin.verify(secret, query)
 
-    assert answer.code == Code.VALID
+    assert answer.code == Code.CODE_VALID
 
 
 async def test_ok_key_of_512_characters_is_looked_up(admin: Caller) -> None:
     answer = await admin.verify("k" * 512)
 
-    assert answer.code == Code.NOT_FOUND
+    assert answer.code == Code.CODE_NOT_FOUND
 
 
 # -- ok: codes and their precedence ------------------------------------------------------------------
@@ -186,7 +186,7 @@ async def test_ok_disabled(admin: Caller) -> None:
 
     answer = await admin.verify(secret)
 
-    assert (answer.valid, answer.code) == (False, Code.DISABLED)
+    assert (answer.valid, answer.code) == (False, Code.CODE_DISABLED)
     assert answer.key_id == key.id
 
 
@@ -197,7 +197,7 @@ async def test_ok_expired(admin: Caller) -> None:
 
     answer = await admin.verify(secret)
 
-    assert (answer.valid, answer.code) == (False, Code.EXPIRED)
+    assert (answer.valid, answer.code) == (False, Code.CODE_EXPIRED)
     assert answer.key_id == key.id and answer.HasField("expire_time")
 
 
@@ -208,7 +208,7 @@ async def test_ok_disabled_wins_over_expired_and_insufficient(admin: Caller) -> 
 
     answer = await admin.verify(secret, "missing.permission")
 
-    assert answer.code == Code.DISABLED
+    assert answer.code == Code.CODE_DISABLED
     assert list(answer.missing_permissions) == []
 
 
@@ -219,7 +219,7 @@ async def test_ok_expired_wins_over_insufficient(admin: Caller) -> None:
 
     answer = await admin.verify(secret, "missing.permission")
 
-    assert answer.code == Code.EXPIRED
+    assert answer.code == Code.CODE_EXPIRED
     assert list(answer.missing_permissions) == []
 
 
@@ -243,7 +243,7 @@ async def test_ok_consistent_after_set_permissions(admin: Caller) -> None:
 
     await admin.keys.SetPermissions(keys_pb2.SetPermissionsRequest(key_id=key.id, permissions=["b"]), metadata=admin.md)
 
-    assert (await admin.verify(secret, "b")).code == Code.VALID
+    assert (await admin.verify(secret, "b")).code == Code.CODE_VALID
     assert list((await admin.verify(secret, "a")).missing_permissions) == ["a"]
 
 
@@ -257,7 +257,7 @@ async def test_ok_consistent_after_update_scopes(admin: Caller) -> None:
     await admin.apis.UpdateScopes(request, metadata=admin.md)
 
     answer = await admin.verify(secret, "a")
-    assert answer.code == Code.INSUFFICIENT_PERMISSIONS
+    assert answer.code == Code.CODE_INSUFFICIENT_PERMISSIONS
     assert list(answer.permissions) == ["b"]
 
 
@@ -267,10 +267,10 @@ async def test_ok_consistent_after_set_roles(admin: Caller) -> None:
     key, secret = await admin.make_key(api.id)
 
     await admin.keys.SetRoles(keys_pb2.SetRolesRequest(key_id=key.id, roles=["reader"]), metadata=admin.md)
-    assert (await admin.verify(secret, "documents.read")).code == Code.VALID
+    assert (await admin.verify(secret, "documents.read")).code == Code.CODE_VALID
 
     await admin.keys.SetRoles(keys_pb2.SetRolesRequest(key_id=key.id, roles=[]), metadata=admin.md)
-    assert (await admin.verify(secret, "documents.read")).code == Code.INSUFFICIENT_PERMISSIONS
+    assert (await admin.verify(secret, "documents.read")).code == Code.CODE_INSUFFICIENT_PERMISSIONS
 
 
 async def test_ok_consistent_after_set_role_permissions(admin: Caller) -> None:
@@ -282,8 +282,8 @@ async def test_ok_consistent_after_set_role_permissions(admin: Caller) -> None:
         roles_pb2.SetRolePermissionsRequest(role_id=role.id, permissions=["b"]), metadata=admin.md
     )
 
-    assert (await admin.verify(secret, "b")).code == Code.VALID
-    assert (await admin.verify(secret, "a")).code == Code.INSUFFICIENT_PERMISSIONS
+    assert (await admin.verify(secret, "b")).code == Code.CODE_VALID
+    assert (await admin.verify(secret, "a")).code == Code.CODE_INSUFFICIENT_PERMISSIONS
 
 
 async def test_ok_consistent_after_update_key_enabled(admin: Caller) -> None:
@@ -291,10 +291,10 @@ async def test_ok_consistent_after_update_key_enabled(admin: Caller) -> None:
     key, secret = await admin.make_key(api.id)
 
     await _disable(admin, key.id)
-    assert (await admin.verify(secret)).code == Code.DISABLED
+    assert (await admin.verify(secret)).code == Code.CODE_DISABLED
 
     await admin.keys.UpdateKey(keys_pb2.UpdateKeyRequest(key_id=key.id, enabled=True), metadata=admin.md)
-    assert (await admin.verify(secret)).code == Code.VALID
+    assert (await admin.verify(secret)).code == Code.CODE_VALID
 
 
 async def test_ok_consistent_after_update_key_expiry(admin: Caller) -> None:
@@ -302,11 +302,11 @@ async def test_ok_consistent_after_update_key_expiry(admin: Caller) -> None:
     key, secret = await admin.make_key(api.id, expire_time=from_now(3600))
 
     await _expire(admin, key.id)
-    assert (await admin.verify(secret)).code == Code.EXPIRED
+    assert (await admin.verify(secret)).code == Code.CODE_EXPIRED
 
     await admin.keys.UpdateKey(keys_pb2.UpdateKeyRequest(key_id=key.id, clear_expire_time=True), metadata=admin.md)
     answer = await admin.verify(secret)
-    assert answer.code == Code.VALID and not answer.HasField("expire_time")
+    assert answer.code == Code.CODE_VALID and not answer.HasField("expire_time")
 
 
 async def test_ok_consistent_after_delete_key(admin: Caller) -> None:
@@ -316,7 +316,7 @@ async def test_ok_consistent_after_delete_key(admin: Caller) -> None:
     await admin.keys.DeleteKey(keys_pb2.DeleteKeyRequest(key_id=key.id), metadata=admin.md)
 
     answer = await admin.verify(secret)
-    assert (answer.valid, answer.code, answer.key_id) == (False, Code.NOT_FOUND, "")
+    assert (answer.valid, answer.code, answer.key_id) == (False, Code.CODE_NOT_FOUND, "")
 
 
 # -- not found: answered with status OK -----------------------------------------------------------------
@@ -325,13 +325,13 @@ async def test_ok_consistent_after_delete_key(admin: Caller) -> None:
 async def test_not_found_unknown_key(admin: Caller) -> None:
     answer = await admin.verify("no_such_key_0123456789")
 
-    assert answer == keys_pb2.VerifyKeyResponse(valid=False, code=Code.NOT_FOUND)
+    assert answer == keys_pb2.VerifyKeyResponse(valid=False, code=Code.CODE_NOT_FOUND)
 
 
 async def test_not_found_root_key_secret_is_not_a_key(admin: Caller) -> None:
     answer = await admin.verify(admin.root_key)
 
-    assert answer == keys_pb2.VerifyKeyResponse(valid=False, code=Code.NOT_FOUND)
+    assert answer == keys_pb2.VerifyKeyResponse(valid=False, code=Code.CODE_NOT_FOUND)
 
 
 @pytest.mark.parametrize(
@@ -349,10 +349,10 @@ async def test_not_found_key_of_an_api_the_caller_may_not_verify(
     _, other_secret = await admin.make_key(other.id, ["a"])
     caller = await make_caller([p.format(own=own.id, other=other.id) for p in permissions])
 
-    assert (await caller.verify(own_secret)).code == Code.VALID
+    assert (await caller.verify(own_secret)).code == Code.CODE_VALID
     # Exactly the answer for a key that does not exist: nothing about the key leaks.
     assert await caller.verify(other_secret, "a") == await caller.verify("no_such_key_0123456789", "a")
-    assert await caller.verify(other_secret) == keys_pb2.VerifyKeyResponse(valid=False, code=Code.NOT_FOUND)
+    assert await caller.verify(other_secret) == keys_pb2.VerifyKeyResponse(valid=False, code=Code.CODE_NOT_FOUND)
 
 
 async def test_not_found_wins_over_disabled(admin: Caller, make_caller: MakeCaller) -> None:
@@ -360,7 +360,7 @@ async def test_not_found_wins_over_disabled(admin: Caller, make_caller: MakeCall
     _, secret = await admin.make_key(other.id, enabled=False)
     caller = await make_caller([f"api.{own.id}.verify_key"])
 
-    assert (await caller.verify(secret)).code == Code.NOT_FOUND
+    assert (await caller.verify(secret)).code == Code.CODE_NOT_FOUND
 
 
 async def test_not_found_caller_without_verify_key(admin: Caller, make_caller: MakeCaller) -> None:
@@ -368,7 +368,7 @@ async def test_not_found_caller_without_verify_key(admin: Caller, make_caller: M
     _, secret = await admin.make_key(api.id)
     caller = await make_caller([p for p in EXAMPLE_ROOT_KEY if not p.endswith(".verify_key")])
 
-    assert (await caller.verify(secret)).code == Code.NOT_FOUND
+    assert (await caller.verify(secret)).code == Code.CODE_NOT_FOUND
 
 
 async def test_ok_wildcard_root_key_verifies_every_api(admin: Caller, make_caller: MakeCaller) -> None:
@@ -377,8 +377,8 @@ async def test_ok_wildcard_root_key_verifies_every_api(admin: Caller, make_calle
     _, second_secret = await admin.make_key(second.id)
     caller = await make_caller(["api.*.verify_key"])
 
-    assert (await caller.verify(first_secret)).code == Code.VALID
-    assert (await caller.verify(second_secret)).code == Code.VALID
+    assert (await caller.verify(first_secret)).code == Code.CODE_VALID
+    assert (await caller.verify(second_secret)).code == Code.CODE_VALID
 
 
 # -- invalid argument --------------------------------------------------------------------------------------

@@ -86,12 +86,16 @@ def test_ok_a_change_through_one_process_is_seen_by_the_next_call_to_another(
                 answer = keys[reader].VerifyKey(
                     keys_pb2.VerifyKeyRequest(key=created.secret, permissions=f"documents.r{round_}"), metadata=md
                 )
-                assert (answer.code, sorted(answer.permissions)) == (Code.VALID, sorted(names))
+                assert (answer.code, sorted(answer.permissions)) == (Code.CODE_VALID, sorted(names))
             keys["b"].UpdateKey(keys_pb2.UpdateKeyRequest(key_id=created.key.id, enabled=False), metadata=md)
-            assert keys["a"].VerifyKey(keys_pb2.VerifyKeyRequest(key=created.secret), metadata=md).code == Code.DISABLED
+            assert (
+                keys["a"].VerifyKey(keys_pb2.VerifyKeyRequest(key=created.secret), metadata=md).code
+                == Code.CODE_DISABLED
+            )
             keys["a"].DeleteKey(keys_pb2.DeleteKeyRequest(key_id=created.key.id), metadata=md)
             assert (
-                keys["b"].VerifyKey(keys_pb2.VerifyKeyRequest(key=created.secret), metadata=md).code == Code.NOT_FOUND
+                keys["b"].VerifyKey(keys_pb2.VerifyKeyRequest(key=created.secret), metadata=md).code
+                == Code.CODE_NOT_FOUND
             )
     finally:
         codes = [stop(p, signal.SIGTERM)[0] for p in (a, b)]

@@ -196,7 +196,7 @@ class Load:
                 verified = await keys.VerifyKey(
                     keys_pb2.VerifyKeyRequest(key=w.secret), metadata=md, timeout=DEADLINE_SECONDS
                 )
-                if verified.code != Code.VALID or sorted(verified.permissions) not in w.may_hold():
+                if verified.code != Code.CODE_VALID or sorted(verified.permissions) not in w.may_hold():
                     self.wrong.append(f"writer {w.index}: VerifyKey answered {verified} after set n{w.acknowledged}")
             except grpc.aio.AioRpcError as e:
                 w.refused += 1

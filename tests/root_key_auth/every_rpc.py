@@ -94,7 +94,7 @@ RPCS: dict[str, tuple[str, Callable[[World], Message]]] = {
     ),
     "ListAuditEvents": ("audit", lambda w: audit_pb2.ListAuditEventsRequest(api_id=w.a)),
 }
-# VerifyKey answers "not yours" with status OK and code NOT_FOUND, so it has tests of its own.
+# VerifyKey answers "not yours" with status OK and code CODE_NOT_FOUND, so it has tests of its own.
 STATUS_RPCS = [rpc for rpc in RPCS if rpc != "VerifyKey"]
 # The RPCs on an existing resource of API A. (ListAuditEvents looks up no resource: without the permission
 # it is denied alike for every API id, existing or not.)

@@ -62,7 +62,7 @@ def _refused(rpc: str) -> grpc.StatusCode | keys_pb2.VerifyKeyResponse.Code.Valu
     """How an RPC refuses a caller that may not do it: calls on no existing resource say PERMISSION_DENIED;
     on a resource the caller cannot see, NOT_FOUND (VerifyKey: the answer's code)."""
     if rpc == "VerifyKey":
-        return Code.NOT_FOUND
+        return Code.CODE_NOT_FOUND
     return PERMISSION_DENIED if rpc in ("CreateApi", "ListAuditEvents") else NOT_FOUND
 
 
@@ -79,7 +79,7 @@ async def test_ok_matrix_the_required_permission_alone_is_enough(
     world: World, make_caller: MakeCaller, rpc: str
 ) -> None:
     caller = await make_caller([REQUIRED[rpc].format(a=world.a)])
-    assert await _answer(caller, rpc, world) == (Code.VALID if rpc == "VerifyKey" else OK)
+    assert await _answer(caller, rpc, world) == (Code.CODE_VALID if rpc == "VerifyKey" else OK)
 
 
 # (CreateApi's permission names no API, so it has no "for another API" case.)
@@ -133,8 +133,8 @@ async def test_not_found_verify_key_of_another_api_says_nothing_about_the_key(
     caller = await make_caller([f"api.{world.b}.*", f"rbac.{world.b}.*"])
     hidden = await call(caller, "VerifyKey", world)
     unknown = await call(caller, "VerifyKey", UNKNOWN)
-    assert hidden.code == Code.NOT_FOUND
-    assert hidden == unknown == keys_pb2.VerifyKeyResponse(valid=False, code=Code.NOT_FOUND)
+    assert hidden.code == Code.CODE_NOT_FOUND
+    assert hidden == unknown == keys_pb2.VerifyKeyResponse(valid=False, code=Code.CODE_NOT_FOUND)
 
 
 # -- the wrong permission on an API one may read: permission denied ---------------------------------

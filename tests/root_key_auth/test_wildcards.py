@@ -91,15 +91,15 @@ async def test_wildcards(
 @pytest.mark.parametrize(
     ("granted", "code"),
     [
-        (["api.*.verify_key"], Code.VALID),
-        (["api.{a}.verify_key"], Code.VALID),
-        (["api.{a}.*"], Code.VALID),
-        (["*.*.*"], Code.VALID),
-        (["*.{a}.verify_key"], Code.VALID),
-        (["api.{b}.verify_key"], Code.NOT_FOUND),
-        (["api.verify_key.*"], Code.NOT_FOUND),
-        (["api.*"], Code.NOT_FOUND),
-        (["api.*.update_key", "api.*.read_key", "rbac.*.*"], Code.NOT_FOUND),
+        (["api.*.verify_key"], Code.CODE_VALID),
+        (["api.{a}.verify_key"], Code.CODE_VALID),
+        (["api.{a}.*"], Code.CODE_VALID),
+        (["*.*.*"], Code.CODE_VALID),
+        (["*.{a}.verify_key"], Code.CODE_VALID),
+        (["api.{b}.verify_key"], Code.CODE_NOT_FOUND),
+        (["api.verify_key.*"], Code.CODE_NOT_FOUND),
+        (["api.*"], Code.CODE_NOT_FOUND),
+        (["api.*.update_key", "api.*.read_key", "rbac.*.*"], Code.CODE_NOT_FOUND),
     ],
 )
 async def test_wildcards_verify_key(

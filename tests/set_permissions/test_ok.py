@@ -63,8 +63,8 @@ async def test_ok_role_permissions_are_untouched_and_still_verify(admin: Caller)
     assert list(response.permissions) == []  # role grants are not direct permissions
     got = await admin.get_key(key.id)
     assert [(r.name, [p.name for p in r.permissions]) for r in got.roles] == [("reader", ["documents.read"])]
-    assert (await admin.verify(secret, "documents.read")).code == Code.VALID
-    assert (await admin.verify(secret, "documents.write")).code == Code.INSUFFICIENT_PERMISSIONS
+    assert (await admin.verify(secret, "documents.read")).code == Code.CODE_VALID
+    assert (await admin.verify(secret, "documents.write")).code == Code.CODE_INSUFFICIENT_PERMISSIONS
 
 
 async def test_ok_a_name_held_directly_and_through_a_role_can_be_set_directly(admin: Caller) -> None:
@@ -104,7 +104,7 @@ async def test_ok_unknown_names_are_created_when_the_caller_may(
     ids = await admin.catalog(api.id)
     assert {name: p.id for name, p in created.items()} == {n: ids[n] for n in created}
     assert {p.name: p.id for p in response.permissions} == ids
-    assert (await admin.verify(secret, "billing.read AND documents.write")).code == Code.VALID
+    assert (await admin.verify(secret, "billing.read AND documents.write")).code == Code.CODE_VALID
 
 
 async def test_ok_known_names_need_no_create_permission(admin: Caller, make_caller: MakeCaller) -> None:
@@ -145,17 +145,17 @@ async def test_ok_wildcard_update_key_root_key(admin: Caller, make_caller: MakeC
 async def test_ok_the_next_verify_sees_the_change(admin: Caller) -> None:
     api = await admin.make_api(["documents.read", "documents.write", "documents.*"])
     key, secret = await admin.make_key(api.id, ["documents.read"])
-    assert (await admin.verify(secret, "documents.read")).code == Code.VALID
+    assert (await admin.verify(secret, "documents.read")).code == Code.CODE_VALID
 
     await set_permissions(admin, key.id, ["documents.write"])
     answer = await admin.verify(secret, "documents.read AND documents.write")
-    assert answer.code == Code.INSUFFICIENT_PERMISSIONS
+    assert answer.code == Code.CODE_INSUFFICIENT_PERMISSIONS
     assert list(answer.missing_permissions) == ["documents.read"]
 
     # A wildcard grant set directly covers one segment at once.
     await set_permissions(admin, key.id, ["documents.*"])
-    assert (await admin.verify(secret, "documents.read AND documents.write")).code == Code.VALID
-    assert (await admin.verify(secret, "documents.read.own")).code == Code.INSUFFICIENT_PERMISSIONS
+    assert (await admin.verify(secret, "documents.read AND documents.write")).code == Code.CODE_VALID
+    assert (await admin.verify(secret, "documents.read.own")).code == Code.CODE_INSUFFICIENT_PERMISSIONS
 
 
 async def test_ok_revision_grows_by_exactly_one(admin: Caller, store: Store) -> None:
@@ -257,7 +257,7 @@ async def test_ok_scopes_added_by_update_scopes_can_be_granted_without_create_pe
     response = await set_permissions(caller, key.id, ["read:users"])
 
     assert [(p.name, p.description) for p in response.permissions] == [("read:users", "Read users")]
-    assert (await admin.verify(secret, "read:users")).code == Code.VALID
+    assert (await admin.verify(secret, "read:users")).code == Code.CODE_VALID
 
 
 async def test_ok_a_call_that_changes_nothing_keeps_the_etag(admin: Caller) -> None:
@@ -296,7 +296,7 @@ async def test_ok_seed_root_key_sets_permissions_creating_unknown_ones(
     assert [p.name for p in response.permissions] == ["documents.delete", "documents.read"]
     assert response.revision == before + 1
     assert (await admin.catalog(api.id))["documents.delete"] == created.id
-    assert (await admin.verify(secret, "documents.delete")).code == Code.VALID
+    assert (await admin.verify(secret, "documents.delete")).code == Code.CODE_VALID
 
 
 async def test_ok_seed_root_key_removes_all_permissions(admin: Caller, make_caller: MakeCaller) -> None:

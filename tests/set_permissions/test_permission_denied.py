@@ -82,7 +82,7 @@ async def test_permission_denied_unknown_names_without_create_permission(
     assert info.metadata["permission"] == f"rbac.{api.id}.create_permission"
     assert sorted(info.metadata["permissions_not_in_catalog"].split(",")) == ["billing.read", "billing.write"]
     # The known name in the same request was not applied either.
-    assert (await admin.verify(secret, "documents.write")).code == Code.VALID
+    assert (await admin.verify(secret, "documents.write")).code == Code.CODE_VALID
 
 
 async def test_permission_denied_update_key_alone_cannot_create_permissions(

@@ -120,7 +120,7 @@ async def verify_until_refused(
             call.code, call.ended_after_signal = e.code(), phase.signalled
             return
         call.code, call.ended_after_signal = OK, phase.signalled
-        assert answer.code == Code.VALID, answer
+        assert answer.code == Code.CODE_VALID, answer
 
 
 async def code_of(call: Awaitable[object]) -> grpc.StatusCode:

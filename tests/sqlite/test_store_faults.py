@@ -84,7 +84,7 @@ async def assert_has(caller: Caller, key_id: str, secret: str, names: list[str])
     key = await caller.get_key(key_id)
     assert sorted(p.name for p in key.permissions) == sorted(names)
     answer = await caller.verify(secret, f"{names[0]} AND {names[-1]}")
-    assert answer.code == Code.VALID, answer
+    assert answer.code == Code.CODE_VALID, answer
 
 
 def file_bytes(*paths: Path) -> dict[str, str]:

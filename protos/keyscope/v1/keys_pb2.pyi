@@ -516,24 +516,24 @@ class VerifyKeyResponse(_message.Message):
     class _CodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[VerifyKeyResponse._Code.ValueType], _builtins.type):
         DESCRIPTOR: _descriptor.EnumDescriptor
         CODE_UNSPECIFIED: VerifyKeyResponse._Code.ValueType  # 0
-        VALID: VerifyKeyResponse._Code.ValueType  # 1
+        CODE_VALID: VerifyKeyResponse._Code.ValueType  # 1
         """The key exists, is enabled, has not expired and satisfies the query."""
-        NOT_FOUND: VerifyKeyResponse._Code.ValueType  # 2
+        CODE_NOT_FOUND: VerifyKeyResponse._Code.ValueType  # 2
         """No such key, or a key of an API the caller may not verify."""
-        DISABLED: VerifyKeyResponse._Code.ValueType  # 3
-        EXPIRED: VerifyKeyResponse._Code.ValueType  # 4
-        INSUFFICIENT_PERMISSIONS: VerifyKeyResponse._Code.ValueType  # 5
+        CODE_DISABLED: VerifyKeyResponse._Code.ValueType  # 3
+        CODE_EXPIRED: VerifyKeyResponse._Code.ValueType  # 4
+        CODE_INSUFFICIENT_PERMISSIONS: VerifyKeyResponse._Code.ValueType  # 5
         """The key is usable but does not satisfy the query."""
 
     class Code(_Code, metaclass=_CodeEnumTypeWrapper): ...
     CODE_UNSPECIFIED: VerifyKeyResponse.Code.ValueType  # 0
-    VALID: VerifyKeyResponse.Code.ValueType  # 1
+    CODE_VALID: VerifyKeyResponse.Code.ValueType  # 1
     """The key exists, is enabled, has not expired and satisfies the query."""
-    NOT_FOUND: VerifyKeyResponse.Code.ValueType  # 2
+    CODE_NOT_FOUND: VerifyKeyResponse.Code.ValueType  # 2
     """No such key, or a key of an API the caller may not verify."""
-    DISABLED: VerifyKeyResponse.Code.ValueType  # 3
-    EXPIRED: VerifyKeyResponse.Code.ValueType  # 4
-    INSUFFICIENT_PERMISSIONS: VerifyKeyResponse.Code.ValueType  # 5
+    CODE_DISABLED: VerifyKeyResponse.Code.ValueType  # 3
+    CODE_EXPIRED: VerifyKeyResponse.Code.ValueType  # 4
+    CODE_INSUFFICIENT_PERMISSIONS: VerifyKeyResponse.Code.ValueType  # 5
     """The key is usable but does not satisfy the query."""
 
     VALID_FIELD_NUMBER: _builtins.int
@@ -560,7 +560,7 @@ class VerifyKeyResponse(_message.Message):
 
     @_builtins.property
     def missing_permissions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """For INSUFFICIENT_PERMISSIONS: the names in the query the key does not
+        """For CODE_INSUFFICIENT_PERMISSIONS: the names in the query the key does not
         hold, in query order.
         """
 

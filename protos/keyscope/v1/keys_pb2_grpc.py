@@ -148,7 +148,7 @@ class KeyServiceServicer:
         The answer is in `code`, with status OK; only caller errors are gRPC
         errors. Every acknowledged change is visible to the next call.
         Requires `api.<api_id>.verify_key` for the key's API; a key of an API the
-        caller may not verify answers NOT_FOUND.
+        caller may not verify answers CODE_NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -76,7 +76,7 @@ class KeyServiceStub:
     The answer is in `code`, with status OK; only caller errors are gRPC
     errors. Every acknowledged change is visible to the next call.
     Requires `api.<api_id>.verify_key` for the key's API; a key of an API the
-    caller may not verify answers NOT_FOUND.
+    caller may not verify answers CODE_NOT_FOUND.
     """
 
 @_typing.type_check_only
@@ -127,7 +127,7 @@ class KeyServiceAsyncStub(KeyServiceStub):
     The answer is in `code`, with status OK; only caller errors are gRPC
     errors. Every acknowledged change is visible to the next call.
     Requires `api.<api_id>.verify_key` for the key's API; a key of an API the
-    caller may not verify answers NOT_FOUND.
+    caller may not verify answers CODE_NOT_FOUND.
     """
 
 class KeyServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -217,7 +217,7 @@ class KeyServiceServicer(metaclass=_abc_1.ABCMeta):
         The answer is in `code`, with status OK; only caller errors are gRPC
         errors. Every acknowledged change is visible to the next call.
         Requires `api.<api_id>.verify_key` for the key's API; a key of an API the
-        caller may not verify answers NOT_FOUND.
+        caller may not verify answers CODE_NOT_FOUND.
         """
 
 def add_KeyServiceServicer_to_server(servicer: KeyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
