@@ -2,7 +2,7 @@
 the server's memory after verifying every key; and a soak of the mixed load. On SQLite (the default), on PostgreSQL
 (`--db postgres`), or on both in one run (`--db both`), with PostgreSQL's figures over SQLite's.
 
-What runs: the real server (`python -m server serve`) as a separate process on a temporary SQLite file that is
+What runs: the real server (`python -m keyscope_server serve`) as a separate process on a temporary SQLite file that is
 seeded beforehand through the store's interface (`Store.import_snapshot`: one API, a catalog of 50 permissions, a few
 roles, a root key and `--keys` keys, in one transaction).
 The load comes from a second process (multiprocessing, "spawn") that keeps `--concurrency` grpc.aio calls in flight

@@ -3,12 +3,14 @@ gRPC, as `sqlite-raw` is SQLite's.
 
 The transaction is sqlite-raw's (the key's direct permissions replaced by 5, the revision bumped, the key marked
 changed, a change-log row and an audit event), in the engine's SQL and behind the engine's lock on the revision row
-(server.store.postgresql.batches.BEGIN_WRITE), so that writes commit one at a time, in the order of their revisions.
+(keyscope_server.store.postgresql.batches.BEGIN_WRITE), so that writes commit one at a time, in the order of their
+revisions.
 Two shapes, each with `concurrency` callers on a pool of min(concurrency, 100) connections, on a copy of the seeded
 database:
   postgres-raw          one transaction per write, each on a connection of its own while it runs;
-  postgres-raw-grouped  group commit as the engine does it (server.store.group_commit): the writes waiting at one
-                        moment (up to 128) share one transaction on one connection, with no savepoint between them.
+  postgres-raw-grouped  group commit as the engine does it (keyscope_server.store.group_commit): the writes waiting
+                        at one moment (up to 128) share one transaction on one connection, with no savepoint
+                        between them.
 Its CPU is that of this process, which runs the callers; the database's (its backends') is given beside it.
 """
 
@@ -30,11 +32,11 @@ from bench_seed import Workload
 from bench_server import tree_cpu_seconds
 from bench_sqlite_raw import AUDIT_STATE
 
-from server.store.engine import ChangeRecord, Links
-from server.store.group_commit import MAX_BATCH
-from server.store.models import AuditEventRecord
-from server.store.postgresql.batches import BEGIN_WRITE
-from server.store.postgresql.changes import PostgresChanges
+from keyscope_server.store.engine import ChangeRecord, Links
+from keyscope_server.store.group_commit import MAX_BATCH
+from keyscope_server.store.models import AuditEventRecord
+from keyscope_server.store.postgresql.batches import BEGIN_WRITE
+from keyscope_server.store.postgresql.changes import PostgresChanges
 
 __all__ = ["SHAPES", "PostgresRaw", "postgres_raw"]
 
@@ -80,7 +82,7 @@ async def _run_batch(conn: asyncpg.Connection, batch: list[SetPermissions]) -> N
 
 
 async def _commit_batches(pool: asyncpg.Pool, queue: Waiting) -> None:
-    """One batch at a time, of the writes waiting when it starts, as server.store.group_commit commits them."""
+    """One batch at a time, of the writes waiting when it starts, as keyscope_server.store.group_commit commits them."""
     while True:
         waiting = [await queue.get()]
         while len(waiting) < MAX_BATCH and not queue.empty():

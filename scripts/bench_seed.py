@@ -12,9 +12,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_id, new_secret, secret_start
-from server.store import open_store
-from server.store.snapshot import ApiRow, KeyRow, PermissionRow, RoleRow, RootKeyRow, StoreSnapshot
+from keyscope_server.credentials import ROOT_KEY_PREFIX, hash_secret, new_id, new_secret, secret_start
+from keyscope_server.store import open_store
+from keyscope_server.store.snapshot import ApiRow, KeyRow, PermissionRow, RoleRow, RootKeyRow, StoreSnapshot
 
 __all__ = ["CATALOG", "Workload", "seed"]
 

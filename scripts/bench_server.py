@@ -1,8 +1,8 @@
 """The server under test as a process of its own: started, waited for, stopped, and measured from /proc.
 
-`running_server` starts `python -m server serve` (with `--workers N`, a parent and N worker processes) and stops it
-with SIGTERM, which it must survive with exit code 0. CPU time and memory are read from /proc for the server's whole
-process tree, so that they count its workers too.
+`running_server` starts `python -m keyscope_server serve` (with `--workers N`, a parent and N worker processes) and
+stops it with SIGTERM, which it must survive with exit code 0. CPU time and memory are read from /proc for the
+server's whole process tree, so that they count its workers too.
 """
 
 from __future__ import annotations
@@ -110,7 +110,18 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
 def running_server(db: str, workers: int, log: Path) -> Iterator[ServerProcess]:
     """The server on `db` (a `--db` value), stopped with SIGTERM at the end, which it must survive with exit code 0."""
     port = free_port()
-    command = [sys.executable, "-m", "server", "serve", "--db", db, "--port", str(port), "--log-level", "warning"]
+    command = [
+        sys.executable,
+        "-m",
+        "keyscope_server",
+        "serve",
+        "--db",
+        db,
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     if workers > 1:
         command += ["--workers", str(workers)]
     with log.open("wb") as log_file:

@@ -1,5 +1,5 @@
 """The audit trail as clients read it (ListAuditEvents), replayed by the store's own replay
-(server.store.audit_replay), and states printed for a readable diff.
+(keyscope_server.store.audit_replay), and states printed for a readable diff.
 
 `replay` turns each protobuf event back into the record the store keeps and replays those: one replay for the
 store and the tests. `store_state` reads the same shape from a store's logical snapshot.
@@ -15,9 +15,9 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 
 from keyscope.v1 import audit_pb2
-from server.store.audit_replay import ReplayedState, store_state
-from server.store.audit_replay import replay as replay_records
-from server.store.models import AuditEventRecord
+from keyscope_server.store.audit_replay import ReplayedState, store_state
+from keyscope_server.store.audit_replay import replay as replay_records
+from keyscope_server.store.models import AuditEventRecord
 from tests.client import Caller
 
 __all__ = ["all_events", "as_json", "as_record", "replay", "store_state"]
@@ -55,7 +55,7 @@ def as_record(event: audit_pb2.AuditEvent) -> AuditEventRecord:
 
 
 def replay(events: Iterable[audit_pb2.AuditEvent]) -> ReplayedState:
-    """The state the events build from empty (server.store.audit_replay.replay, which raises AuditTrailMismatch
+    """The state the events build from empty (keyscope_server.store.audit_replay.replay, which raises AuditTrailMismatch
     at the first event whose `before` the earlier events contradict)."""
     return replay_records(as_record(e) for e in events)
 

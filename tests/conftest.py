@@ -1,8 +1,8 @@
 """Every test gets a real server on 127.0.0.1:0 over a fresh store, called through generated stubs.
 
 `store` runs each test once per engine (the test id names it: `[sqlite]`, `[postgresql]`); adding an engine to
-server.store.engines.ENGINES runs every RPC module on it too. PostgreSQL tests share one real PostgreSQL server,
-which the run starts itself (tests.postgresql_cluster), and each test gets databases of its own, copied from a
+keyscope_server.store.engines.ENGINES runs every RPC module on it too. PostgreSQL tests share one real PostgreSQL
+server, which the run starts itself (tests.postgresql_cluster), and each test gets databases of its own, copied from a
 migrated template. tests/sqlite/ and tests/postgresql/ hold each engine's own tests.
 """
 
@@ -22,11 +22,11 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from server.cli import EXAMPLE_ROOT_KEY
-from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
-from server.factory import RunningServer, ServerConfig, start_server
-from server.store import Store, open_store, prepare_store
-from server.store.engines import ENGINES
+from keyscope_server.cli import EXAMPLE_ROOT_KEY
+from keyscope_server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
+from keyscope_server.factory import RunningServer, ServerConfig, start_server
+from keyscope_server.store import Store, open_store, prepare_store
+from keyscope_server.store.engines import ENGINES
 from tests.client import Caller
 from tests.loop_thread import LoopThread
 from tests.postgresql_cluster import PASSWORD_ROLE, Cluster, PostgresMissing, find_binaries, running_cluster

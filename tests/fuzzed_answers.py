@@ -11,7 +11,7 @@ import grpc
 from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
 
-from server.factory import ServerConfig
+from keyscope_server.factory import ServerConfig
 from tests.rpc_errors import error_info, field_violations, request_id, resource_names
 
 Code = grpc.StatusCode

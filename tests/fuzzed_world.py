@@ -19,9 +19,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import keyscope.v1
 from keyscope.v1 import apis_pb2, audit_pb2, audit_pb2_grpc, keys_pb2, roles_pb2
-from server.cli import EXAMPLE_ROOT_KEY
-from server.store import Store
-from server.store.snapshot import StoreSnapshot
+from keyscope_server.cli import EXAMPLE_ROOT_KEY
+from keyscope_server.store import Store
+from keyscope_server.store.snapshot import StoreSnapshot
 from tests.client import Caller, from_now
 from tests.conftest import MakeCaller
 from tests.fuzzed_answers import MAX_MESSAGE_BYTES, check_error, check_request_id

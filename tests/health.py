@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server.factory import SERVICE_NAMES
+from keyscope_server.factory import SERVICE_NAMES
 from tests.polling import until
 
 __all__ = ["HEALTH_NAMES", "Serving", "health", "health_turns"]

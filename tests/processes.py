@@ -1,4 +1,4 @@
-"""Running `python -m server` as a separate process, as people and deployments do."""
+"""Running `python -m keyscope_server` as a separate process, as people and deployments do."""
 
 from __future__ import annotations
 
@@ -24,7 +24,12 @@ def server_env(**extra: str) -> dict[str, str]:
 
 def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "server", *args], cwd=cwd, env=server_env(), capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "keyscope_server", *args],
+        cwd=cwd,
+        env=server_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -77,14 +82,15 @@ def start_serve(
     log: Path | None = None,
     credentials: grpc.ChannelCredentials | None = None,
     env: dict[str, str] | None = None,
+    python: str = sys.executable,
 ) -> subprocess.Popen[str]:
-    """`python -m server serve`, its log captured, once its health check answers SERVING (over TLS with
-    `credentials`).
+    """`python -m keyscope_server serve`, its log captured, once its health check answers SERVING (over TLS with
+    `credentials`), run by `python` (another virtual environment's, say).
 
     With `log`, stdout and stderr are appended to that file instead of piped: a pipe nobody reads
     fills up under load (a log line per call) and stalls the server.
     """
-    command = [sys.executable, "-m", "server", "serve", "--db", str(db), "--port", str(port), *flags]
+    command = [python, "-m", "keyscope_server", "serve", "--db", str(db), "--port", str(port), *flags]
     env = env or server_env()
     if log is None:
         process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -8,7 +8,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
-from server.store import Store
+from keyscope_server.store import Store
 
 
 async def rejected(store: Store, call: Callable[[], Awaitable[object]], code: grpc.StatusCode) -> grpc.aio.AioRpcError:

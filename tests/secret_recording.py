@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 import pytest
 
-from server import credentials
+from keyscope_server import credentials
 from tests.secret_search import SecretWatch
 
 __all__ = ["AioRecorder", "LogRecorder", "SyncRecorder", "installed"]
@@ -117,7 +117,7 @@ def _recording_new_secret(watch: SecretWatch) -> Callable[..., str]:
 
 def _rebind_everywhere(monkeypatch: pytest.MonkeyPatch, replacements: Mapping[object, object]) -> None:
     """Replace each object by its replacement in every loaded module that holds it, under any name, so that
-    `from grpc.aio import insecure_channel` and `from server.credentials import new_secret` are reached too."""
+    `from grpc.aio import insecure_channel` and `from keyscope_server.credentials import new_secret` are reached too."""
     by_id = {id(original): replacement for original, replacement in replacements.items()}
     for module in list(sys.modules.values()):
         namespace = getattr(module, "__dict__", None)

@@ -22,7 +22,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 
-from server.credentials import ROOT_KEY_PREFIX
+from keyscope_server.credentials import ROOT_KEY_PREFIX
 
 __all__ = [
     "CAPTURED",

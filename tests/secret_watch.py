@@ -4,10 +4,10 @@ run fails if one is found anywhere.
 
 Registered from tests/conftest.py. While the tests run it records:
 
-- secrets: each `server.credentials.new_secret` call in this process (re-bound wherever a module imported
+- secrets: each `keyscope_server.credentials.new_secret` call in this process (re-bound wherever a module imported
   it, so conftest's `make_caller`, test modules and the in-process server are all covered), each string
   field named `secret` in a response any client channel received (secrets minted by server subprocesses),
-  and what `python -m server create-root-key` printed;
+  and what `python -m keyscope_server create-root-key` printed;
 - log texts: every record of the root logger at DEBUG (but one line of grpc chatter, `_not_loop_chatter`),
   each captured stream of a subprocess (every `Popen.communicate`, which `subprocess.run` uses too), server
   log files registered with `watch_output_file`, and what pytest captured of each test's stdout and stderr;

@@ -7,7 +7,7 @@ row refers to rows that exist, and the audit trail agrees with the store's revis
 
 from __future__ import annotations
 
-from server.store.snapshot import StoreSnapshot
+from keyscope_server.store.snapshot import StoreSnapshot
 
 __all__ = ["dangling_references"]
 

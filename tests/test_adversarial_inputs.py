@@ -46,8 +46,8 @@ from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
 from keyscope.v1 import keys_pb2
-from server.factory import RunningServer
-from server.store import Store
+from keyscope_server.factory import RunningServer
+from keyscope_server.store import Store
 from tests.conftest import MakeCaller
 from tests.fuzzed_answers import METADATA_LIMIT
 from tests.fuzzed_world import EFFECTS, RPCS, World, build_world
@@ -109,7 +109,7 @@ async def explore_rpc(rpc: MethodDescriptor, world: World) -> None:
 
 # Inputs the exploration found, cut down by hand to the smallest that failed: their errors' trailers passed a
 # default client's 8 KiB metadata limit, so that it dropped the answer at random and saw RESOURCE_EXHAUSTED
-# without details (until server/status.py budgeted for the message, which travels twice).
+# without details (until keyscope_server/status.py budgeted for the message, which travels twice).
 REGRESSIONS: dict[str, tuple[str, str, Callable[[World], Message], grpc.StatusCode]] = {
     "27 unknown role names of 64 characters": (
         "keyscope.v1.KeyService.SetRoles",

@@ -14,10 +14,10 @@ import grpc
 import pytest
 
 from keyscope.v1 import apis_pb2, keys_pb2, permissions_pb2, roles_pb2
-from server.store import Store
-from server.store.audit_replay import AuditTrailMismatch, check_audit_trail
-from server.store.audit_replay import replay as replay_records
-from server.store.snapshot import StoreSnapshot
+from keyscope_server.store import Store
+from keyscope_server.store.audit_replay import AuditTrailMismatch, check_audit_trail
+from keyscope_server.store.audit_replay import replay as replay_records
+from keyscope_server.store.snapshot import StoreSnapshot
 from tests.audit_replay import all_events, as_json, as_record, replay, store_state
 from tests.client import Caller, from_now
 

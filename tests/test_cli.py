@@ -1,4 +1,4 @@
-"""`python -m server`: its commands, run as a person runs them, in a subprocess of the venv's interpreter."""
+"""`python -m keyscope_server`: its commands, run as a person runs them, in a subprocess of the venv's interpreter."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import grpc
 import pytest
 
 from keyscope.v1 import apis_pb2, apis_pb2_grpc
-from server.cli import EXAMPLE_ROOT_KEY
-from server.store import open_store
-from server.store.snapshot import StoreSnapshot
+from keyscope_server.cli import EXAMPLE_ROOT_KEY
+from keyscope_server.store import open_store
+from keyscope_server.store.snapshot import StoreSnapshot
 from tests.conftest import NewDatabase
 from tests.processes import create_root_key, free_port, run, start_serve, stop
 
@@ -52,7 +52,7 @@ def test_ok_create_root_key_prints_only_the_secret(tmp_path: Path) -> None:
     db = tmp_path / "keyscope.db"
     result = run(tmp_path, "create-root-key", "--db", str(db), "-p", "api.*.verify_key")
     assert result.returncode == 0, result.stderr
-    # stdout is for scripts (`SECRET=$(python -m server create-root-key ...)`): exactly one line.
+    # stdout is for scripts (`SECRET=$(python -m keyscope_server create-root-key ...)`): exactly one line.
     lines = result.stdout.splitlines()
     assert len(lines) == 1
     secret = lines[0]

@@ -11,7 +11,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from keyscope.v1 import keys_pb2
-from server.store import Store
+from keyscope_server.store import Store
 from tests.client import Caller, from_now
 from tests.conftest import MakeCaller
 from tests.rpc_errors import error_info, field_violations, rejected, resource_names

@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from keyscope.v1 import roles_pb2
-from server.store import Store
+from keyscope_server.store import Store
 from tests.client import Caller
 from tests.conftest import MakeCaller
 from tests.rpc_errors import blanked_answer, error_info, field_violations, rejected, resource_names

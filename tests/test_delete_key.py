@@ -6,7 +6,7 @@ import grpc
 import pytest
 
 from keyscope.v1 import keys_pb2
-from server.store import Store
+from keyscope_server.store import Store
 from tests.client import INVALID_KEY_IDS, Caller
 from tests.conftest import MakeCaller
 from tests.rpc_errors import error_info, field_violations, rejected, resource_names

@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 
 from keyscope.v1 import apis_pb2, keys_pb2, permissions_pb2, roles_pb2
-from server.store import Store
+from keyscope_server.store import Store
 from tests.client import Caller
 from tests.rpc_errors import error_info, field_violations, rejected, resource_names
 

@@ -82,4 +82,4 @@ def test_grpc_module_imports_messages_package_qualified(proto: str) -> None:
 
 def test_packages_are_typed() -> None:
     assert (ROOT / "protos" / "keyscope" / "py.typed").is_file()
-    assert (ROOT / "server" / "py.typed").is_file()
+    assert (ROOT / "keyscope_server" / "py.typed").is_file()

@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from keyscope.v1 import apis_pb2, permissions_pb2
-from server.store import Store
+from keyscope_server.store import Store
 from tests.client import Caller
 from tests.conftest import MakeCaller
 from tests.rpc_errors import blanked_answer, field_violations, resource_names

@@ -6,8 +6,8 @@ import grpc
 import pytest
 
 from keyscope.v1 import keys_pb2
-from server.cli import EXAMPLE_ROOT_KEY
-from server.store import Store
+from keyscope_server.cli import EXAMPLE_ROOT_KEY
+from keyscope_server.store import Store
 from tests.client import INVALID_KEY_IDS, Caller, from_now
 from tests.conftest import MakeCaller
 from tests.rpc_errors import field_violations, resource_names

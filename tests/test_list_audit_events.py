@@ -12,9 +12,9 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from keyscope.v1 import audit_pb2, keys_pb2
-from server import page_tokens
-from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
-from server.store import Store
+from keyscope_server import page_tokens
+from keyscope_server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
+from keyscope_server.store import Store
 from tests.audit_replay import all_events
 from tests.client import Caller
 from tests.conftest import MakeCaller

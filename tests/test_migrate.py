@@ -1,4 +1,5 @@
-"""`python -m server migrate --from SOURCE --to TARGET`: a whole store copied into an empty database, and proved.
+"""`python -m keyscope_server migrate --from SOURCE --to TARGET`: a whole store copied into an empty database, and
+proved.
 
 Each test runs the real command in a subprocess, from a SQLite file to a PostgreSQL database of the run's cluster
 (a database without even the schema: opening the target creates it), whichever engine the rest of the suite is
@@ -22,16 +23,16 @@ import pytest
 import pytest_asyncio
 
 from keyscope.v1 import keys_pb2
-from server.access import Principal
-from server.cli import EXAMPLE_ROOT_KEY
-from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret, secret_start
-from server.factory import ServerConfig, start_server
-from server.store import Store, open_store
-from server.store.audit_replay import replay, store_state
-from server.store.copy import CopyFailed, prove_copy
-from server.store.models import KeyChanges, NewKey, ScopeSpec
-from server.store.postgresql.snapshot import COPY_CHUNK
-from server.store.snapshot import StoreSnapshot
+from keyscope_server.access import Principal
+from keyscope_server.cli import EXAMPLE_ROOT_KEY
+from keyscope_server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret, secret_start
+from keyscope_server.factory import ServerConfig, start_server
+from keyscope_server.store import Store, open_store
+from keyscope_server.store.audit_replay import replay, store_state
+from keyscope_server.store.copy import CopyFailed, prove_copy
+from keyscope_server.store.models import KeyChanges, NewKey, ScopeSpec
+from keyscope_server.store.postgresql.snapshot import COPY_CHUNK
+from keyscope_server.store.snapshot import StoreSnapshot
 from tests.client import Caller
 from tests.postgresql_cluster import PASSWORD_ROLE, Cluster
 from tests.processes import free_port, run

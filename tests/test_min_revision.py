@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from keyscope.v1 import apis_pb2, keys_pb2, roles_pb2
-from server.store import Store
+from keyscope_server.store import Store
 from tests.client import Caller
 from tests.rpc_errors import error_info, field_violations
 

@@ -1,4 +1,5 @@
-"""server.permission_match: one rule for root keys and VerifyKey. `*` is a whole segment matching any one segment."""
+"""keyscope_server.permission_match: one rule for root keys and VerifyKey. `*` is a whole segment matching any one
+segment."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.permission_match import PermissionSet, grants
-from server.permission_query import parse_query
+from keyscope_server.permission_match import PermissionSet, grants
+from keyscope_server.permission_query import parse_query
 
 OK = [
     ("documents.read", "documents.read"),

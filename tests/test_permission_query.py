@@ -1,10 +1,11 @@
-"""server.permission_query: VerifyKey's query grammar, its errors (with 1-based positions) and its evaluation."""
+"""keyscope_server.permission_query: VerifyKey's query grammar, its errors (with 1-based positions) and its
+evaluation."""
 
 from __future__ import annotations
 
 import pytest
 
-from server.permission_query import MAX_DEPTH, MAX_NAME_LENGTH, MAX_QUERY_LENGTH, QuerySyntaxError, parse_query
+from keyscope_server.permission_query import MAX_DEPTH, MAX_NAME_LENGTH, MAX_QUERY_LENGTH, QuerySyntaxError, parse_query
 
 
 def test_limits_are_the_documented_ones() -> None:

@@ -17,7 +17,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, json_format, messag
 from grpc_reflection.v1alpha import reflection_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from server.factory import SERVICE_NAMES, RunningServer
+from keyscope_server.factory import SERVICE_NAMES, RunningServer
 from tests.client import Caller
 
 pytestmark = pytest.mark.asyncio

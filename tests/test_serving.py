@@ -10,9 +10,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from keyscope.v1 import apis_pb2, keys_pb2
-from server.factory import SERVICE_NAMES, RunningServer, ServerConfig, start_server
-from server.logs import RequestIdFilter
-from server.store import Store
+from keyscope_server.factory import SERVICE_NAMES, RunningServer, ServerConfig, start_server
+from keyscope_server.logs import RequestIdFilter
+from keyscope_server.store import Store
 from tests.client import Caller
 from tests.conftest import MakeCaller
 from tests.rpc_errors import request_id

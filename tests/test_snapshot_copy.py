@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from server.access import Principal
-from server.cli import EXAMPLE_ROOT_KEY
-from server.credentials import hash_secret, new_secret
-from server.errors import StoreUnavailable
-from server.store import Store
-from server.store.models import NewKey, ScopeSpec
+from keyscope_server.access import Principal
+from keyscope_server.cli import EXAMPLE_ROOT_KEY
+from keyscope_server.credentials import hash_secret, new_secret
+from keyscope_server.errors import StoreUnavailable
+from keyscope_server.store import Store
+from keyscope_server.store.models import NewKey, ScopeSpec
 from tests.conftest import OpenStore
 
 pytestmark = pytest.mark.asyncio

@@ -17,10 +17,10 @@ import grpc
 import pytest
 
 from keyscope.v1 import apis_pb2, apis_pb2_grpc, keys_pb2, keys_pb2_grpc
-from server.cli import EXAMPLE_ROOT_KEY
-from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
-from server.factory import RunningServer, ServerConfig, start_server
-from server.store import Store, open_store
+from keyscope_server.cli import EXAMPLE_ROOT_KEY
+from keyscope_server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
+from keyscope_server.factory import RunningServer, ServerConfig, start_server
+from keyscope_server.store import Store, open_store
 from tests.loop_thread import LoopThread
 from tests.rpc_errors import field_violations, request_id
 

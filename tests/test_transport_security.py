@@ -16,11 +16,11 @@ from cryptography.hazmat.primitives import serialization
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from keyscope.v1 import apis_pb2, apis_pb2_grpc, keys_pb2, permissions_pb2
-from server.addresses import is_loopback
-from server.cli import EXAMPLE_ROOT_KEY
-from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
-from server.factory import RunningServer, ServerConfig, TlsConfig, start_server
-from server.store import Store
+from keyscope_server.addresses import is_loopback
+from keyscope_server.cli import EXAMPLE_ROOT_KEY
+from keyscope_server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
+from keyscope_server.factory import RunningServer, ServerConfig, TlsConfig, start_server
+from keyscope_server.store import Store
 from tests.certs import Certificates, Identity, make_certificates
 from tests.client import Caller
 from tests.processes import create_root_key, free_port, server_env, start_serve, stop
@@ -265,7 +265,7 @@ def test_ok_default_listen_address_is_loopback() -> None:
     assert is_loopback(ServerConfig().host)
 
 
-# -- python -m server serve ---------------------------------------------------------------------------
+# -- python -m keyscope_server serve ---------------------------------------------------------------------------
 
 
 def log_lines(output: str, level: str) -> list[str]:
@@ -396,7 +396,17 @@ def test_invalid_argument_serve_bad_tls_flags(
     tmp_path: Path, certs: Certificates, flags: Callable[[Certificates], list], message: str
 ) -> None:
     db = tmp_path / "keyscope.db"
-    command = [sys.executable, "-m", "server", "serve", "--db", str(db), "--port", "0", *map(str, flags(certs))]
+    command = [
+        sys.executable,
+        "-m",
+        "keyscope_server",
+        "serve",
+        "--db",
+        str(db),
+        "--port",
+        "0",
+        *map(str, flags(certs)),
+    ]
     result = subprocess.run(command, cwd=tmp_path, env=server_env(), capture_output=True, text=True, timeout=30)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("usage: ")
@@ -409,7 +419,7 @@ def test_invalid_argument_serve_bad_tls_flags(
 def test_invalid_argument_serve_tls_client_ca_from_environment_alone(tmp_path: Path, certs: Certificates) -> None:
     db = tmp_path / "keyscope.db"
     result = subprocess.run(
-        [sys.executable, "-m", "server", "serve", "--db", str(db), "--port", "0"],
+        [sys.executable, "-m", "keyscope_server", "serve", "--db", str(db), "--port", "0"],
         cwd=tmp_path,
         env=server_env(KEYSCOPE_TLS_CLIENT_CA=str(certs.ca)),
         capture_output=True,

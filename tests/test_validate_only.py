@@ -6,7 +6,7 @@ import grpc
 import pytest
 
 from keyscope.v1 import apis_pb2, keys_pb2, permissions_pb2
-from server.store import Store
+from keyscope_server.store import Store
 from tests.audit_replay import all_events
 from tests.client import Caller
 from tests.conftest import MakeCaller

@@ -1,11 +1,11 @@
-"""server.validation.Validator: every rule, field names as in the proto, all violations reported at once."""
+"""keyscope_server.validation.Validator: every rule, field names as in the proto, all violations reported at once."""
 
 from __future__ import annotations
 
 import pytest
 
-from server.errors import FieldViolation, InvalidArgument
-from server.validation import MAX_LIST, ScopeSpec, Validator
+from keyscope_server.errors import FieldViolation, InvalidArgument
+from keyscope_server.validation import MAX_LIST, ScopeSpec, Validator
 
 
 def violations(check: Validator) -> dict[str, str]:

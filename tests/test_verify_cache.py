@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from server.store.models import KeyVerification, RootKeyGrant
-from server.store.verify_cache import CacheLimits, VerifyCache
+from keyscope_server.store.models import KeyVerification, RootKeyGrant
+from keyscope_server.store.verify_cache import CacheLimits, VerifyCache
 
 
 def key(
@@ -89,5 +89,5 @@ def test_ok_bounded_in_bytes() -> None:
     many = tuple(f"perm.{i}" for i in range(50))
     for n in range(1000):
         cache.put_key(h(n), key(n, 1, permissions=many))
-    assert 0 < cache.bytes <= 200_000
+    assert 0 < cache.used_bytes <= 200_000
     assert 0 < len(cache) < 1000

@@ -11,7 +11,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from keyscope.v1 import apis_pb2, apis_pb2_grpc, keys_pb2, keys_pb2_grpc
-from server.cli import EXAMPLE_ROOT_KEY
+from keyscope_server.cli import EXAMPLE_ROOT_KEY
 from tests.conftest import NewDatabase
 from tests.processes import children_of, create_root_key, free_port, run, start_serve, stop
 

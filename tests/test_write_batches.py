@@ -7,12 +7,12 @@ import asyncio
 
 import pytest
 
-from server.access import Principal
-from server.cli import EXAMPLE_ROOT_KEY
-from server.credentials import hash_secret, new_secret
-from server.errors import EtagMismatch, NotFound
-from server.store import Store
-from server.store.models import NewKey, ScopeSpec
+from keyscope_server.access import Principal
+from keyscope_server.cli import EXAMPLE_ROOT_KEY
+from keyscope_server.credentials import hash_secret, new_secret
+from keyscope_server.errors import EtagMismatch, NotFound
+from keyscope_server.store import Store
+from keyscope_server.store.models import NewKey, ScopeSpec
 
 pytestmark = pytest.mark.asyncio
 

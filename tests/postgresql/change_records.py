@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from server.store.engine import ChangeRecord, Links
-from server.store.models import AuditEventRecord
+from keyscope_server.store.engine import ChangeRecord, Links
+from keyscope_server.store.models import AuditEventRecord
 
 __all__ = ["key_change"]
 

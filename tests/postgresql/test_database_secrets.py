@@ -22,11 +22,11 @@ import grpc
 import pytest
 
 from keyscope.v1 import audit_pb2
-from server.cli import EXAMPLE_ROOT_KEY
-from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
-from server.errors import StoreUnavailable
-from server.factory import ServerConfig, start_server
-from server.store.engines import open_store
+from keyscope_server.cli import EXAMPLE_ROOT_KEY
+from keyscope_server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
+from keyscope_server.errors import StoreUnavailable
+from keyscope_server.factory import ServerConfig, start_server
+from keyscope_server.store.engines import open_store
 from tests.client import Caller
 from tests.conftest import ClusterAdmin
 from tests.postgresql_cluster import PASSWORD_ROLE, Cluster
@@ -125,7 +125,7 @@ async def test_ok_commands_take_the_url_from_keyscope_db(
     url = postgres_cluster.url(database, PASSWORD_ROLE, password)
     await new_root_key(url)
     done = subprocess.run(
-        [sys.executable, "-m", "server", "list-root-keys"],
+        [sys.executable, "-m", "keyscope_server", "list-root-keys"],
         cwd=tmp_path,
         env=server_env(KEYSCOPE_DB=url),
         capture_output=True,

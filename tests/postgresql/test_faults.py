@@ -30,14 +30,14 @@ import pytest
 import pytest_asyncio
 
 from keyscope.v1 import keys_pb2
-from server.cli import EXAMPLE_ROOT_KEY
-from server.errors import StoreUnavailable
-from server.factory import ServerConfig
-from server.store import root_keys
-from server.store.engine import Tables
-from server.store.engine_store import EngineStore
-from server.store.engines import PostgresSettings, open_store
-from server.store.snapshot import StoreSnapshot
+from keyscope_server.cli import EXAMPLE_ROOT_KEY
+from keyscope_server.errors import StoreUnavailable
+from keyscope_server.factory import ServerConfig
+from keyscope_server.store import root_keys
+from keyscope_server.store.engine import Tables
+from keyscope_server.store.engine_store import EngineStore
+from keyscope_server.store.engines import PostgresSettings, open_store
+from keyscope_server.store.snapshot import StoreSnapshot
 from tests import health
 from tests.client import Caller
 from tests.conftest import TEST_CLUSTER_SETTINGS

@@ -17,9 +17,9 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from server.store import open_store
-from server.store.engine import Tables
-from server.store.engine_store import EngineStore
+from keyscope_server.store import open_store
+from keyscope_server.store.engine import Tables
+from keyscope_server.store.engine_store import EngineStore
 from tests.conftest import NewDatabase
 from tests.polling import until
 from tests.postgresql.backends import lock_waiters

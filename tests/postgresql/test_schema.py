@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from server.errors import StoreUnavailable
-from server.store import open_store
-from server.store.postgresql.schema import LATEST_VERSION
+from keyscope_server.errors import StoreUnavailable
+from keyscope_server.store import open_store
+from keyscope_server.store.postgresql.schema import LATEST_VERSION
 from tests.conftest import ClusterAdmin
 from tests.postgresql_cluster import Cluster
 from tests.processes import server_env
@@ -33,7 +33,7 @@ def empty_database(
 async def test_ok_servers_starting_together_on_an_empty_database_migrate_it_once(
     empty_database: str, postgres_cluster: Cluster, tmp_path: Path
 ) -> None:
-    command = [sys.executable, "-m", "server", "list-root-keys", "--db", empty_database, "--log-level", "info"]
+    command = [sys.executable, "-m", "keyscope_server", "list-root-keys", "--db", empty_database, "--log-level", "info"]
     starting = [
         subprocess.Popen(
             command, cwd=tmp_path, env=server_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

@@ -1,5 +1,5 @@
-"""The freshness read that concurrent VerifyKeys share (server.store.postgresql.freshness.SharedRead): each call
-gets a read begun after it arrived, never two reads run at once, a busy server's calls share a read, and a failed
+"""The freshness read that concurrent VerifyKeys share (keyscope_server.store.postgresql.freshness.SharedRead): each
+call gets a read begun after it arrived, never two reads run at once, a busy server's calls share a read, and a failed
 read fails the calls waiting on it.
 
 The read here is a function of the test's, which each test lets end when it chooses: SharedRead only orders
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from server.store.postgresql.freshness import MAX_TURNS, QUIET_TURN_SECONDS, SharedRead
+from keyscope_server.store.postgresql.freshness import MAX_TURNS, QUIET_TURN_SECONDS, SharedRead
 
 pytestmark = pytest.mark.asyncio
 

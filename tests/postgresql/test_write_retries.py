@@ -15,13 +15,13 @@ from typing import Any, TypeVar
 import asyncpg
 import pytest
 
-from server.access import Principal
-from server.cli import EXAMPLE_ROOT_KEY
-from server.credentials import hash_secret, new_secret
-from server.errors import StoreUnavailable
-from server.store import Store, open_store
-from server.store.engines import PostgresSettings
-from server.store.models import NewKey
+from keyscope_server.access import Principal
+from keyscope_server.cli import EXAMPLE_ROOT_KEY
+from keyscope_server.credentials import hash_secret, new_secret
+from keyscope_server.errors import StoreUnavailable
+from keyscope_server.store import Store, open_store
+from keyscope_server.store.engines import PostgresSettings
+from keyscope_server.store.models import NewKey
 from tests.conftest import NewDatabase
 from tests.polling import until
 from tests.postgresql.backends import lock_waiters

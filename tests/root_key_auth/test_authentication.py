@@ -12,10 +12,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from keyscope.v1 import apis_pb2, audit_pb2, keys_pb2, roles_pb2
-from server.cli import EXAMPLE_ROOT_KEY
-from server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
-from server.factory import SERVICE_NAMES
-from server.store import Store
+from keyscope_server.cli import EXAMPLE_ROOT_KEY
+from keyscope_server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
+from keyscope_server.factory import SERVICE_NAMES
+from keyscope_server.store import Store
 from tests.client import BAD_AUTHORIZATION, Caller
 from tests.conftest import UNUSABLE_ROOT_KEYS, MakeCaller, UnusableCaller
 from tests.root_key_auth.every_rpc import RPCS, UNKNOWN, Metadata, World, call

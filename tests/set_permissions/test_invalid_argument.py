@@ -6,7 +6,7 @@ import grpc
 import pytest
 
 from keyscope.v1 import keys_pb2
-from server.store import Store
+from keyscope_server.store import Store
 from tests.client import INVALID_KEY_IDS, Caller
 from tests.rpc_errors import field_violations, rejected, request_id
 from tests.set_permissions.call import set_permissions

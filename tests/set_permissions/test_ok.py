@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from keyscope.v1 import apis_pb2, keys_pb2, permissions_pb2
-from server.store import Store
+from keyscope_server.store import Store
 from tests.client import Caller
 from tests.conftest import MakeCaller
 from tests.set_permissions.call import direct_names, set_permissions

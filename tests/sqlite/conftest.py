@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest_asyncio
 
-from server.store.engine_store import EngineStore
-from server.store.sqlite import SqliteEngine
+from keyscope_server.store.engine_store import EngineStore
+from keyscope_server.store.sqlite import SqliteEngine
 
 
 @pytest_asyncio.fixture

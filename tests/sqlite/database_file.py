@@ -13,8 +13,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from server.store import open_store
-from server.store.snapshot import StoreSnapshot
+from keyscope_server.store import open_store
+from keyscope_server.store.snapshot import StoreSnapshot
 
 __all__ = ["exported", "integrity_problems", "rejected", "revision", "snapshot"]
 

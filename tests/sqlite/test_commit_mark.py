@@ -1,5 +1,5 @@
-"""server.store.sqlite.commit_mark.CommitMark: the mark VerifyKey reads before trusting its cache changes with every
-commit, by any connection or process, and with nothing else; without a WAL index it falls back to PRAGMA
+"""keyscope_server.store.sqlite.commit_mark.CommitMark: the mark VerifyKey reads before trusting its cache changes with
+every commit, by any connection or process, and with nothing else; without a WAL index it falls back to PRAGMA
 data_version."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from server.store.sqlite.commit_mark import CommitMark
+from keyscope_server.store.sqlite.commit_mark import CommitMark
 
 
 @contextlib.contextmanager

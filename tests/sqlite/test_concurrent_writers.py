@@ -25,7 +25,7 @@ import pytest
 from google.protobuf.message import Message
 
 from keyscope.v1 import apis_pb2, keys_pb2, permissions_pb2, roles_pb2
-from server.cli import EXAMPLE_ROOT_KEY
+from keyscope_server.cli import EXAMPLE_ROOT_KEY
 from tests.audit_replay import all_events, as_json, replay, store_state
 from tests.client import Caller
 from tests.polling import until

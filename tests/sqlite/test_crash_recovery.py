@@ -18,7 +18,7 @@ import grpc
 import pytest
 
 from keyscope.v1 import apis_pb2, apis_pb2_grpc, keys_pb2, keys_pb2_grpc
-from server.cli import EXAMPLE_ROOT_KEY
+from keyscope_server.cli import EXAMPLE_ROOT_KEY
 from tests.processes import create_root_key, free_port, start_serve, stop
 
 pytestmark = pytest.mark.asyncio

@@ -1,4 +1,4 @@
-"""SIGTERM to `python -m server serve --lame-duck S` under load.
+"""SIGTERM to `python -m keyscope_server serve --lame-duck S` under load.
 
 The promise: health turns NOT_SERVING at once; for S seconds (the lame duck) the server goes on serving, so
 that the calls already sent are served while callers move away; then new calls are refused with UNAVAILABLE
@@ -29,7 +29,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from keyscope.v1 import apis_pb2, apis_pb2_grpc, keys_pb2, keys_pb2_grpc, permissions_pb2
-from server.cli import EXAMPLE_ROOT_KEY
+from keyscope_server.cli import EXAMPLE_ROOT_KEY
 from tests.polling import until
 from tests.processes import create_root_key, free_port, start_serve, stop
 

@@ -22,7 +22,7 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 
 from keyscope.v1 import apis_pb2, keys_pb2, keys_pb2_grpc
-from server.factory import RunningServer
+from keyscope_server.factory import RunningServer
 from tests.client import Caller
 from tests.processes import ROOT
 from tests.secret_recording import AioRecorder, SyncRecorder
@@ -204,16 +204,16 @@ async def test_ok_a_created_keys_secret_is_not_in_the_store_files(admin: Caller,
 def test_found_secret_in_subprocess_log() -> None:
     secret = fake_secret()
     watch = watch_with(secret)
-    command = [sys.executable, "-m", "server", "serve", "--port", "50051"]
+    command = [sys.executable, "-m", "keyscope_server", "serve", "--port", "50051"]
     watch.add_process_output(command, 0, "", f"INFO keyscope verified {secret}\n")
     [finding] = watch.findings()
-    assert finding.where == Where(TEST, OUTPUT, "stderr of python -m server serve --port 50051")
+    assert finding.where == Where(TEST, OUTPUT, "stderr of python -m keyscope_server serve --port 50051")
 
 
 def test_ok_create_root_key_prints_its_secret_on_stdout_only() -> None:
     secret = fake_secret("ksroot")
     watch = watch_with()
-    command = [sys.executable, "-m", "server", "create-root-key", "--db", "x.db", "--all"]
+    command = [sys.executable, "-m", "keyscope_server", "create-root-key", "--db", "x.db", "--all"]
     watch.add_process_output(command, 0, secret + "\n", "root key id: root_0123456789abcdef\n")
     assert watch.knows(secret) == ROOT_KEY
     assert watch.problems() == []
@@ -302,7 +302,7 @@ async def test_ok_session_watch_records_this_tests_secrets(admin: Caller, reques
 LEAKY_MODULE = """
 import logging
 
-from server.credentials import new_secret
+from keyscope_server.credentials import new_secret
 
 
 def test_ok_leaks_a_secret():

@@ -12,8 +12,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from keyscope.v1 import apis_pb2, keys_pb2
-from server.factory import RunningServer
-from server.store import Store
+from keyscope_server.factory import RunningServer
+from keyscope_server.store import Store
 from tests.client import Caller
 from tests.polling import until
 

@@ -22,10 +22,10 @@ import grpc
 import pytest
 
 from keyscope.v1 import keys_pb2
-from server.factory import ServerConfig
-from server.store.engine_store import EngineStore
-from server.store.sqlite.connection import fetch_all
-from server.store.sqlite.engine import RESERVE_PAGES
+from keyscope_server.factory import ServerConfig
+from keyscope_server.store.engine_store import EngineStore
+from keyscope_server.store.sqlite.connection import fetch_all
+from keyscope_server.store.sqlite.engine import RESERVE_PAGES
 from tests import health
 from tests.client import Caller
 from tests.health import Serving
@@ -209,7 +209,7 @@ async def test_resource_exhausted_when_write_outgrows_room_left(
         error = await rejected(db_path, set_permissions, grpc.StatusCode.RESOURCE_EXHAUSTED)
         assert (error_info(error).reason, error_info(error).domain) == ("STORE_FULL", "keyscope.v1")
         # SQLite's own SQLITE_FULL, not the probe's refusal, is what the caller heard about.
-        assert any("full" in r.getMessage() and r.name.startswith("server.store") for r in caplog.records)
+        assert any("full" in r.getMessage() and r.name.startswith("keyscope_server.store") for r in caplog.records)
         await assert_has(admin, key.id, secret, ["base.read"])
     finally:
         await _pragma(store, "max_page_count", unlimited)

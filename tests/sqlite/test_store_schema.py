@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from server.access import Principal
-from server.errors import StoreUnavailable
-from server.store import open_store, prepare_store
-from server.store.models import ScopeSpec
-from server.store.sqlite.schema import LATEST_VERSION
+from keyscope_server.access import Principal
+from keyscope_server.errors import StoreUnavailable
+from keyscope_server.store import open_store, prepare_store
+from keyscope_server.store.models import ScopeSpec
+from keyscope_server.store.sqlite.schema import LATEST_VERSION
 
 pytestmark = pytest.mark.asyncio
 

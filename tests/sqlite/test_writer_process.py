@@ -1,5 +1,5 @@
-"""The store's writer in a process of its own (server.store.sqlite.process): what crosses the pipe arrives intact,
-the child outlives the signals a terminal or a service manager sends its process group, a child that dies is
+"""The store's writer in a process of its own (keyscope_server.store.sqlite.process): what crosses the pipe arrives
+intact, the child outlives the signals a terminal or a service manager sends its process group, a child that dies is
 replaced, and the child ends with the store, or with the server when the server is killed."""
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ import pytest
 import pytest_asyncio
 
 from keyscope.v1 import keys_pb2
-from server.access import CLI
-from server.errors import NotFound, StoreUnavailable
-from server.store import keys, open_store
-from server.store.engine_store import EngineStore
-from server.store.sqlite import SqliteEngine
-from server.store.sqlite.connection import fetch_all
-from server.store.sqlite.engine import read_transaction
-from server.store.sqlite.process import SqliteProcess
+from keyscope_server.access import CLI
+from keyscope_server.errors import NotFound, StoreUnavailable
+from keyscope_server.store import keys, open_store
+from keyscope_server.store.engine_store import EngineStore
+from keyscope_server.store.sqlite import SqliteEngine
+from keyscope_server.store.sqlite.connection import fetch_all
+from keyscope_server.store.sqlite.engine import read_transaction
+from keyscope_server.store.sqlite.process import SqliteProcess
 from tests.client import Caller
 from tests.polling import until
 from tests.processes import alive, descendants_of, free_port, start_serve, stop

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from server.store.engine_store import EngineStore
-from server.store.sqlite import SqliteEngine
-from server.store.sqlite.process import SqliteProcess
+from keyscope_server.store.engine_store import EngineStore
+from keyscope_server.store.sqlite import SqliteEngine
+from keyscope_server.store.sqlite.process import SqliteProcess
 
 
 def writer_of(store: EngineStore) -> SqliteProcess:

@@ -41,7 +41,7 @@ class AuditEvent(_message.Message):
     """
     actor: _builtins.str
     """The root key that made the change (`root_...`), or `cli` for the
-    administration commands of `python -m server`.
+    administration commands of `python -m keyscope_server`.
     """
     action: _builtins.str
     """The RPC (`SetPermissions`) or command (`CreateRootKey`)."""

@@ -1,0 +1,417 @@
+"""`python -m keyscope_server` (or `keyscope-server`): serve, administer root keys, and copy a store to another
+database. The only code that reads flags and environment."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import ssl
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from keyscope_server.addresses import is_loopback
+from keyscope_server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
+from keyscope_server.errors import DomainError, StoreUnavailable
+from keyscope_server.factory import ServerConfig, TlsConfig, start_server
+from keyscope_server.logs import configure_logging
+from keyscope_server.store import Store, open_store, prepare_store
+from keyscope_server.store.copy import CopyFailed, copy_store, same_database
+from keyscope_server.store.engines import PostgresSettings, describe_db, engine_name
+from keyscope_server.store.verify_cache import CacheLimits
+from keyscope_server.workers import supervise
+
+__all__ = ["main"]
+
+log = logging.getLogger("keyscope")
+
+EXAMPLE_ROOT_KEY = (
+    "api.*.create_api",
+    "api.*.read_api",
+    "api.*.update_api",
+    "api.*.create_key",
+    "api.*.read_key",
+    "api.*.update_key",
+    "api.*.delete_key",
+    "api.*.verify_key",
+    "rbac.*.create_permission",
+    "rbac.*.create_role",
+    "rbac.*.read_role",
+    "rbac.*.update_role",
+    "audit.*.read_events",
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    env = os.environ
+    # Shared by every command, so that they can follow it: `python -m keyscope_server serve --db x.db`. `migrate`
+    # takes two databases instead of --db, and the rest.
+    database = argparse.ArgumentParser(add_help=False)
+    database.add_argument(
+        "--db",
+        default=env.get("KEYSCOPE_DB", "keyscope.db"),
+        help="the database: a SQLite file, created if missing, or a PostgreSQL URL, postgresql://user@host:port/"
+        "dbname, whose password is best given by PGPASSWORD or a PGPASSFILE (env KEYSCOPE_DB; default %(default)s)",
+    )
+    settings = argparse.ArgumentParser(add_help=False)
+    settings.add_argument(
+        "--db-pool-size",
+        type=int,
+        default=int(env.get("KEYSCOPE_DB_POOL_SIZE", "10")),
+        help="PostgreSQL: pooled connections this process opens at most, besides one for the freshness check of"
+        " VerifyKey (env KEYSCOPE_DB_POOL_SIZE; default %(default)s)",
+    )
+    settings.add_argument(
+        "--db-timeout",
+        type=float,
+        default=float(env.get("KEYSCOPE_DB_TIMEOUT_SECONDS", "5")),
+        help="PostgreSQL: seconds a connection attempt or a statement may take before the call fails UNAVAILABLE "
+        "(env KEYSCOPE_DB_TIMEOUT_SECONDS; default %(default)s)",
+    )
+    settings.add_argument(
+        "--log-level",
+        default=env.get("KEYSCOPE_LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"],
+        help="(env KEYSCOPE_LOG_LEVEL; default %(default)s)",
+    )
+    common = argparse.ArgumentParser(add_help=False, parents=[database, settings])
+    parser = argparse.ArgumentParser(
+        prog="python -m keyscope_server",
+        description="Keyscope: permissions of APIs and API keys, over gRPC. "
+        "Run `python -m keyscope_server COMMAND --help` for a command's flags.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", parents=[common], help="run the gRPC server until SIGTERM or SIGINT")
+    serve.add_argument(
+        "--host",
+        default=env.get("KEYSCOPE_HOST", "127.0.0.1"),
+        help="address to listen on (env KEYSCOPE_HOST; default %(default)s)",
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=int(env.get("KEYSCOPE_PORT", "50051")),
+        help="port, 0 for any free one (env KEYSCOPE_PORT; default %(default)s)",
+    )
+    serve.add_argument(
+        "--grace",
+        type=float,
+        default=float(env.get("KEYSCOPE_GRACE_SECONDS", "10")),
+        help="seconds calls in flight get to finish on shutdown (default %(default)s)",
+    )
+    serve.add_argument(
+        "--lame-duck",
+        type=float,
+        default=float(env.get("KEYSCOPE_LAME_DUCK_SECONDS", "0.5")),
+        help="seconds of serving on after SIGTERM with health NOT_SERVING, before new calls are refused, so "
+        "that calls already sent are served (env KEYSCOPE_LAME_DUCK_SECONDS; default %(default)s)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=int(env.get("KEYSCOPE_WORKERS", "1")),
+        help="server processes sharing the port and the database (env KEYSCOPE_WORKERS; default %(default)s)",
+    )
+    serve.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="share the port with other processes (SO_REUSEPORT); --workers sets it for its workers",
+    )
+    serve.add_argument(
+        "--cache-entries",
+        type=int,
+        default=int(env.get("KEYSCOPE_CACHE_ENTRIES", "100000")),
+        help="keys and root keys the verification cache holds at most (env KEYSCOPE_CACHE_ENTRIES; "
+        "default %(default)s)",
+    )
+    serve.add_argument(
+        "--cache-mib",
+        type=int,
+        default=int(env.get("KEYSCOPE_CACHE_MIB", "64")),
+        help="memory the verification cache may use, roughly (env KEYSCOPE_CACHE_MIB; default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=4 * 1024 * 1024,
+        help="largest request or response accepted (default %(default)s)",
+    )
+    serve.add_argument(
+        "--tls-cert",
+        default=env.get("KEYSCOPE_TLS_CERT") or None,
+        metavar="PEM_FILE",
+        help="the server's certificate chain; with --tls-key, serve TLS only (env KEYSCOPE_TLS_CERT)",
+    )
+    serve.add_argument(
+        "--tls-key",
+        default=env.get("KEYSCOPE_TLS_KEY") or None,
+        metavar="PEM_FILE",
+        help="the unencrypted private key of --tls-cert (env KEYSCOPE_TLS_KEY)",
+    )
+    serve.add_argument(
+        "--tls-client-ca",
+        default=env.get("KEYSCOPE_TLS_CLIENT_CA") or None,
+        metavar="PEM_FILE",
+        help="CA certificates: every client must present a certificate one of them signed (mutual TLS; "
+        "needs --tls-cert and --tls-key) (env KEYSCOPE_TLS_CLIENT_CA)",
+    )
+
+    create = commands.add_parser(
+        "create-root-key", parents=[common], help="create a root key and print its secret, once"
+    )
+    create.add_argument("--name", default="root key", help="a label for people")
+    create.add_argument(
+        "--permission",
+        "-p",
+        action="append",
+        dest="permissions",
+        default=[],
+        metavar="PERMISSION",
+        help="a permission such as api.*.update_key; repeat the flag for more",
+    )
+    create.add_argument(
+        "--all", action="store_true", help="grant every permission on every API: " + " ".join(EXAMPLE_ROOT_KEY)
+    )
+    create.add_argument("--expires-in-days", type=float, default=None, help="default: never expires")
+
+    commands.add_parser(
+        "list-root-keys", parents=[common], help="list root keys (ids, names, permissions; never secrets)"
+    )
+    disable = commands.add_parser("disable-root-key", parents=[common], help="make a root key stop working")
+    disable.add_argument("root_key_id")
+    delete = commands.add_parser("delete-root-key", parents=[common], help="delete a root key for good")
+    delete.add_argument("root_key_id")
+
+    migrate = commands.add_parser(
+        "migrate",
+        parents=[settings],
+        help="copy a whole store (keys as hashes, audit trail and all) into an empty database, and prove the copy",
+    )
+    migrate.add_argument(
+        "--from",
+        dest="from_db",
+        required=True,
+        metavar="DB",
+        help="the database to copy, only read: a SQLite file or a PostgreSQL URL, as --db takes them",
+    )
+    migrate.add_argument(
+        "--to",
+        dest="to_db",
+        required=True,
+        metavar="DB",
+        help="the database to copy into, which must hold no data: a PostgreSQL URL (an empty database gets the "
+        "schema) or a SQLite file, created if missing",
+    )
+    return parser
+
+
+def _read_file(parser: argparse.ArgumentParser, flag: str, path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        parser.error(f"{flag}: cannot read {path}: {exc.strerror or exc}")
+
+
+def _tls_config(parser: argparse.ArgumentParser, options: argparse.Namespace) -> TlsConfig | None:
+    """The TLS files of `serve`, read and checked; a bad combination or file ends the program (exit code 2)."""
+    cert, key, client_ca = options.tls_cert, options.tls_key, options.tls_client_ca
+    if not (cert or key or client_ca):
+        return None
+    if client_ca and not (cert or key):
+        parser.error("--tls-client-ca needs --tls-cert and --tls-key: client certificates are asked for over TLS only")
+    if not (cert and key):
+        parser.error("--tls-cert and --tls-key go together: the server's certificate chain and its private key")
+    cert_pem = _read_file(parser, "--tls-cert", cert)
+    key_pem = _read_file(parser, "--tls-key", key)
+    client_ca_pem = _read_file(parser, "--tls-client-ca", client_ca) if client_ca else None
+    if b"ENCRYPTED" in key_pem:
+        parser.error(f"--tls-key {key} is encrypted: gRPC needs the key unencrypted (protect the file instead)")
+    # gRPC would say only "failed to bind" about a bad file; the ssl module can tell what is wrong.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key, password=b"")
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            parser.error(f"--tls-key {key} is not the private key of the certificate in --tls-cert {cert}")
+        parser.error(f"--tls-cert {cert} and --tls-key {key} must be a PEM certificate chain and its PEM private key")
+    if client_ca_pem is not None:
+        try:
+            context.load_verify_locations(cadata=client_ca_pem.decode("ascii", "replace"))
+        except (ssl.SSLError, ValueError):
+            parser.error(f"--tls-client-ca {client_ca} holds no PEM certificate")
+    return TlsConfig(cert_chain=cert_pem, private_key=key_pem, client_ca=client_ca_pem)
+
+
+async def _serve(
+    db: str, postgres: PostgresSettings, config: ServerConfig, grace: float, lame_duck: float, cache: CacheLimits
+) -> None:
+    store = await open_store(db, cache, postgres)
+    try:
+        running = await start_server(store, config)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        transport = "plaintext" if config.tls is None else "TLS" if config.tls.client_ca is None else "mutual TLS"
+        log.info("keyscope serving on %s:%d (%s), database %s", config.host, running.port, transport, describe_db(db))
+        if config.tls is None and not is_loopback(config.host):
+            log.warning(
+                "listening on %s:%d without TLS: every call, root keys and key secrets included, crosses the "
+                "network in clear text; serve TLS with --tls-cert and --tls-key (env KEYSCOPE_TLS_CERT, "
+                "KEYSCOPE_TLS_KEY), or listen on 127.0.0.1",
+                config.host,
+                running.port,
+            )
+        await stop.wait()
+        log.info(
+            "stopping: health NOT_SERVING, %.1fs more of serving, then no new calls and up to %.1fs for calls in "
+            "flight",
+            lame_duck,
+            grace,
+        )
+        await running.stop(grace, lame_duck)
+    finally:
+        await store.close()
+    log.info("stopped")
+
+
+def _worker_command(options: argparse.Namespace) -> list[str]:
+    command = [
+        sys.executable, "-m", "keyscope_server", "serve", "--reuse-port", "--workers", "1",
+        "--log-level", options.log_level, "--host", options.host, "--port", str(options.port),
+        "--grace", str(options.grace), "--lame-duck", str(options.lame_duck),
+        "--max-message-bytes", str(options.max_message_bytes),
+        "--cache-entries", str(options.cache_entries), "--cache-mib", str(options.cache_mib),
+        "--db-pool-size", str(options.db_pool_size), "--db-timeout", str(options.db_timeout),
+    ]  # fmt: skip
+    # The database reaches the workers in their environment (KEYSCOPE_DB), not their command line: a URL may
+    # hold a password, and command lines are there for anyone on the host to read.
+    if options.tls_cert:  # and --tls-key: _tls_config checked
+        command += ["--tls-cert", options.tls_cert, "--tls-key", options.tls_key]
+    if options.tls_client_ca:
+        command += ["--tls-client-ca", options.tls_client_ca]
+    return command
+
+
+def _postgres(options: argparse.Namespace) -> PostgresSettings:
+    return PostgresSettings(
+        pool_size=options.db_pool_size,
+        connect_timeout_seconds=options.db_timeout,
+        statement_timeout_seconds=options.db_timeout,
+    )
+
+
+async def _create_root_key(
+    db: str, postgres: PostgresSettings, name: str, permissions: Sequence[str], expires_in_days: float | None
+) -> str:
+    secret = new_secret(ROOT_KEY_PREFIX)
+    expires_ms = None
+    if expires_in_days is not None:
+        expires_ms = int((datetime.now(UTC).timestamp() + expires_in_days * 86400) * 1000)
+    store = await open_store(db, postgres=postgres)
+    try:
+        record = await store.create_root_key(name, hash_secret(secret), permissions, expires_ms)
+    finally:
+        await store.close()
+    print(f"root key id: {record.id}", file=sys.stderr)
+    print(f"permissions: {' '.join(record.permissions)}", file=sys.stderr)
+    print("the secret below is shown only now; store it safely:", file=sys.stderr)
+    return secret
+
+
+async def _admin(db: str, postgres: PostgresSettings, command: str, root_key_id: str = "") -> None:
+    store = await open_store(db, postgres=postgres)
+    try:
+        if command == "list-root-keys":
+            for key in await store.list_root_keys():
+                state = "enabled" if key.enabled else "disabled"
+                print(f"{key.id}\t{key.name}\t{state}\t{' '.join(key.permissions)}")
+        elif command == "disable-root-key":
+            await store.set_root_key_enabled(root_key_id, False)
+        elif command == "delete-root-key":
+            await store.delete_root_key(root_key_id)
+    finally:
+        await store.close()
+
+
+async def _open_side(flag: str, db: str, postgres: PostgresSettings) -> Store:
+    try:
+        return await open_store(db, postgres=postgres)
+    except DomainError as exc:
+        raise StoreUnavailable(f"{flag} {describe_db(db)}: {exc.message}") from None
+
+
+def _progress(table: str, written: int, total: int) -> None:
+    print(f"migrate: {table} {written}/{total}", file=sys.stderr)
+
+
+async def _migrate(from_db: str, to_db: str, postgres: PostgresSettings) -> None:
+    source = await _open_side("--from", from_db, postgres)
+    try:
+        target = await _open_side("--to", to_db, postgres)
+        try:
+            print(f"migrate: copying {describe_db(from_db)} to {describe_db(to_db)}", file=sys.stderr)
+            report = await copy_store(source, target, _progress)
+        finally:
+            await target.close()
+    finally:
+        await source.close()
+    print(f"migrate: {report.summary()}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    options = parser.parse_args(argv)
+    configure_logging(options.log_level)
+    if options.db_pool_size < 1:
+        parser.error("--db-pool-size must be at least 1")
+    if not options.db_timeout > 0:
+        parser.error("--db-timeout must be a number of seconds above 0")
+    try:
+        # Before anything opens the database or listens.
+        tls = _tls_config(parser, options) if options.command == "serve" else None
+        if options.command == "serve" and options.workers > 1:
+            if options.port == 0:
+                parser.error("--workers needs a fixed --port: workers cannot share a port picked at random")
+            asyncio.run(prepare_store(options.db, _postgres(options)))  # once, before the workers open it
+            return supervise(_worker_command(options), options.workers, {"KEYSCOPE_DB": options.db})
+        if options.command == "serve":
+            if options.workers < 1:
+                parser.error("--workers must be at least 1")
+            config = ServerConfig(
+                host=options.host,
+                port=options.port,
+                max_message_bytes=options.max_message_bytes,
+                reuse_port=options.reuse_port,
+                tls=tls,
+            )
+            cache = CacheLimits(entries=options.cache_entries, bytes=options.cache_mib * 1024 * 1024)
+            asyncio.run(_serve(options.db, _postgres(options), config, options.grace, options.lame_duck, cache))
+        elif options.command == "create-root-key":
+            permissions = list(options.permissions) + (list(EXAMPLE_ROOT_KEY) if options.all else [])
+            if not permissions:
+                parser.error("create-root-key needs --permission (one or more) or --all")
+            postgres = _postgres(options)
+            print(
+                asyncio.run(_create_root_key(options.db, postgres, options.name, permissions, options.expires_in_days))
+            )
+        elif options.command == "migrate":
+            if same_database(options.from_db, options.to_db):
+                parser.error("--from and --to name the same database: a store is copied into another one")
+            if engine_name(options.from_db) == "sqlite" and not os.path.exists(options.from_db):
+                parser.error(f"--from {options.from_db}: no such file")
+            asyncio.run(_migrate(options.from_db, options.to_db, _postgres(options)))
+        else:
+            asyncio.run(_admin(options.db, _postgres(options), options.command, getattr(options, "root_key_id", "")))
+    except DomainError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    except CopyFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

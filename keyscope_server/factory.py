@@ -1,0 +1,149 @@
+"""The one factory that builds and starts Keyscope's gRPC server. Tests use it too, with port 0."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from keyscope.v1 import (
+    apis_pb2,
+    apis_pb2_grpc,
+    audit_pb2,
+    audit_pb2_grpc,
+    keys_pb2,
+    keys_pb2_grpc,
+    roles_pb2,
+    roles_pb2_grpc,
+)
+from keyscope_server.health import HealthServicer
+from keyscope_server.interceptor import KeyscopeInterceptor
+from keyscope_server.reflection import enable_reflection
+from keyscope_server.services import ApiService, AuditService, KeyService, RoleService
+from keyscope_server.store import Store
+
+__all__ = ["RunningServer", "ServerConfig", "SERVICE_NAMES", "TlsConfig", "start_server"]
+
+log = logging.getLogger("keyscope")
+
+REFUSING_SECONDS = 0.25
+
+SERVICE_NAMES = (
+    apis_pb2.DESCRIPTOR.services_by_name["ApiService"].full_name,
+    keys_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
+    roles_pb2.DESCRIPTOR.services_by_name["RoleService"].full_name,
+    audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
+)
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """PEM bytes. With `client_ca`, every client must present a certificate that it signed (mutual TLS)."""
+
+    cert_chain: bytes
+    private_key: bytes = field(repr=False)
+    client_ca: bytes | None = None
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    max_message_bytes: int = 4 * 1024 * 1024
+    # Let other processes listen on the same port (`serve --workers`); off, a second server there is an error.
+    reuse_port: bool = False
+    tls: TlsConfig | None = None  # None: plaintext
+    # How often the store is probed (file there and writable, room left); health follows what it finds.
+    store_probe_seconds: float = 1.0
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    store_watch: asyncio.Task[None]
+    interceptor: KeyscopeInterceptor
+
+    async def stop(self, grace: float | None, lame_duck: float = 0.0) -> None:
+        """Report NOT_SERVING and go on serving for `lame_duck` seconds while callers move away; then answer
+        new calls UNAVAILABLE for a moment (REFUSING_SECONDS); then stop taking calls and let calls in flight
+        finish within `grace` seconds.
+
+        Why the two phases: a call gRPC has received but not yet handed to a handler when `server.stop` begins
+        ends CANCELLED, unrun. Serving on, then refusing through the interceptor, hands every call already on
+        its way a real answer (OK, or a retryable UNAVAILABLE that changed nothing) before the stop.
+        """
+        await self.health.enter_graceful_shutdown()
+        self.store_watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.store_watch
+        if lame_duck > 0:
+            await asyncio.sleep(lame_duck)
+            self.interceptor.refuse_new_calls()
+            await asyncio.sleep(REFUSING_SECONDS)
+        await self.server.stop(grace)
+
+
+async def _watch_store(store: Store, health_servicer: health.aio.HealthServicer, interval: float) -> None:
+    """Keep health in step with the store: NOT_SERVING while it cannot take writes, SERVING once it can."""
+    serving = True
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            fault = await store.probe()
+        except Exception:  # noqa: BLE001 - the watch must outlive any one failed probe
+            log.exception("store probe failed")
+            continue
+        if (fault is None) == serving:
+            continue
+        serving = fault is None
+        if fault is None:
+            log.info("store recovered: serving again")
+        else:
+            log.warning("store fault, health NOT_SERVING until it is gone: %s", fault.message)
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", *SERVICE_NAMES):
+            await health_servicer.set(name, status)
+
+
+async def start_server(store: Store, config: ServerConfig) -> RunningServer:
+    interceptor = KeyscopeInterceptor(store)
+    server = grpc.aio.server(
+        interceptors=[interceptor],
+        options=[
+            ("grpc.max_receive_message_length", config.max_message_bytes),
+            ("grpc.max_send_message_length", config.max_message_bytes),
+            ("grpc.so_reuseport", int(config.reuse_port)),
+        ],
+    )
+    apis_pb2_grpc.add_ApiServiceServicer_to_server(ApiService(store), server)
+    keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyService(store), server)
+    roles_pb2_grpc.add_RoleServiceServicer_to_server(RoleService(store), server)
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditService(store), server)
+
+    health_servicer = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    enable_reflection(server, (*SERVICE_NAMES, health.SERVICE_NAME))
+
+    address = f"{config.host}:{config.port}"
+    if config.tls is None:
+        port = server.add_insecure_port(address)
+    else:
+        credentials = grpc.ssl_server_credentials(
+            [(config.tls.private_key, config.tls.cert_chain)],
+            root_certificates=config.tls.client_ca,
+            require_client_auth=config.tls.client_ca is not None,
+        )
+        port = server.add_secure_port(address, credentials)
+    if port == 0:
+        raise OSError(f"cannot listen on {address}")
+    await server.start()
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    watch = asyncio.create_task(_watch_store(store, health_servicer, config.store_probe_seconds), name="store-watch")
+    return RunningServer(server, port, health_servicer, watch, interceptor)

@@ -1,0 +1,155 @@
+"""keyscope.v1.KeyService."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import grpc
+
+from keyscope.v1 import keys_pb2, keys_pb2_grpc
+from keyscope_server.credentials import hash_secret, new_secret, secret_start
+from keyscope_server.messages import key_message, permission_message, role_message, timestamp_ms
+from keyscope_server.permission_query import Query, QuerySyntaxError, parse_query
+from keyscope_server.request_context import current_principal
+from keyscope_server.store import Store
+from keyscope_server.store.models import KeyChanges, NewKey
+from keyscope_server.validation import MAX_NAME, Validator
+from keyscope_server.verification import verdict
+
+__all__ = ["KeyService"]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class KeyService(keys_pb2_grpc.KeyServiceServicer):
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def CreateKey(
+        self, request: keys_pb2.CreateKeyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> keys_pb2.CreateKeyResponse:
+        check = Validator()
+        check.id("api_id", request.api_id, "api")
+        check.text("name", request.name, max_length=MAX_NAME)
+        check.prefix("prefix", request.prefix)
+        expires_ms = None
+        if request.HasField("expire_time"):
+            if check.timestamp("expire_time", request.expire_time.seconds, request.expire_time.nanos):
+                expires_ms = timestamp_ms(request.expire_time)
+                if expires_ms <= _now_ms():
+                    check.add("expire_time", "must lie in the future")
+        permissions = check.permission_names("permissions", request.permissions)
+        roles = check.role_names("roles", request.roles)
+        check.done()
+        secret = new_secret(request.prefix)
+        new = NewKey(
+            api_id=request.api_id,
+            name=request.name,
+            secret_hash=hash_secret(secret),
+            start=secret_start(secret, request.prefix),
+            enabled=request.enabled if request.HasField("enabled") else True,
+            expires_ms=expires_ms,
+            permissions=tuple(permissions),
+            roles=tuple(roles),
+        )
+        written = await self._store.create_key(current_principal(), new)
+        return keys_pb2.CreateKeyResponse(
+            key=key_message(written.value),
+            secret=secret,
+            created_permissions=[permission_message(p) for p in written.created_permissions],
+            revision=written.revision,
+        )
+
+    async def GetKey(
+        self, request: keys_pb2.GetKeyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> keys_pb2.GetKeyResponse:
+        check = Validator()
+        check.id("key_id", request.key_id, "key")
+        check.min_revision(request.min_revision)
+        check.done()
+        key = await self._store.get_key(current_principal(), request.key_id, request.min_revision)
+        return keys_pb2.GetKeyResponse(key=key_message(key))
+
+    async def UpdateKey(
+        self, request: keys_pb2.UpdateKeyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> keys_pb2.UpdateKeyResponse:
+        check = Validator()
+        check.id("key_id", request.key_id, "key")
+        if request.HasField("name"):
+            check.text("name", request.name, max_length=MAX_NAME)
+        has_expiry = request.HasField("expire_time")
+        if has_expiry:
+            check.timestamp("expire_time", request.expire_time.seconds, request.expire_time.nanos)
+        if has_expiry and request.clear_expire_time:
+            check.add("clear_expire_time", "cannot be combined with expire_time")
+        if not (request.HasField("name") or request.HasField("enabled") or has_expiry or request.clear_expire_time):
+            check.add("key_id", "nothing to update: set name, enabled, expire_time or clear_expire_time")
+        check.etag(request.etag)
+        check.done()
+        changes = KeyChanges(
+            name=request.name if request.HasField("name") else None,
+            enabled=request.enabled if request.HasField("enabled") else None,
+            expires_ms=timestamp_ms(request.expire_time) if has_expiry else None,
+            clear_expiry=request.clear_expire_time,
+        )
+        written = await self._store.update_key(current_principal(), request.key_id, changes, request.etag)
+        return keys_pb2.UpdateKeyResponse(key=key_message(written.value), revision=written.revision)
+
+    async def DeleteKey(
+        self, request: keys_pb2.DeleteKeyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> keys_pb2.DeleteKeyResponse:
+        check = Validator()
+        check.id("key_id", request.key_id, "key")
+        check.done()
+        revision = await self._store.delete_key(current_principal(), request.key_id)
+        return keys_pb2.DeleteKeyResponse(revision=revision)
+
+    async def SetPermissions(
+        self, request: keys_pb2.SetPermissionsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> keys_pb2.SetPermissionsResponse:
+        check = Validator()
+        check.id("key_id", request.key_id, "key")
+        names = check.permission_names("permissions", request.permissions)
+        check.etag(request.etag)
+        check.done()
+        update = await self._store.set_permissions(
+            current_principal(), request.key_id, names, request.etag, request.validate_only
+        )
+        return keys_pb2.SetPermissionsResponse(
+            permissions=[permission_message(p) for p in update.permissions],
+            created_permissions=[permission_message(p) for p in update.created_permissions],
+            revision=update.revision,
+            etag=update.etag,
+        )
+
+    async def SetRoles(
+        self, request: keys_pb2.SetRolesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> keys_pb2.SetRolesResponse:
+        check = Validator()
+        check.id("key_id", request.key_id, "key")
+        names = check.role_names("roles", request.roles)
+        check.etag(request.etag)
+        check.done()
+        written = await self._store.set_roles(current_principal(), request.key_id, names, request.etag)
+        return keys_pb2.SetRolesResponse(
+            roles=[role_message(r) for r in written.value.roles], revision=written.revision, etag=written.value.etag
+        )
+
+    async def VerifyKey(
+        self, request: keys_pb2.VerifyKeyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> keys_pb2.VerifyKeyResponse:
+        check = Validator()
+        check.secret("key", request.key)
+        query: Query | None = None
+        if request.permissions.strip():
+            try:
+                query = parse_query(request.permissions)
+            except QuerySyntaxError as exc:
+                check.add("permissions", str(exc))
+        check.min_revision(request.min_revision)
+        check.done()
+        found = await self._store.verify_key(current_principal(), hash_secret(request.key), request.min_revision)
+        return verdict(found, query, _now_ms())

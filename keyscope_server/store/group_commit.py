@@ -1,0 +1,75 @@
+"""Group commit, the part every engine shares: the writes waiting at one moment go to the engine as one batch.
+
+An engine gives `run(writes)`, which runs a batch in one transaction (each write
+in a savepoint of its own, so that one that fails leaves no trace while the
+others go on) and returns one outcome per write, in order. Only after that
+commit does any caller hear that its write succeeded. Writes keep their arrival
+order, and each still bumps the store-wide revision by itself. If the batch
+fails as a whole (its commit, its connection), every write of it fails with
+that error and nothing of it is written. A write whose caller has already gone
+(a cancelled call, a passed deadline) is not started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from keyscope_server.store.engine import Rule
+
+__all__ = ["MAX_BATCH", "GroupCommit", "Outcome", "Write"]
+
+MAX_BATCH = 128
+
+Write = tuple[Rule[Any], tuple[Any, ...], bool]  # (rule, its arguments after the tables, dry run)
+Outcome = tuple[bool, Any]  # (True, result) or (False, exception)
+RunBatch = Callable[[list[Write]], Awaitable[list[Outcome]]]
+
+
+class GroupCommit:
+    """Hands writes to the engine's `run` in batches, from one task of its own."""
+
+    def __init__(self, run: RunBatch) -> None:
+        self._run = run
+        self._queue: asyncio.Queue[tuple[Write, asyncio.Future[Any]] | None] = asyncio.Queue()
+        self._task = asyncio.create_task(self._drain(), name="keyscope-write-batches")
+
+    async def submit(self, write: Write) -> Any:
+        """The result of the write's rule once its batch has committed; or its exception."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((write, future))
+        return await future
+
+    async def close(self) -> None:
+        """Finish the writes already submitted, then stop."""
+        self._queue.put_nowait(None)
+        await self._task
+
+    async def _drain(self) -> None:
+        stopping = False
+        while not stopping:
+            item = await self._queue.get()
+            batch: list[tuple[Write, asyncio.Future[Any]]] = []
+            while item is not None:
+                if not item[1].done():  # a caller that is gone (cancelled) has its write dropped
+                    batch.append(item)
+                if len(batch) == MAX_BATCH or self._queue.empty():
+                    break
+                item = self._queue.get_nowait()
+            stopping = item is None
+            if batch:
+                await self._commit(batch)
+
+    async def _commit(self, batch: list[tuple[Write, asyncio.Future[Any]]]) -> None:
+        try:
+            outcomes = await self._run([write for write, _ in batch])
+        except Exception as exc:  # noqa: BLE001 - the whole batch failed: every caller hears why
+            outcomes = [(False, exc)] * len(batch)
+        for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+            if future.done():  # the caller was cancelled; its write ran all the same
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)

@@ -1,0 +1,24 @@
+"""The tables of one PostgreSQL transaction, as the store's rules see them (keyscope_server.store.engine.Tables)."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from keyscope_server.store.postgresql.apis import PostgresApis
+from keyscope_server.store.postgresql.audit import PostgresAudit
+from keyscope_server.store.postgresql.changes import PostgresChanges
+from keyscope_server.store.postgresql.keys import PostgresKeys
+from keyscope_server.store.postgresql.roles import PostgresRoles
+from keyscope_server.store.postgresql.root_keys import PostgresRootKeys
+
+__all__ = ["PostgresTables"]
+
+
+class PostgresTables:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.apis = PostgresApis(conn)
+        self.keys = PostgresKeys(conn)
+        self.roles = PostgresRoles(conn)
+        self.root_keys = PostgresRootKeys(conn)
+        self.changes = PostgresChanges(conn)
+        self.audit = PostgresAudit(conn)

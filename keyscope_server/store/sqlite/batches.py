@@ -1,0 +1,36 @@
+"""Group commit on SQLite (keyscope_server.store.group_commit queues the writes): a batch runs in the writer process in
+one `BEGIN IMMEDIATE` transaction, each write in a savepoint of its own, and commits once, with one fsync. A dry
+run (validate_only) is rolled back like a failed write, and its caller gets the answer its rule gave."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from keyscope_server.store.group_commit import Outcome, Write
+from keyscope_server.store.sqlite.connection import rollback, run_to_end
+from keyscope_server.store.sqlite.process import with_child_traceback
+from keyscope_server.store.sqlite.tables import SqliteTables
+
+__all__ = ["run_batch"]
+
+
+def run_batch(db: sqlite3.Connection, writes: list[Write]) -> list[Outcome]:
+    tables = SqliteTables(db)
+    outcomes: list[Outcome] = []
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for rule, args, dry_run in writes:
+            db.execute("SAVEPOINT write")
+            try:
+                outcomes.append((True, run_to_end(rule(tables, *args))))
+                if dry_run:
+                    db.execute("ROLLBACK TO write")
+            except Exception as exc:  # noqa: BLE001 - handed to the write's caller
+                db.execute("ROLLBACK TO write")
+                outcomes.append((False, with_child_traceback(exc)))
+            db.execute("RELEASE write")
+        db.execute("COMMIT")
+    except BaseException:
+        rollback(db)
+        raise
+    return outcomes

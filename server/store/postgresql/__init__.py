@@ -1,5 +1,0 @@
-"""The PostgreSQL engine: several Keyscope servers on one shared database."""
-
-from server.store.postgresql.engine import PostgresEngine, PostgresSettings
-
-__all__ = ["PostgresEngine", "PostgresSettings"]

@@ -1,5 +1,0 @@
-"""The SQLite engine: the embedded default. Its SQL, one module per resource, its transactions and connections."""
-
-from server.store.sqlite.engine import SqliteEngine
-
-__all__ = ["SqliteEngine"]
