@@ -246,6 +246,13 @@ async def _set_permissions(world: World, request: Any, response: Any) -> None:
     world.pools.permission_names.extend(p.name for p in response.created_permissions)
 
 
+async def _removed_permissions(world: World, request: Any, response: Any) -> None:
+    if not request.validate_only:
+        key = await world.read_key(request.key_id)
+        assert list(key.permissions) == list(response.permissions)
+        assert key.etag == response.etag
+
+
 async def _set_roles(world: World, request: Any, response: Any) -> None:
     key = await world.read_key(request.key_id)
     assert list(key.roles) == list(response.roles)
@@ -270,7 +277,11 @@ EFFECTS: dict[str, Effect] = {
     "keyscope.v1.KeyService.DeleteKey": Effect(True, _deleted_key),
     "keyscope.v1.KeyService.GetKey": Effect(False, _nothing),
     "keyscope.v1.KeyService.SetPermissions": Effect(True, _set_permissions),
+    "keyscope.v1.KeyService.AddPermissions": Effect(True, _set_permissions),
+    "keyscope.v1.KeyService.RemovePermissions": Effect(True, _removed_permissions),
     "keyscope.v1.KeyService.SetRoles": Effect(True, _set_roles),
+    "keyscope.v1.KeyService.AddRoles": Effect(True, _set_roles),
+    "keyscope.v1.KeyService.RemoveRoles": Effect(True, _set_roles),
     "keyscope.v1.KeyService.UpdateKey": Effect(True, _updated_key),
     "keyscope.v1.KeyService.VerifyKey": Effect(False, _nothing),
     "keyscope.v1.RoleService.CreateRole": Effect(True, _created_role),

@@ -33,7 +33,9 @@ async def world(admin: Caller) -> World:
     api = await admin.make_api(["a", "b"])
     role = await admin.make_role(api.id, "r", ["a"])
     await admin.make_role(api.id, "r2", ["b"])
-    key, _ = await admin.make_key(api.id, ["a"])
+    for n in (1, 2, 3, 4):
+        await admin.make_role(api.id, f"x{n}")
+    key, _ = await admin.make_key(api.id, ["a", "q1", "q2", "q3", "q4"], ["r", "r2"])
     return World(api.id, key.id, role.id)
 
 
@@ -71,6 +73,26 @@ async def _set_roles(c: Caller, w: World, n: int, etag: str) -> str:
     return (await c.keys.SetRoles(request, metadata=c.md)).etag
 
 
+async def _add_permissions(c: Caller, w: World, n: int, etag: str) -> str:
+    request = keys_pb2.AddPermissionsRequest(key_id=w.key_id, permissions=[f"p{n}"], etag=etag)
+    return (await c.keys.AddPermissions(request, metadata=c.md)).etag
+
+
+async def _remove_permissions(c: Caller, w: World, n: int, etag: str) -> str:
+    request = keys_pb2.RemovePermissionsRequest(key_id=w.key_id, permissions=[f"q{n}"], etag=etag)
+    return (await c.keys.RemovePermissions(request, metadata=c.md)).etag
+
+
+async def _add_roles(c: Caller, w: World, n: int, etag: str) -> str:
+    request = keys_pb2.AddRolesRequest(key_id=w.key_id, roles=[f"x{n}"], etag=etag)
+    return (await c.keys.AddRoles(request, metadata=c.md)).etag
+
+
+async def _remove_roles(c: Caller, w: World, n: int, etag: str) -> str:
+    request = keys_pb2.RemoveRolesRequest(key_id=w.key_id, roles=["r"] if n % 2 else ["r2"], etag=etag)
+    return (await c.keys.RemoveRoles(request, metadata=c.md)).etag
+
+
 async def _update_key(c: Caller, w: World, n: int, etag: str) -> str:
     request = keys_pb2.UpdateKeyRequest(key_id=w.key_id, name=f"name {n}", etag=etag)
     return (await c.keys.UpdateKey(request, metadata=c.md)).key.etag
@@ -85,6 +107,10 @@ RPCS: dict[str, tuple[str, Etag, Change]] = {
     "UpdateScopes": ("api", _api_etag, _update_scopes),
     "SetPermissions": ("key", _key_etag, _set_permissions),
     "SetRoles": ("key", _key_etag, _set_roles),
+    "AddPermissions": ("key", _key_etag, _add_permissions),
+    "RemovePermissions": ("key", _key_etag, _remove_permissions),
+    "AddRoles": ("key", _key_etag, _add_roles),
+    "RemoveRoles": ("key", _key_etag, _remove_roles),
     "UpdateKey": ("key", _key_etag, _update_key),
     "SetRolePermissions": ("role", _role_etag, _set_role_permissions),
 }

@@ -13,7 +13,7 @@ from keyscope_server.messages import key_message, permission_message, role_messa
 from keyscope_server.permission_query import Query, QuerySyntaxError, parse_query
 from keyscope_server.request_context import current_principal
 from keyscope_server.store import Store
-from keyscope_server.store.models import KeyChanges, NewKey
+from keyscope_server.store.models import KeyChanges, KeyRecord, NewKey, PermissionsUpdate, Written
 from keyscope_server.validation import MAX_NAME, Validator
 from keyscope_server.verification import verdict
 
@@ -110,33 +110,55 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
     async def SetPermissions(
         self, request: keys_pb2.SetPermissionsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> keys_pb2.SetPermissionsResponse:
-        check = Validator()
-        check.id("key_id", request.key_id, "key")
-        names = check.permission_names("permissions", request.permissions)
-        check.etag(request.etag)
-        check.done()
+        names = _permissions_request(request)
         update = await self._store.set_permissions(
             current_principal(), request.key_id, names, request.etag, request.validate_only
         )
-        return keys_pb2.SetPermissionsResponse(
-            permissions=[permission_message(p) for p in update.permissions],
-            created_permissions=[permission_message(p) for p in update.created_permissions],
-            revision=update.revision,
-            etag=update.etag,
+        return keys_pb2.SetPermissionsResponse(**_permissions_answer(update))
+
+    async def AddPermissions(
+        self, request: keys_pb2.AddPermissionsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> keys_pb2.AddPermissionsResponse:
+        names = _permissions_request(request)
+        update = await self._store.add_permissions(
+            current_principal(), request.key_id, names, request.etag, request.validate_only
         )
+        return keys_pb2.AddPermissionsResponse(**_permissions_answer(update))
+
+    async def RemovePermissions(
+        self, request: keys_pb2.RemovePermissionsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> keys_pb2.RemovePermissionsResponse:
+        names = _permissions_request(request)
+        update = await self._store.remove_permissions(
+            current_principal(), request.key_id, names, request.etag, request.validate_only
+        )
+        answer = _permissions_answer(update)
+        del answer["created_permissions"]  # a removal creates none
+        return keys_pb2.RemovePermissionsResponse(**answer)
 
     async def SetRoles(
         self, request: keys_pb2.SetRolesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> keys_pb2.SetRolesResponse:
-        check = Validator()
-        check.id("key_id", request.key_id, "key")
-        names = check.role_names("roles", request.roles)
-        check.etag(request.etag)
-        check.done()
-        written = await self._store.set_roles(current_principal(), request.key_id, names, request.etag)
-        return keys_pb2.SetRolesResponse(
-            roles=[role_message(r) for r in written.value.roles], revision=written.revision, etag=written.value.etag
+        written = await self._store.set_roles(
+            current_principal(), request.key_id, _roles_request(request), request.etag
         )
+        return keys_pb2.SetRolesResponse(**_roles_answer(written))
+
+    async def AddRoles(
+        self, request: keys_pb2.AddRolesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> keys_pb2.AddRolesResponse:
+        written = await self._store.add_roles(
+            current_principal(), request.key_id, _roles_request(request), request.etag
+        )
+        return keys_pb2.AddRolesResponse(**_roles_answer(written))
+
+    async def RemoveRoles(
+        self, request: keys_pb2.RemoveRolesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> keys_pb2.RemoveRolesResponse:
+        written = await self._store.remove_roles(
+            current_principal(), request.key_id, _roles_request(request), request.etag
+        )
+        return keys_pb2.RemoveRolesResponse(**_roles_answer(written))
 
     async def VerifyKey(
         self, request: keys_pb2.VerifyKeyRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -153,3 +175,44 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
         check.done()
         found = await self._store.verify_key(current_principal(), hash_secret(request.key), request.min_revision)
         return verdict(found, query, _now_ms())
+
+
+PermissionsRequest = keys_pb2.SetPermissionsRequest | keys_pb2.AddPermissionsRequest | keys_pb2.RemovePermissionsRequest
+RolesRequest = keys_pb2.SetRolesRequest | keys_pb2.AddRolesRequest | keys_pb2.RemoveRolesRequest
+
+
+def _permissions_request(request: PermissionsRequest) -> list[str]:
+    """The permission names of a Set/Add/RemovePermissions request, once its fields are checked."""
+    check = Validator()
+    check.id("key_id", request.key_id, "key")
+    names = check.permission_names("permissions", request.permissions)
+    check.etag(request.etag)
+    check.done()
+    return names
+
+
+def _permissions_answer(update: PermissionsUpdate) -> dict[str, Any]:
+    return {
+        "permissions": [permission_message(p) for p in update.permissions],
+        "created_permissions": [permission_message(p) for p in update.created_permissions],
+        "revision": update.revision,
+        "etag": update.etag,
+    }
+
+
+def _roles_request(request: RolesRequest) -> list[str]:
+    """The role names of a Set/Add/RemoveRoles request, once its fields are checked."""
+    check = Validator()
+    check.id("key_id", request.key_id, "key")
+    names = check.role_names("roles", request.roles)
+    check.etag(request.etag)
+    check.done()
+    return names
+
+
+def _roles_answer(written: Written[KeyRecord]) -> dict[str, Any]:
+    return {
+        "roles": [role_message(r) for r in written.value.roles],
+        "revision": written.revision,
+        "etag": written.value.etag,
+    }

@@ -191,10 +191,34 @@ class EngineStore:
             keys.set_permissions, principal, key_id, tuple(names), etag, validate_only, dry_run=validate_only
         )
 
+    async def add_permissions(
+        self, principal: Principal, key_id: str, names: Sequence[str], etag: str = "", validate_only: bool = False
+    ) -> PermissionsUpdate:
+        return await self._write(
+            keys.add_permissions, principal, key_id, tuple(names), etag, validate_only, dry_run=validate_only
+        )
+
+    async def remove_permissions(
+        self, principal: Principal, key_id: str, names: Sequence[str], etag: str = "", validate_only: bool = False
+    ) -> PermissionsUpdate:
+        return await self._write(
+            keys.remove_permissions, principal, key_id, tuple(names), etag, validate_only, dry_run=validate_only
+        )
+
     async def set_roles(
         self, principal: Principal, key_id: str, role_names: Sequence[str], etag: str = ""
     ) -> Written[KeyRecord]:
         return await self._write(keys.set_roles, principal, key_id, tuple(role_names), etag)
+
+    async def add_roles(
+        self, principal: Principal, key_id: str, role_names: Sequence[str], etag: str = ""
+    ) -> Written[KeyRecord]:
+        return await self._write(keys.add_roles, principal, key_id, tuple(role_names), etag)
+
+    async def remove_roles(
+        self, principal: Principal, key_id: str, role_names: Sequence[str], etag: str = ""
+    ) -> Written[KeyRecord]:
+        return await self._write(keys.remove_roles, principal, key_id, tuple(role_names), etag)
 
     async def verify_key(
         self, principal: Principal, secret_hash: bytes, min_revision: int = 0

@@ -71,7 +71,19 @@ class Store(Protocol):
     async def set_permissions(
         self, principal: Principal, key_id: str, names: Sequence[str], etag: str = "", validate_only: bool = False
     ) -> PermissionsUpdate: ...
+    async def add_permissions(
+        self, principal: Principal, key_id: str, names: Sequence[str], etag: str = "", validate_only: bool = False
+    ) -> PermissionsUpdate: ...
+    async def remove_permissions(
+        self, principal: Principal, key_id: str, names: Sequence[str], etag: str = "", validate_only: bool = False
+    ) -> PermissionsUpdate: ...
     async def set_roles(
+        self, principal: Principal, key_id: str, role_names: Sequence[str], etag: str = ""
+    ) -> Written[KeyRecord]: ...
+    async def add_roles(
+        self, principal: Principal, key_id: str, role_names: Sequence[str], etag: str = ""
+    ) -> Written[KeyRecord]: ...
+    async def remove_roles(
         self, principal: Principal, key_id: str, role_names: Sequence[str], etag: str = ""
     ) -> Written[KeyRecord]: ...
     async def verify_key(

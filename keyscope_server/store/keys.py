@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from keyscope_server import access
@@ -14,7 +14,18 @@ from keyscope_server.store.changes import Change, record_change
 from keyscope_server.store.engine import Links, Tables
 from keyscope_server.store.models import KeyChanges, KeyRecord, NewKey, PermissionsUpdate, Written
 
-__all__ = ["create_key", "delete_key", "get_key", "set_permissions", "set_roles", "update_key"]
+__all__ = [
+    "add_permissions",
+    "add_roles",
+    "create_key",
+    "delete_key",
+    "get_key",
+    "remove_permissions",
+    "remove_roles",
+    "set_permissions",
+    "set_roles",
+    "update_key",
+]
 
 
 async def create_key(tx: Tables, principal: Principal, new: NewKey) -> Written[KeyRecord]:
@@ -72,11 +83,56 @@ async def delete_key(tx: Tables, principal: Principal, key_id: str) -> int:
 async def set_permissions(
     tx: Tables, principal: Principal, key_id: str, names: Sequence[str], etag: str, dry_run: bool
 ) -> PermissionsUpdate:
-    """Make the key's direct permissions exactly `names`; permissions through roles stay as they are."""
+    """Make the key's direct permissions exactly `names` (Unkey's setPermissions); those through roles stay."""
+    return await _replace_permissions(tx, principal, "SetPermissions", key_id, etag, dry_run, names)
+
+
+async def add_permissions(
+    tx: Tables, principal: Principal, key_id: str, names: Sequence[str], etag: str, dry_run: bool
+) -> PermissionsUpdate:
+    """Give the key `names` too (Unkey's addPermissions): its direct permissions and these."""
+    return await _replace_permissions(
+        tx, principal, "AddPermissions", key_id, etag, dry_run, names, lambda held: (*held, *names)
+    )
+
+
+async def remove_permissions(
+    tx: Tables, principal: Principal, key_id: str, names: Sequence[str], etag: str, dry_run: bool
+) -> PermissionsUpdate:
+    """Take `names` from the key's direct permissions (Unkey's removePermissions); names it lacks are ignored."""
+    removed = set(names)
+    return await _replace_permissions(
+        tx,
+        principal,
+        "RemovePermissions",
+        key_id,
+        etag,
+        dry_run,
+        (),
+        lambda held: [n for n in held if n not in removed],
+    )
+
+
+async def _replace_permissions(
+    tx: Tables,
+    principal: Principal,
+    action: str,
+    key_id: str,
+    etag: str,
+    dry_run: bool,
+    named: Sequence[str],
+    wanted_of: Callable[[tuple[str, ...]], Sequence[str]] | None = None,
+) -> PermissionsUpdate:
+    """Replace the key's direct permissions, in one change: by the names of the request (`named`), or by what
+    `wanted_of` makes of those the key holds. The catalog entries of `named` are read with the key."""
     now = now_ms()
-    key = await authorize_key(tx, principal, access.UPDATE_KEY, key_id, etag, permission_names=names)
+    key = await authorize_key(tx, principal, access.UPDATE_KEY, key_id, etag, permission_names=named)
     api_id, before, before_etag = key.api_id, key.state, etag_of(key.etag_revision)
-    entries, created = await resolve_permissions(tx, principal, api_id, names, now, key.named_permissions)
+    if wanted_of is None:
+        wanted, existing = named, key.named_permissions
+    else:
+        wanted, existing = tuple(dict.fromkeys(wanted_of(before.permissions))), None  # read with the rest
+    entries, created = await resolve_permissions(tx, principal, api_id, wanted, now, existing)
     permissions = tuple(sorted(entries, key=lambda p: p.name))
     if dry_run:
         # The answer as the call would give it, with the revision and etag that stay, and no ids yet.
@@ -84,10 +140,10 @@ async def set_permissions(
         permissions = tuple(replace(p, id="") if p.id in new_ids else p for p in permissions)
         created = tuple(replace(p, id="") for p in created)
         return PermissionsUpdate(permissions, created, before_etag, await tx.changes.revision())
-    if set(names) == set(before.permissions) and not created:  # the key's links are as asked: nothing changes
+    if set(wanted) == set(before.permissions) and not created:  # the key's links are as asked: nothing changes
         return PermissionsUpdate(permissions, created, before_etag, await tx.changes.revision())
-    after = replace(before, permissions=tuple(sorted(set(names))))
-    change = Change("SetPermissions", "key", key_id, api_id)
+    after = replace(before, permissions=tuple(sorted(set(wanted))))
+    change = Change(action, "key", key_id, api_id)
     links = Links("key_permissions", key_id, [p.id for p in entries])
     revision = await record_change(
         tx, principal, change, before, after, now, cached=[("key", key_id)], created=created, replaced=[links]
@@ -98,12 +154,42 @@ async def set_permissions(
 async def set_roles(
     tx: Tables, principal: Principal, key_id: str, role_names: Sequence[str], etag: str
 ) -> Written[KeyRecord]:
+    """Make the key's roles exactly `role_names`, roles of its API."""
+    return await _replace_roles(tx, principal, "SetRoles", key_id, etag, lambda held: role_names)
+
+
+async def add_roles(
+    tx: Tables, principal: Principal, key_id: str, role_names: Sequence[str], etag: str
+) -> Written[KeyRecord]:
+    """Give the key the roles `role_names` too (Unkey's addRoles)."""
+    return await _replace_roles(tx, principal, "AddRoles", key_id, etag, lambda held: (*held, *role_names))
+
+
+async def remove_roles(
+    tx: Tables, principal: Principal, key_id: str, role_names: Sequence[str], etag: str
+) -> Written[KeyRecord]:
+    """Take the roles `role_names` from the key (Unkey's removeRoles); names it does not hold are ignored."""
+    removed = set(role_names)
+    return await _replace_roles(
+        tx, principal, "RemoveRoles", key_id, etag, lambda held: [r for r in held if r not in removed]
+    )
+
+
+async def _replace_roles(
+    tx: Tables,
+    principal: Principal,
+    action: str,
+    key_id: str,
+    etag: str,
+    wanted_of: Callable[[tuple[str, ...]], Sequence[str]],
+) -> Written[KeyRecord]:
     now = now_ms()
     key = await authorize_key(tx, principal, access.UPDATE_KEY, key_id, etag)
-    role_ids = await resolve_roles(tx, key.api_id, role_names)
-    if set(role_names) != set(key.state.roles):
-        after = replace(key.state, roles=tuple(sorted(set(role_names))))
-        change = Change("SetRoles", "key", key_id, key.api_id)
+    wanted = tuple(dict.fromkeys(wanted_of(key.state.roles)))
+    role_ids = await resolve_roles(tx, key.api_id, wanted)
+    if set(wanted) != set(key.state.roles):
+        after = replace(key.state, roles=tuple(sorted(set(wanted))))
+        change = Change(action, "key", key_id, key.api_id)
         links = Links("key_roles", key_id, role_ids)
         revision = await record_change(
             tx, principal, change, key.state, after, now, cached=[("key", key_id)], replaced=[links]

@@ -32,6 +32,10 @@ from keyscope.v1.audit_pb2 import (
     ListAuditEventsResponse,
 )
 from keyscope.v1.keys_pb2 import (
+    AddPermissionsRequest,
+    AddPermissionsResponse,
+    AddRolesRequest,
+    AddRolesResponse,
     CreateKeyRequest,
     CreateKeyResponse,
     DeleteKeyRequest,
@@ -39,6 +43,10 @@ from keyscope.v1.keys_pb2 import (
     GetKeyRequest,
     GetKeyResponse,
     Key,
+    RemovePermissionsRequest,
+    RemovePermissionsResponse,
+    RemoveRolesRequest,
+    RemoveRolesResponse,
     SetPermissionsRequest,
     SetPermissionsResponse,
     SetRolesRequest,
@@ -64,6 +72,10 @@ from keyscope.v1.roles_pb2 import (
 
 __all__ = [
     "Aborted",
+    "AddPermissionsRequest",
+    "AddPermissionsResponse",
+    "AddRolesRequest",
+    "AddRolesResponse",
     "AlreadyExists",
     "Api",
     "AsyncClient",
@@ -96,6 +108,10 @@ __all__ = [
     "OutOfRange",
     "Permission",
     "PermissionDenied",
+    "RemovePermissionsRequest",
+    "RemovePermissionsResponse",
+    "RemoveRolesRequest",
+    "RemoveRolesResponse",
     "ResourceExhausted",
     "Role",
     "Scope",

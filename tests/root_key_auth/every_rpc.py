@@ -79,7 +79,17 @@ RPCS: dict[str, tuple[str, Callable[[World], Message]]] = {
         "keys",
         lambda w: keys_pb2.SetPermissionsRequest(key_id=w.key_id, permissions=["documents.read"]),
     ),
+    "AddPermissions": (
+        "keys",
+        lambda w: keys_pb2.AddPermissionsRequest(key_id=w.key_id, permissions=["documents.read"]),
+    ),
+    "RemovePermissions": (
+        "keys",
+        lambda w: keys_pb2.RemovePermissionsRequest(key_id=w.key_id, permissions=["documents.write"]),
+    ),
     "SetRoles": ("keys", lambda w: keys_pb2.SetRolesRequest(key_id=w.key_id, roles=[])),
+    "AddRoles": ("keys", lambda w: keys_pb2.AddRolesRequest(key_id=w.key_id, roles=["reader"])),
+    "RemoveRoles": ("keys", lambda w: keys_pb2.RemoveRolesRequest(key_id=w.key_id, roles=["reader"])),
     "VerifyKey": ("keys", lambda w: keys_pb2.VerifyKeyRequest(key=w.secret, permissions="documents.read")),
     "CreateRole": (
         "roles",

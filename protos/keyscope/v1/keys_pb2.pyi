@@ -472,6 +472,262 @@ class SetRolesResponse(_message.Message):
 Global___SetRolesResponse: _TypeAlias = SetRolesResponse  # noqa: Y015
 
 @_typing.final
+class AddPermissionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    PERMISSIONS_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    """The key's database id, `^[a-zA-Z0-9_]+$`."""
+    etag: _builtins.str
+    """Optional: the etag of the key as the caller last read it (ABORTED if it
+    has changed since, as with SetPermissions).
+    """
+    validate_only: _builtins.bool
+    """True: answer what the call would return, and write nothing."""
+    @_builtins.property
+    def permissions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The names to add: at most 1000, each as in SetPermissions."""
+
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        permissions: _abc.Iterable[_builtins.str] | None = ...,
+        etag: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "key_id", b"key_id", "permissions", b"permissions", "validate_only", b"validate_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddPermissionsRequest: _TypeAlias = AddPermissionsRequest  # noqa: Y015
+
+@_typing.final
+class AddPermissionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERMISSIONS_FIELD_NUMBER: _builtins.int
+    CREATED_PERMISSIONS_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    etag: _builtins.str
+    """The key's etag after the call."""
+    @_builtins.property
+    def permissions(self) -> _containers.RepeatedCompositeFieldContainer[_permissions_pb2.Permission]:
+        """Every direct permission the key has now, ordered by name."""
+
+    @_builtins.property
+    def created_permissions(self) -> _containers.RepeatedCompositeFieldContainer[_permissions_pb2.Permission]:
+        """Permissions this call added to the API's catalog."""
+
+    def __init__(
+        self,
+        *,
+        permissions: _abc.Iterable[_permissions_pb2.Permission] | None = ...,
+        created_permissions: _abc.Iterable[_permissions_pb2.Permission] | None = ...,
+        revision: _builtins.int = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_permissions", b"created_permissions", "etag", b"etag", "permissions", b"permissions", "revision", b"revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddPermissionsResponse: _TypeAlias = AddPermissionsResponse  # noqa: Y015
+
+@_typing.final
+class RemovePermissionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    PERMISSIONS_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    """The key's database id, `^[a-zA-Z0-9_]+$`."""
+    etag: _builtins.str
+    """Optional: the etag of the key as the caller last read it (ABORTED if it
+    has changed since, as with SetPermissions).
+    """
+    validate_only: _builtins.bool
+    """True: answer what the call would return, and write nothing."""
+    @_builtins.property
+    def permissions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The names to remove: at most 1000, each as in SetPermissions."""
+
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        permissions: _abc.Iterable[_builtins.str] | None = ...,
+        etag: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "key_id", b"key_id", "permissions", b"permissions", "validate_only", b"validate_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemovePermissionsRequest: _TypeAlias = RemovePermissionsRequest  # noqa: Y015
+
+@_typing.final
+class RemovePermissionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERMISSIONS_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    etag: _builtins.str
+    """The key's etag after the call."""
+    @_builtins.property
+    def permissions(self) -> _containers.RepeatedCompositeFieldContainer[_permissions_pb2.Permission]:
+        """Every direct permission the key has now, ordered by name."""
+
+    def __init__(
+        self,
+        *,
+        permissions: _abc.Iterable[_permissions_pb2.Permission] | None = ...,
+        revision: _builtins.int = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "permissions", b"permissions", "revision", b"revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemovePermissionsResponse: _TypeAlias = RemovePermissionsResponse  # noqa: Y015
+
+@_typing.final
+class AddRolesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    ROLES_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    etag: _builtins.str
+    """Optional: the etag of the key as the caller last read it (ABORTED if it
+    has changed since, as with SetRoles).
+    """
+    @_builtins.property
+    def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Role names within the key's API; duplicates count once."""
+
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        roles: _abc.Iterable[_builtins.str] | None = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "key_id", b"key_id", "roles", b"roles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddRolesRequest: _TypeAlias = AddRolesRequest  # noqa: Y015
+
+@_typing.final
+class AddRolesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROLES_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    etag: _builtins.str
+    """The key's etag after the call."""
+    @_builtins.property
+    def roles(self) -> _containers.RepeatedCompositeFieldContainer[_roles_pb2.Role]:
+        """The key's roles now, ordered by name."""
+
+    def __init__(
+        self,
+        *,
+        roles: _abc.Iterable[_roles_pb2.Role] | None = ...,
+        revision: _builtins.int = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "revision", b"revision", "roles", b"roles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddRolesResponse: _TypeAlias = AddRolesResponse  # noqa: Y015
+
+@_typing.final
+class RemoveRolesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    ROLES_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    etag: _builtins.str
+    """Optional: the etag of the key as the caller last read it (ABORTED if it
+    has changed since, as with SetRoles).
+    """
+    @_builtins.property
+    def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Role names within the key's API; duplicates count once."""
+
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        roles: _abc.Iterable[_builtins.str] | None = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "key_id", b"key_id", "roles", b"roles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveRolesRequest: _TypeAlias = RemoveRolesRequest  # noqa: Y015
+
+@_typing.final
+class RemoveRolesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROLES_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    etag: _builtins.str
+    """The key's etag after the call."""
+    @_builtins.property
+    def roles(self) -> _containers.RepeatedCompositeFieldContainer[_roles_pb2.Role]:
+        """The key's roles now, ordered by name."""
+
+    def __init__(
+        self,
+        *,
+        roles: _abc.Iterable[_roles_pb2.Role] | None = ...,
+        revision: _builtins.int = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "revision", b"revision", "roles", b"roles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveRolesResponse: _TypeAlias = RemoveRolesResponse  # noqa: Y015
+
+@_typing.final
 class VerifyKeyRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -70,6 +70,26 @@ class KeyServiceStub:
                 request_serializer=keyscope_dot_v1_dot_keys__pb2.SetRolesRequest.SerializeToString,
                 response_deserializer=keyscope_dot_v1_dot_keys__pb2.SetRolesResponse.FromString,
                 _registered_method=True)
+        self.AddPermissions = channel.unary_unary(
+                '/keyscope.v1.KeyService/AddPermissions',
+                request_serializer=keyscope_dot_v1_dot_keys__pb2.AddPermissionsRequest.SerializeToString,
+                response_deserializer=keyscope_dot_v1_dot_keys__pb2.AddPermissionsResponse.FromString,
+                _registered_method=True)
+        self.RemovePermissions = channel.unary_unary(
+                '/keyscope.v1.KeyService/RemovePermissions',
+                request_serializer=keyscope_dot_v1_dot_keys__pb2.RemovePermissionsRequest.SerializeToString,
+                response_deserializer=keyscope_dot_v1_dot_keys__pb2.RemovePermissionsResponse.FromString,
+                _registered_method=True)
+        self.AddRoles = channel.unary_unary(
+                '/keyscope.v1.KeyService/AddRoles',
+                request_serializer=keyscope_dot_v1_dot_keys__pb2.AddRolesRequest.SerializeToString,
+                response_deserializer=keyscope_dot_v1_dot_keys__pb2.AddRolesResponse.FromString,
+                _registered_method=True)
+        self.RemoveRoles = channel.unary_unary(
+                '/keyscope.v1.KeyService/RemoveRoles',
+                request_serializer=keyscope_dot_v1_dot_keys__pb2.RemoveRolesRequest.SerializeToString,
+                response_deserializer=keyscope_dot_v1_dot_keys__pb2.RemoveRolesResponse.FromString,
+                _registered_method=True)
         self.VerifyKey = channel.unary_unary(
                 '/keyscope.v1.KeyService/VerifyKey',
                 request_serializer=keyscope_dot_v1_dot_keys__pb2.VerifyKeyRequest.SerializeToString,
@@ -143,6 +163,44 @@ class KeyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddPermissions(self, request, context):
+        """Adds direct permissions to a key in one transaction, as Unkey's
+        `keys.addPermissions` does: the key keeps those it has. Idempotent: a
+        permission the key holds already changes nothing. Names not in the API's
+        catalog are created as with SetPermissions (needs
+        `rbac.<api_id>.create_permission`). Requires `api.<api_id>.update_key`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemovePermissions(self, request, context):
+        """Removes direct permissions from a key in one transaction, as Unkey's
+        `keys.removePermissions` does; names the key does not hold directly are
+        ignored, and permissions granted through roles stay. Idempotent.
+        Requires `api.<api_id>.update_key`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddRoles(self, request, context):
+        """Adds roles of the key's API to a key in one transaction; the key keeps
+        those it has. Unknown role names are NOT_FOUND, naming them. Idempotent.
+        Requires `api.<api_id>.update_key`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveRoles(self, request, context):
+        """Removes roles from a key in one transaction; names the key does not hold
+        are ignored. Idempotent. Requires `api.<api_id>.update_key`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def VerifyKey(self, request, context):
         """Answers whether a key is valid and holds the permissions of a query.
         The answer is in `code`, with status OK; only caller errors are gRPC
@@ -186,6 +244,26 @@ def add_KeyServiceServicer_to_server(servicer, server):
                     servicer.SetRoles,
                     request_deserializer=keyscope_dot_v1_dot_keys__pb2.SetRolesRequest.FromString,
                     response_serializer=keyscope_dot_v1_dot_keys__pb2.SetRolesResponse.SerializeToString,
+            ),
+            'AddPermissions': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddPermissions,
+                    request_deserializer=keyscope_dot_v1_dot_keys__pb2.AddPermissionsRequest.FromString,
+                    response_serializer=keyscope_dot_v1_dot_keys__pb2.AddPermissionsResponse.SerializeToString,
+            ),
+            'RemovePermissions': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemovePermissions,
+                    request_deserializer=keyscope_dot_v1_dot_keys__pb2.RemovePermissionsRequest.FromString,
+                    response_serializer=keyscope_dot_v1_dot_keys__pb2.RemovePermissionsResponse.SerializeToString,
+            ),
+            'AddRoles': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddRoles,
+                    request_deserializer=keyscope_dot_v1_dot_keys__pb2.AddRolesRequest.FromString,
+                    response_serializer=keyscope_dot_v1_dot_keys__pb2.AddRolesResponse.SerializeToString,
+            ),
+            'RemoveRoles': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveRoles,
+                    request_deserializer=keyscope_dot_v1_dot_keys__pb2.RemoveRolesRequest.FromString,
+                    response_serializer=keyscope_dot_v1_dot_keys__pb2.RemoveRolesResponse.SerializeToString,
             ),
             'VerifyKey': grpc.unary_unary_rpc_method_handler(
                     servicer.VerifyKey,
@@ -361,6 +439,114 @@ class KeyService:
             '/keyscope.v1.KeyService/SetRoles',
             keyscope_dot_v1_dot_keys__pb2.SetRolesRequest.SerializeToString,
             keyscope_dot_v1_dot_keys__pb2.SetRolesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddPermissions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keyscope.v1.KeyService/AddPermissions',
+            keyscope_dot_v1_dot_keys__pb2.AddPermissionsRequest.SerializeToString,
+            keyscope_dot_v1_dot_keys__pb2.AddPermissionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemovePermissions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keyscope.v1.KeyService/RemovePermissions',
+            keyscope_dot_v1_dot_keys__pb2.RemovePermissionsRequest.SerializeToString,
+            keyscope_dot_v1_dot_keys__pb2.RemovePermissionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddRoles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keyscope.v1.KeyService/AddRoles',
+            keyscope_dot_v1_dot_keys__pb2.AddRolesRequest.SerializeToString,
+            keyscope_dot_v1_dot_keys__pb2.AddRolesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveRoles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keyscope.v1.KeyService/RemoveRoles',
+            keyscope_dot_v1_dot_keys__pb2.RemoveRolesRequest.SerializeToString,
+            keyscope_dot_v1_dot_keys__pb2.RemoveRolesResponse.FromString,
             options,
             channel_credentials,
             insecure,

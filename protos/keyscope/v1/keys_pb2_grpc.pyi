@@ -71,6 +71,28 @@ class KeyServiceStub:
     them all. Roles are named within the key's API; unknown names are
     NOT_FOUND, naming them. Requires `api.<api_id>.update_key`.
     """
+    AddPermissions: _grpc.UnaryUnaryMultiCallable[_keys_pb2.AddPermissionsRequest, _keys_pb2.AddPermissionsResponse]
+    """Adds direct permissions to a key in one transaction, as Unkey's
+    `keys.addPermissions` does: the key keeps those it has. Idempotent: a
+    permission the key holds already changes nothing. Names not in the API's
+    catalog are created as with SetPermissions (needs
+    `rbac.<api_id>.create_permission`). Requires `api.<api_id>.update_key`.
+    """
+    RemovePermissions: _grpc.UnaryUnaryMultiCallable[_keys_pb2.RemovePermissionsRequest, _keys_pb2.RemovePermissionsResponse]
+    """Removes direct permissions from a key in one transaction, as Unkey's
+    `keys.removePermissions` does; names the key does not hold directly are
+    ignored, and permissions granted through roles stay. Idempotent.
+    Requires `api.<api_id>.update_key`.
+    """
+    AddRoles: _grpc.UnaryUnaryMultiCallable[_keys_pb2.AddRolesRequest, _keys_pb2.AddRolesResponse]
+    """Adds roles of the key's API to a key in one transaction; the key keeps
+    those it has. Unknown role names are NOT_FOUND, naming them. Idempotent.
+    Requires `api.<api_id>.update_key`.
+    """
+    RemoveRoles: _grpc.UnaryUnaryMultiCallable[_keys_pb2.RemoveRolesRequest, _keys_pb2.RemoveRolesResponse]
+    """Removes roles from a key in one transaction; names the key does not hold
+    are ignored. Idempotent. Requires `api.<api_id>.update_key`.
+    """
     VerifyKey: _grpc.UnaryUnaryMultiCallable[_keys_pb2.VerifyKeyRequest, _keys_pb2.VerifyKeyResponse]
     """Answers whether a key is valid and holds the permissions of a query.
     The answer is in `code`, with status OK; only caller errors are gRPC
@@ -121,6 +143,28 @@ class KeyServiceAsyncStub(KeyServiceStub):
     """Replaces all roles of a key in one transaction; an empty list removes
     them all. Roles are named within the key's API; unknown names are
     NOT_FOUND, naming them. Requires `api.<api_id>.update_key`.
+    """
+    AddPermissions: _aio.UnaryUnaryMultiCallable[_keys_pb2.AddPermissionsRequest, _keys_pb2.AddPermissionsResponse]  # type: ignore[assignment]
+    """Adds direct permissions to a key in one transaction, as Unkey's
+    `keys.addPermissions` does: the key keeps those it has. Idempotent: a
+    permission the key holds already changes nothing. Names not in the API's
+    catalog are created as with SetPermissions (needs
+    `rbac.<api_id>.create_permission`). Requires `api.<api_id>.update_key`.
+    """
+    RemovePermissions: _aio.UnaryUnaryMultiCallable[_keys_pb2.RemovePermissionsRequest, _keys_pb2.RemovePermissionsResponse]  # type: ignore[assignment]
+    """Removes direct permissions from a key in one transaction, as Unkey's
+    `keys.removePermissions` does; names the key does not hold directly are
+    ignored, and permissions granted through roles stay. Idempotent.
+    Requires `api.<api_id>.update_key`.
+    """
+    AddRoles: _aio.UnaryUnaryMultiCallable[_keys_pb2.AddRolesRequest, _keys_pb2.AddRolesResponse]  # type: ignore[assignment]
+    """Adds roles of the key's API to a key in one transaction; the key keeps
+    those it has. Unknown role names are NOT_FOUND, naming them. Idempotent.
+    Requires `api.<api_id>.update_key`.
+    """
+    RemoveRoles: _aio.UnaryUnaryMultiCallable[_keys_pb2.RemoveRolesRequest, _keys_pb2.RemoveRolesResponse]  # type: ignore[assignment]
+    """Removes roles from a key in one transaction; names the key does not hold
+    are ignored. Idempotent. Requires `api.<api_id>.update_key`.
     """
     VerifyKey: _aio.UnaryUnaryMultiCallable[_keys_pb2.VerifyKeyRequest, _keys_pb2.VerifyKeyResponse]  # type: ignore[assignment]
     """Answers whether a key is valid and holds the permissions of a query.
@@ -205,6 +249,52 @@ class KeyServiceServicer(metaclass=_abc_1.ABCMeta):
         """Replaces all roles of a key in one transaction; an empty list removes
         them all. Roles are named within the key's API; unknown names are
         NOT_FOUND, naming them. Requires `api.<api_id>.update_key`.
+        """
+
+    @_abc_1.abstractmethod
+    def AddPermissions(
+        self,
+        request: _keys_pb2.AddPermissionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keys_pb2.AddPermissionsResponse, _abc.Awaitable[_keys_pb2.AddPermissionsResponse]]:
+        """Adds direct permissions to a key in one transaction, as Unkey's
+        `keys.addPermissions` does: the key keeps those it has. Idempotent: a
+        permission the key holds already changes nothing. Names not in the API's
+        catalog are created as with SetPermissions (needs
+        `rbac.<api_id>.create_permission`). Requires `api.<api_id>.update_key`.
+        """
+
+    @_abc_1.abstractmethod
+    def RemovePermissions(
+        self,
+        request: _keys_pb2.RemovePermissionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keys_pb2.RemovePermissionsResponse, _abc.Awaitable[_keys_pb2.RemovePermissionsResponse]]:
+        """Removes direct permissions from a key in one transaction, as Unkey's
+        `keys.removePermissions` does; names the key does not hold directly are
+        ignored, and permissions granted through roles stay. Idempotent.
+        Requires `api.<api_id>.update_key`.
+        """
+
+    @_abc_1.abstractmethod
+    def AddRoles(
+        self,
+        request: _keys_pb2.AddRolesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keys_pb2.AddRolesResponse, _abc.Awaitable[_keys_pb2.AddRolesResponse]]:
+        """Adds roles of the key's API to a key in one transaction; the key keeps
+        those it has. Unknown role names are NOT_FOUND, naming them. Idempotent.
+        Requires `api.<api_id>.update_key`.
+        """
+
+    @_abc_1.abstractmethod
+    def RemoveRoles(
+        self,
+        request: _keys_pb2.RemoveRolesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keys_pb2.RemoveRolesResponse, _abc.Awaitable[_keys_pb2.RemoveRolesResponse]]:
+        """Removes roles from a key in one transaction; names the key does not hold
+        are ignored. Idempotent. Requires `api.<api_id>.update_key`.
         """
 
     @_abc_1.abstractmethod
