@@ -22,6 +22,7 @@ from keyscope.v1 import (
 )
 from keyscope_server.health import HealthServicer
 from keyscope_server.interceptor import KeyscopeInterceptor
+from keyscope_server.page_tokens import PageTokens
 from keyscope_server.reflection import enable_reflection
 from keyscope_server.services import ApiService, AuditService, KeyService, RoleService
 from keyscope_server.store import Store
@@ -112,6 +113,7 @@ async def _watch_store(store: Store, health_servicer: health.aio.HealthServicer,
 
 
 async def start_server(store: Store, config: ServerConfig) -> RunningServer:
+    page_tokens = PageTokens(await store.page_token_key())  # before any gRPC object exists that would need a stop
     interceptor = KeyscopeInterceptor(store)
     server = grpc.aio.server(
         interceptors=[interceptor],
@@ -124,7 +126,7 @@ async def start_server(store: Store, config: ServerConfig) -> RunningServer:
     apis_pb2_grpc.add_ApiServiceServicer_to_server(ApiService(store), server)
     keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyService(store), server)
     roles_pb2_grpc.add_RoleServiceServicer_to_server(RoleService(store), server)
-    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditService(store), server)
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditService(store, page_tokens), server)
 
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

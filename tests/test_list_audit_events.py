@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -12,12 +13,13 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from keyscope.v1 import audit_pb2, keys_pb2
-from keyscope_server import page_tokens
 from keyscope_server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
+from keyscope_server.factory import ServerConfig, start_server
+from keyscope_server.page_tokens import PageTokens
 from keyscope_server.store import Store
 from tests.audit_replay import all_events
 from tests.client import Caller
-from tests.conftest import MakeCaller
+from tests.conftest import MakeCaller, OpenStore
 from tests.rpc_errors import error_info, field_violations, rejected
 
 pytestmark = pytest.mark.asyncio
@@ -30,9 +32,11 @@ async def _list(caller: Caller, **fields: object) -> audit_pb2.ListAuditEventsRe
 
 
 def forged_token(position: object) -> str:
-    """A token as the server makes them, for a request with no filters, holding any position."""
-    real = json.loads(base64.urlsafe_b64decode(page_tokens.encode(1, NO_FILTERS) + "=="))
-    payload = json.dumps({"p": position, "f": real["f"]})
+    """A token as the server made them before it signed them: the position and the filters' fingerprint of a
+    request with no filters, unsigned."""
+    real = PageTokens(b"any key").encode(1, NO_FILTERS)
+    fingerprint = json.loads(base64.urlsafe_b64decode(real + "=" * (-len(real) % 4))[:-16])["f"]
+    payload = json.dumps({"p": position, "f": fingerprint})
     return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
 
 
@@ -190,14 +194,42 @@ async def test_invalid_argument(admin: Caller, store: Store, fields: dict[str, o
     assert field in field_violations(error)
 
 
-async def test_ok_page_token_of_a_position_past_every_event_reads_from_the_newest(admin: Caller) -> None:
-    # A token that the server did not make, but with the filters' fingerprint and a position in range, reads on
-    # (each page is authorized on its own): so the forged tokens refused above are refused for their positions.
+async def test_invalid_argument_forged_page_token_with_a_position_in_range(admin: Caller, store: Store) -> None:
+    # Unsigned, with the filters' fingerprint and a position a real token could hold: still not the server's.
     await admin.make_api(["x"])
-    newest = (await _list(admin)).events
-    assert [e.revision for e in (await _list(admin, page_token=forged_token(2**63 - 1))).events] == [
-        e.revision for e in newest
-    ]
+    error = await rejected(store, lambda: _list(admin, page_token=forged_token(1)), grpc.StatusCode.INVALID_ARGUMENT)
+    assert "page_token" in field_violations(error)
+
+
+async def test_invalid_argument_altered_page_token(admin: Caller, store: Store) -> None:
+    api = await admin.make_api(["x"])
+    for _ in range(3):
+        await admin.make_key(api.id)
+    token = (await _list(admin, page_size=1)).next_page_token
+    altered = token[:-1] + ("A" if token[-1] != "A" else "B")
+    error = await rejected(
+        store, lambda: _list(admin, page_size=1, page_token=altered), grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert "page_token" in field_violations(error)
+
+
+async def test_ok_page_token_of_another_server_on_the_same_store(
+    admin: Caller, open_test_store: OpenStore, db_path: Path, server_config: ServerConfig
+) -> None:
+    api = await admin.make_api(["x"])
+    for _ in range(3):
+        await admin.make_key(api.id)
+    first = await _list(admin, page_size=2)
+    other = await start_server(await open_test_store(db_path.stem), server_config)  # its own Store, same database
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{other.port}") as channel:
+            rest = await Caller(channel, admin.root_key, admin.root_key_id).audit.ListAuditEvents(
+                Request(page_size=100, page_token=first.next_page_token), metadata=admin.md
+            )
+    finally:
+        await other.stop(None)
+    everything = (await _list(admin, page_size=100)).events
+    assert [e.revision for e in [*first.events, *rest.events]] == [e.revision for e in everything]
 
 
 async def test_invalid_argument_page_token_with_other_filters(admin: Caller, store: Store) -> None:

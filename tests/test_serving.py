@@ -171,6 +171,9 @@ async def test_unavailable_when_store_closed(store: Store, admin: Caller) -> Non
 class _BrokenStore:
     """Stands in for the store, which this test is not about: the interceptor's handling of a surprise is."""
 
+    async def page_token_key(self) -> bytes:
+        return b"k" * 32
+
     async def authenticate(self, secret_hash: bytes, now_ms: int, request_id: str = "") -> object:
         raise RuntimeError("secret internals")
 

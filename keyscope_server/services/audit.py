@@ -7,8 +7,8 @@ from typing import Any
 import grpc
 
 from keyscope.v1 import audit_pb2, audit_pb2_grpc
-from keyscope_server import page_tokens
 from keyscope_server.messages import audit_event_message, timestamp_ms
+from keyscope_server.page_tokens import PageTokens
 from keyscope_server.request_context import current_principal
 from keyscope_server.store import Store
 from keyscope_server.store.models import AuditQuery
@@ -20,8 +20,9 @@ DEFAULT_PAGE_SIZE = 50
 
 
 class AuditService(audit_pb2_grpc.AuditServiceServicer):
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, page_tokens: PageTokens) -> None:
         self._store = store
+        self._page_tokens = page_tokens
 
     async def ListAuditEvents(
         self, request: audit_pb2.ListAuditEventsRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -43,7 +44,7 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
         before: int | None = None
         if request.page_token:
             try:
-                before = page_tokens.decode(request.page_token, filters)
+                before = self._page_tokens.decode(request.page_token, filters)
             except ValueError as exc:
                 check.add("page_token", f"{exc}: send the next_page_token of the same list, with the same filters")
         check.done()
@@ -58,7 +59,7 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
             limit=request.page_size or DEFAULT_PAGE_SIZE,
         )
         page = await self._store.list_audit_events(current_principal(), query)
-        next_token = page_tokens.encode(page.events[-1].revision, filters) if page.more else ""
+        next_token = self._page_tokens.encode(page.events[-1].revision, filters) if page.more else ""
         return audit_pb2.ListAuditEventsResponse(
             events=[audit_event_message(e) for e in page.events], next_page_token=next_token
         )

@@ -13,7 +13,7 @@ from keyscope_server.store.engine import ChangeRecord, Links, Tables
 from keyscope_server.store.models import AuditEventRecord, PermissionEntry
 from keyscope_server.store.states import ApiState, KeyState, RoleState, RootKeyState
 
-__all__ = ["CHANGES_KEPT", "Change", "current_revision", "record_change"]
+__all__ = ["CHANGES_KEPT", "Change", "current_revision", "page_token_key", "record_change"]
 
 CHANGES_KEPT = 100_000  # revisions of the change log kept; a cache further behind starts afresh
 PRUNE_EVERY = 1000  # revisions between two prunings: what is kept only grows by this much
@@ -78,3 +78,7 @@ async def record_change(
 
 async def current_revision(tx: Tables) -> int:
     return await tx.changes.revision()
+
+
+async def page_token_key(tx: Tables) -> bytes:
+    return await tx.changes.page_token_key()

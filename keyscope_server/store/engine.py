@@ -163,6 +163,9 @@ class ChangeLog(Protocol):
     """The store-wide revision, and what each revision changed that caches may hold."""
 
     async def revision(self) -> int: ...
+    async def page_token_key(self) -> bytes:
+        """The store's key for signing page tokens, made with the store's schema."""
+
     async def record(self, change: ChangeRecord) -> int:
         """Count one change and write what it records (and the links it replaces): the new revision, which no
         other transaction can take or commit before this one."""

@@ -18,7 +18,7 @@ from keyscope_server.access import Principal
 from keyscope_server.errors import DomainError, StoreFull
 from keyscope_server.store import apis, audit, keys, roles, root_keys
 from keyscope_server.store.authorization import require_revision
-from keyscope_server.store.changes import current_revision
+from keyscope_server.store.changes import current_revision, page_token_key
 from keyscope_server.store.engine import Engine, Rule
 from keyscope_server.store.models import (
     ApiRecord,
@@ -72,6 +72,9 @@ class EngineStore:
 
     async def revision(self) -> int:
         return await self.engine.read(current_revision)
+
+    async def page_token_key(self) -> bytes:
+        return await self.engine.read(page_token_key)
 
     async def _write(self, rule: Rule[T], *args: Any, dry_run: bool = False) -> T:
         if self._fault is not None:

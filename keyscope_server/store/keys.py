@@ -92,7 +92,7 @@ async def add_permissions(
 ) -> PermissionsUpdate:
     """Give the key `names` too (Unkey's addPermissions): its direct permissions and these."""
     return await _replace_permissions(
-        tx, principal, "AddPermissions", key_id, etag, dry_run, names, lambda held: (*held, *names)
+        tx, principal, "AddPermissions", key_id, etag, dry_run, (), lambda held: (*held, *names)
     )
 
 

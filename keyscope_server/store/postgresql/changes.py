@@ -70,6 +70,9 @@ class PostgresChanges:
     async def revision(self) -> int:
         return int(await self._conn.fetchval("SELECT revision FROM meta"))
 
+    async def page_token_key(self) -> bytes:
+        return bytes(await self._conn.fetchval("SELECT page_token_key FROM meta"))
+
     async def record(self, change: ChangeRecord) -> int:
         # The transaction has held the meta row's lock since its start (batches.BEGIN_WRITE), until its commit.
         touched = [list(change.touched.get(resource_type, ())) for resource_type, _ in _TOUCHED]

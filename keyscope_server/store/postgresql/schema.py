@@ -123,6 +123,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX audit_events_by_api ON audit_events (api_id, revision)",
         "CREATE INDEX audit_events_by_actor ON audit_events (actor, revision)",
     ),
+    # 2: the key that signs page tokens (keyscope_server.page_tokens), made once per database, so that every
+    # server on it accepts the tokens of the others: 244 random bits of two gen_random_uuid() (pg_strong_random;
+    # pgcrypto's gen_random_bytes is an extension a database may not have).
+    (
+        "ALTER TABLE meta ADD COLUMN page_token_key BYTEA",
+        "UPDATE meta SET page_token_key ="
+        " decode(replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''), 'hex')",
+        "ALTER TABLE meta ALTER COLUMN page_token_key SET NOT NULL",
+    ),
 )
 
 LATEST_VERSION = len(MIGRATIONS)

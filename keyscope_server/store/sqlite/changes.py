@@ -37,6 +37,11 @@ class SqliteChanges:
         assert row is not None
         return int(row[0])
 
+    async def page_token_key(self) -> bytes:
+        row = fetch_one(self._db, "SELECT page_token_key FROM meta")
+        assert row is not None
+        return bytes(row[0])
+
     async def record(self, change: ChangeRecord) -> int:
         db = self._db
         for links in change.replaced:

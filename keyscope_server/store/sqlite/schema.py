@@ -127,6 +127,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX audit_events_by_api ON audit_events (api_id, revision)",
         "CREATE INDEX audit_events_by_actor ON audit_events (actor, revision)",
     ),
+    # 4: the key that signs page tokens (keyscope_server.page_tokens): random, made once per store, so that
+    # every process on the file accepts the tokens of the others. Never leaves the store but to sign.
+    (
+        "ALTER TABLE meta ADD COLUMN page_token_key BLOB",
+        "UPDATE meta SET page_token_key = randomblob(32)",
+    ),
 )
 
 LATEST_VERSION = len(MIGRATIONS)
