@@ -5,7 +5,7 @@ deadline, and UNAVAILABLE retried by gRPC's retry policy where a call is safe to
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -18,6 +18,7 @@ from keyscope_server.factory import RunningServer, ServerConfig, TlsConfig, star
 from keyscope_server.store import Store
 from tests.certs import Certificates, make_certificates
 from tests.client import Caller
+from tests.conftest import MakeCaller
 
 pytestmark = pytest.mark.asyncio
 
@@ -101,7 +102,7 @@ async def test_invalid_argument_typed_with_every_violation_and_request_id(client
 
 
 async def test_permission_denied_names_the_permission(
-    server: RunningServer, make_caller: Callable, admin: Caller
+    server: RunningServer, make_caller: MakeCaller, admin: Caller
 ) -> None:
     api = await admin.make_api(["x"])
     reader = await make_caller([f"api.{api.id}.read_api"])

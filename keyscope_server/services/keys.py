@@ -114,7 +114,8 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
         update = await self._store.set_permissions(
             current_principal(), request.key_id, names, request.etag, request.validate_only
         )
-        return keys_pb2.SetPermissionsResponse(**_permissions_answer(update))
+        created = [permission_message(p) for p in update.created_permissions]
+        return keys_pb2.SetPermissionsResponse(**_permissions_answer(update), created_permissions=created)
 
     async def AddPermissions(
         self, request: keys_pb2.AddPermissionsRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -123,7 +124,8 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
         update = await self._store.add_permissions(
             current_principal(), request.key_id, names, request.etag, request.validate_only
         )
-        return keys_pb2.AddPermissionsResponse(**_permissions_answer(update))
+        created = [permission_message(p) for p in update.created_permissions]
+        return keys_pb2.AddPermissionsResponse(**_permissions_answer(update), created_permissions=created)
 
     async def RemovePermissions(
         self, request: keys_pb2.RemovePermissionsRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -132,9 +134,7 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
         update = await self._store.remove_permissions(
             current_principal(), request.key_id, names, request.etag, request.validate_only
         )
-        answer = _permissions_answer(update)
-        del answer["created_permissions"]  # a removal creates none
-        return keys_pb2.RemovePermissionsResponse(**answer)
+        return keys_pb2.RemovePermissionsResponse(**_permissions_answer(update))
 
     async def SetRoles(
         self, request: keys_pb2.SetRolesRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -192,9 +192,9 @@ def _permissions_request(request: PermissionsRequest) -> list[str]:
 
 
 def _permissions_answer(update: PermissionsUpdate) -> dict[str, Any]:
+    """The fields every permissions answer has (a removal's has no created_permissions)."""
     return {
         "permissions": [permission_message(p) for p in update.permissions],
-        "created_permissions": [permission_message(p) for p in update.created_permissions],
         "revision": update.revision,
         "etag": update.etag,
     }

@@ -87,17 +87,6 @@ def _options(tls: Tls | None) -> list[tuple[str, Any]]:
     return options
 
 
-def _with_defaults(details: Any, metadata: Sequence[tuple[str, str]], timeout: float) -> _CallDetails:
-    return _CallDetails(
-        details.method,
-        details.timeout if details.timeout is not None else timeout,
-        (*(details.metadata or ()), *metadata),
-        details.credentials,
-        details.wait_for_ready,
-        getattr(details, "compression", None),
-    )
-
-
 class _CallDetails(grpc.ClientCallDetails):
     def __init__(
         self,
@@ -116,28 +105,38 @@ class _CallDetails(grpc.ClientCallDetails):
         self.compression = compression
 
 
-class _Interceptor(grpc.UnaryUnaryClientInterceptor):
+class _Defaults:
+    """What a client adds to every call: the plaintext channel's root-key header and the default deadline."""
+
     def __init__(self, metadata: Sequence[tuple[str, str]], timeout: float) -> None:
         self._metadata = tuple(metadata)
         self._timeout = timeout
 
+    def _details(self, details: Any) -> _CallDetails:
+        return _CallDetails(
+            details.method,
+            details.timeout if details.timeout is not None else self._timeout,
+            (*(details.metadata or ()), *self._metadata),
+            details.credentials,
+            details.wait_for_ready,
+            getattr(details, "compression", None),
+        )
+
+
+class _Interceptor(_Defaults, grpc.UnaryUnaryClientInterceptor):
     def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
-        outcome = continuation(_with_defaults(details, self._metadata, self._timeout), request)
+        outcome = continuation(self._details(details), request)
         failure = outcome.exception()
         if isinstance(failure, grpc.RpcError):
             raise error_of(failure) from None
         return outcome
 
 
-class _AsyncInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
-    def __init__(self, metadata: Sequence[tuple[str, str]], timeout: float) -> None:
-        self._metadata = tuple(metadata)
-        self._timeout = timeout
-
+class _AsyncInterceptor(_Defaults, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(
         self, continuation: Callable[..., Awaitable[Any]], client_call_details: Any, request: Any
     ) -> Any:
-        call = await continuation(_with_defaults(client_call_details, self._metadata, self._timeout), request)
+        call = await continuation(self._details(client_call_details), request)
         try:
             await call
         except grpc.aio.AioRpcError as failure:

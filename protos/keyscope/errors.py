@@ -8,6 +8,7 @@ written against the bare stubs keeps working. The details are read from the `grp
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 import grpc
@@ -46,23 +47,12 @@ _DETAIL_TYPES: tuple[type[Message], ...] = (
 )
 
 
+@dataclass(frozen=True, slots=True)
 class FieldViolation:
     """One field of a request and what is wrong with it, as `google.rpc.BadRequest` names them."""
 
-    __slots__ = ("description", "field")
-
-    def __init__(self, field: str, description: str) -> None:
-        self.field = field
-        self.description = description
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, FieldViolation) and (self.field, self.description) == (other.field, other.description)
-
-    def __hash__(self) -> int:
-        return hash((self.field, self.description))
-
-    def __repr__(self) -> str:
-        return f"FieldViolation({self.field!r}, {self.description!r})"
+    field: str
+    description: str
 
 
 class KeyscopeError(grpc.RpcError):
