@@ -41,8 +41,10 @@ _SEE_ROLES = (("rbac", "read_role"),)
 
 READ_API = Action("api", "read_api", _SEE_API)
 UPDATE_API = Action("api", "update_api", _SEE_API)
+DELETE_API = Action("api", "delete_api", _SEE_API)
 CREATE_KEY = Action("api", "create_key", _SEE_API + _SEE_KEYS)
 READ_KEY = Action("api", "read_key", _SEE_KEYS)
+LIST_KEYS = Action("api", "read_key", _SEE_API + _SEE_KEYS)  # of an API: one that may read the API learns why not
 UPDATE_KEY = Action("api", "update_key", _SEE_KEYS)
 DELETE_KEY = Action("api", "delete_key", _SEE_KEYS)
 VERIFY_KEY = Action("api", "verify_key")
@@ -50,6 +52,8 @@ CREATE_PERMISSION = Action("rbac", "create_permission")
 CREATE_ROLE = Action("rbac", "create_role", _SEE_API + _SEE_ROLES)
 READ_ROLE = Action("rbac", "read_role", _SEE_ROLES)
 UPDATE_ROLE = Action("rbac", "update_role", _SEE_ROLES)
+DELETE_ROLE = Action("rbac", "delete_role", _SEE_ROLES)
+LIST_ROLES = Action("rbac", "read_role", _SEE_API + _SEE_ROLES)
 READ_EVENTS = Action("audit", "read_events")
 
 

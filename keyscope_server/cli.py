@@ -33,6 +33,7 @@ EXAMPLE_ROOT_KEY = (
     "api.*.create_api",
     "api.*.read_api",
     "api.*.update_api",
+    "api.*.delete_api",
     "api.*.create_key",
     "api.*.read_key",
     "api.*.update_key",
@@ -42,6 +43,7 @@ EXAMPLE_ROOT_KEY = (
     "rbac.*.create_role",
     "rbac.*.read_role",
     "rbac.*.update_role",
+    "rbac.*.delete_role",
     "audit.*.read_events",
 )
 

@@ -123,9 +123,9 @@ async def start_server(store: Store, config: ServerConfig) -> RunningServer:
             ("grpc.so_reuseport", int(config.reuse_port)),
         ],
     )
-    apis_pb2_grpc.add_ApiServiceServicer_to_server(ApiService(store), server)
-    keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyService(store), server)
-    roles_pb2_grpc.add_RoleServiceServicer_to_server(RoleService(store), server)
+    apis_pb2_grpc.add_ApiServiceServicer_to_server(ApiService(store, page_tokens), server)
+    keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyService(store, page_tokens), server)
+    roles_pb2_grpc.add_RoleServiceServicer_to_server(RoleService(store, page_tokens), server)
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditService(store, page_tokens), server)
 
     health_servicer = HealthServicer()

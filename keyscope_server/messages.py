@@ -17,6 +17,7 @@ __all__ = [
     "permission_message",
     "role_message",
     "timestamp",
+    "scope_message",
     "timestamp_ms",
 ]
 
@@ -35,11 +36,15 @@ def permission_message(entry: PermissionEntry) -> permissions_pb2.Permission:
     return permissions_pb2.Permission(id=entry.id, name=entry.name, description=entry.description)
 
 
+def scope_message(entry: PermissionEntry) -> permissions_pb2.Scope:
+    return permissions_pb2.Scope(id=entry.id, value=entry.name, description=entry.description)
+
+
 def api_message(api: ApiRecord) -> apis_pb2.Api:
     return apis_pb2.Api(
         id=api.id,
         name=api.name,
-        scopes=[permissions_pb2.Scope(id=s.id, value=s.name, description=s.description) for s in api.scopes],
+        scopes=[scope_message(s) for s in api.scopes],
         create_time=timestamp(api.created_ms),
         update_time=timestamp(api.updated_ms),
         etag=api.etag,

@@ -18,9 +18,10 @@ import hmac
 import json
 from collections.abc import Sequence
 
-__all__ = ["MAX_POSITION", "PageTokens"]
+__all__ = ["MAX_NAME_POSITION", "MAX_POSITION", "PageTokens"]
 
-MAX_POSITION = 2**63 - 1  # positions are revisions: 64-bit integers in both engines
+MAX_POSITION = 2**63 - 1  # revisions, as positions: 64-bit integers in both engines
+MAX_NAME_POSITION = 300  # ids and names, as positions: characters (ids and names are at most 280)
 _MAC_BYTES = 16
 
 
@@ -38,13 +39,26 @@ class PageTokens:
     def _mac(self, payload: bytes) -> bytes:
         return hmac.new(self._key, payload, hashlib.sha256).digest()[:_MAC_BYTES]
 
-    def encode(self, position: int, filters: Sequence[object]) -> str:
+    def encode(self, position: int | str, filters: Sequence[object]) -> str:
         payload = json.dumps({"p": position, "f": _fingerprint(filters)}, separators=(",", ":")).encode()
         return base64.urlsafe_b64encode(payload + self._mac(payload)).decode().rstrip("=")
 
     def decode(self, token: str, filters: Sequence[object]) -> int:
-        """The position `encode` put in the token; ValueError if this server's store did not make it, or made it
+        """The revision `encode` put in the token; ValueError if this server's store did not make it, or made it
         for a request with other filters."""
+        position = self._open(token, filters)
+        if not isinstance(position, int) or isinstance(position, bool) or not 1 <= position <= MAX_POSITION:
+            raise ValueError("not a page token")
+        return position
+
+    def decode_name(self, token: str, filters: Sequence[object]) -> str:
+        """As `decode`, for a list ordered by id or name: the id or name `encode` put in the token."""
+        position = self._open(token, filters)
+        if not isinstance(position, str) or not 1 <= len(position) <= MAX_NAME_POSITION:
+            raise ValueError("not a page token")
+        return position
+
+    def _open(self, token: str, filters: Sequence[object]) -> object:
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         except (binascii.Error, ValueError) as exc:
@@ -56,9 +70,8 @@ class PageTokens:
             fields = json.loads(payload)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:  # signed, so not expected: made by another version
             raise ValueError("not a page token") from exc
-        position = fields.get("p") if isinstance(fields, dict) else None
-        if not isinstance(position, int) or isinstance(position, bool) or not 1 <= position <= MAX_POSITION:
+        if not isinstance(fields, dict):
             raise ValueError("not a page token")
         if fields.get("f") != _fingerprint(filters):
             raise ValueError("the page token belongs to a request with other filters")
-        return position
+        return fields.get("p")

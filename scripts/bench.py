@@ -1,6 +1,7 @@
-"""Throughput, latency and server CPU of Keyscope's hot paths, each as a ratio to the server's own health check;
-the server's memory after verifying every key; and a soak of the mixed load. On SQLite (the default), on PostgreSQL
-(`--db postgres`), or on both in one run (`--db both`), with PostgreSQL's figures over SQLite's.
+"""Throughput, latency and server CPU of Keyscope's hot paths, each as a ratio to the server's own health check and
+to a bare grpc.aio server's; the server's memory after verifying every key; and a soak of the mixed load. On SQLite
+(the default), on PostgreSQL (`--db postgres`), or on both in one run (`--db both`), with PostgreSQL's figures over
+SQLite's.
 
 What runs: the real server (`python -m keyscope_server serve`) as a separate process on a temporary SQLite file that is
 seeded beforehand through the store's interface (`Store.import_snapshot`: one API, a catalog of 50 permissions, a few
@@ -10,14 +11,25 @@ over 8 connections; key secrets reach it through the process pipe and are never 
 With `--db postgres`, the server's `--db` is a database on a PostgreSQL cluster the bench starts for the run
 (scripts/bench_postgres.py: durable settings, fsync and synchronous_commit on), seeded with the same snapshot and then
 analyzed. With `--db both`, each engine has its own server and load client, all running at once, on the same keys.
+With bare (in the default set), a third process runs the bare server (scripts/bench_bare.py: a grpc.aio server on the
+same grpcio serving only grpcio-health-checking's HealthServicer, no interceptor, no Keyscope code, on 127.0.0.1 port
+0, which it reports on its stdout), driven by a load client of its own of the same code, connections and
+`--concurrency`; one for the run, whatever the engines.
 
 What is measured, per scenario round of `--seconds`: requests/s, p50/p95/p99 latency of each call as the client saw
 it, and the CPU time (utime + stime from /proc, the server process and its descendants) the server spent per request;
 on PostgreSQL also that of the database's processes (`db_cpu_us_per_req`: the postmaster and its backends).
 Rounds alternate with rounds of grpc.health.v1.Health/Check (health, scenario, health, scenario, ..., health), and
 each scenario round is compared with the mean of the two health rounds beside it: `ratio_rps` (scenario rps / health
-rps) and `ratio_p99` (scenario p99 / health p99). The client shares the machine's cores with the server, so absolute
-figures move with the client's own cost and with the machine; the ratios move much less. Reported values are medians
+rps) and `ratio_p99` (scenario p99 / health p99). With bare, each health round is followed by a round of the bare
+server's Health/Check (health, bare, scenario, health, bare, ...), and each scenario round is also compared with the
+mean of the two bare rounds beside it: `ratio_rps_to_bare`, `ratio_p99_to_bare`, and `p50_over_bare_us` (scenario p50
+minus bare p50, in µs). Health's rounds get those against the bare round after each, and bare's get `ratio_rps` and
+`ratio_p99` against the health round before each: how far Keyscope's own Health (its interceptor, its server) is
+from gRPC's floor. `--concurrency 1` is the one-call-in-flight latency mode: every scenario, bare included, then has
+one call in flight, and verify-warm's p50_over_bare_us is its p50 over the bare server's, unqueued. The client shares
+the machine's cores with the server, so absolute figures move with the client's own cost and with the machine; the
+ratios move much less. Reported values are medians
 over `--rounds`. Memory is the server's RSS (VmRSS of the server process and its workers, summed, in MB of 10^6
 bytes): `rss_mb` of a scenario is the largest at the end of its rounds; the JSON's machine.run.server_rss_mb has it
 once serving, at the end, and the sum of each process's own peak (VmHWM).
@@ -28,6 +40,8 @@ scenario both ran, PostgreSQL's median requests/s and p99 over SQLite's (the tab
 
 Scenarios:
   health           the baseline: Health/Check.
+  bare             the floor: Health/Check of the bare server (above), in rounds right after each health round. Its
+                   CPU and RSS are the bare server's process's. It is one process even with --workers N.
   verify-warm      VerifyKey with a three-term query on a fixed set of keys, each verified once before measuring.
   verify-cold      VerifyKey on keys not verified before: each round takes its share of them and ends early, before
                    --seconds, once it has used its share ("keys_reused" stays false; true would mean a key ran out).
@@ -62,6 +76,7 @@ answer and RSS growth under 10%. The JSON holds it under "soak". On one engine: 
 Usage: scripts/bench [--quick] [--db sqlite|postgres|both] [--keys N] [--rounds N] [--seconds S] [--concurrency N]
                      [--workers N] [--scenarios a,b,...] [--json FILE]
        scripts/bench --soak SECONDS [--db sqlite|postgres] [--keys N] [--concurrency N] [--workers N] [--json FILE]
+       scripts/bench --concurrency 1 --scenarios bare,verify-warm    (verify-warm's p50 over bare's, one call at a time)
 """
 
 from __future__ import annotations
@@ -81,7 +96,8 @@ from typing import Any
 
 import google.protobuf
 import grpc
-from bench_load import Servers, load_client
+from bench_bare import running_bare_server
+from bench_load import LoadClient, Servers, load_client
 from bench_postgres import CLUSTER_SETTINGS, PostgresDatabase, running_postgres
 from bench_postgres_raw import SHAPES, postgres_raw
 from bench_report import ENGINE_LABELS, render, render_engines, render_machine
@@ -93,6 +109,7 @@ from bench_sqlite_raw import SQLITE_VERSION, copy_database, measure_sqlite_raw
 
 SCENARIOS = (
     "health",
+    "bare",
     "verify-warm",
     "verify-cold",
     "set-permissions",
@@ -131,7 +148,8 @@ def machine_info(directory: Path, postgres: PostgresDatabase | None) -> dict[str
         "sqlite": SQLITE_VERSION,
         "database_filesystem": filesystem_of(directory),
         "note": f"the server and the load client share these {cores} cores: the client's own CPU competes with the"
-        " server, which is why each scenario is also given as a ratio to the health check of the same run",
+        " server, which is why each scenario is also given as a ratio to the health check of the same run (and, with"
+        " bare, to a bare grpc.aio server's health check in the same rounds)",
     }
     if postgres is not None:
         machine["postgresql"] = {
@@ -158,9 +176,12 @@ def engine_under_test(
     directory: Path,
     workload: Workload,
     options: argparse.Namespace,
+    bare: LoadClient | None,
 ) -> Iterator[tuple[EngineUnderTest, ServerProcess]]:
     """The engine's server and its load client; on PostgreSQL (`postgres`, which holds `db`), the second server of
-    mixed-two-servers and the raw scenarios' pool when those are measured. Yields the engine and its first server."""
+    mixed-two-servers and the raw scenarios' pool when those are measured. `bare`, the bare server's load client
+    (None: bare is not measured), takes its rounds beside the engine's health rounds. Yields the engine and its first
+    server."""
     database_pid = postgres.pid if postgres is not None else None
     rng = random.Random(3)
 
@@ -170,13 +191,13 @@ def engine_under_test(
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(running_server(db, options.workers, directory / f"{name}-server.log"))
         alone = Servers([server.port], [server.pid], database_pid)
-        one = Rounds(stack.enter_context(load_client(alone, workload, options.concurrency)))
+        one = Rounds(stack.enter_context(load_client(alone, workload, options.concurrency)), bare)
         two = None
         raw = sqlite_raw if postgres is None else None
         if postgres is not None and "mixed-two-servers" in options.scenarios:
             other = stack.enter_context(running_server(db, options.workers, directory / f"{name}-server-2.log"))
             pair = Servers([server.port, other.port], [server.pid, other.pid], database_pid)
-            two = Rounds(stack.enter_context(load_client(pair, workload, options.concurrency)))
+            two = Rounds(stack.enter_context(load_client(pair, workload, options.concurrency)), bare)
         if postgres is not None and any(scenario in SHAPES for scenario in options.scenarios):
             raw = stack.enter_context(
                 postgres_raw(postgres.raw_url, workload, options.concurrency, postgres.pid, rng)
@@ -191,12 +212,21 @@ def measure_engines(
     workload: Workload,
     options: argparse.Namespace,
 ) -> dict[str, dict[str, Any]]:
-    """Every engine's servers running at once, their rounds interleaved; by engine, the scenarios' medians and the
-    server's RSS once serving, at the end, and the sum of each process's own peak (VmHWM)."""
+    """Every engine's servers running at once (and the bare server, when bare is measured), their rounds
+    interleaved; by engine, the scenarios' medians and the server's RSS once serving, at the end, and the sum of each
+    process's own peak (VmHWM)."""
     with contextlib.ExitStack() as stack:
+        bare = None
+        if "bare" in options.scenarios:
+            bare_server = stack.enter_context(running_bare_server(directory / "bare-server.log"))
+            bare = stack.enter_context(
+                load_client(Servers([bare_server.port], [bare_server.pid]), workload, options.concurrency)
+            )
         started = [
             stack.enter_context(
-                engine_under_test(name, db, postgres if name == "postgresql" else None, directory, workload, options)
+                engine_under_test(
+                    name, db, postgres if name == "postgresql" else None, directory, workload, options, bare
+                )
             )
             for name, db in dbs.items()
         ]

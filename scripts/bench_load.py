@@ -102,6 +102,12 @@ class LoadGenerator:
 
     def __post_init__(self) -> None:
         # Made once, as a client keeps its stubs and credentials rather than building them for every call.
+        # Raw stubs, not keyscope.AsyncClient: that client adds, on the Keyscope services only, an interceptor (call
+        # details rebuilt and the call awaited in Python, every call) and gRPC's retry machinery (the service
+        # config's retry policy, which buffers each retried method's messages), and it has no Health stub. VerifyKey
+        # and SetPermissions would pay that client-side CPU, on the cores the server shares, and health and bare
+        # would not: the ratios would measure the client as well as the server. Here every scenario, bare included,
+        # goes through the same bare grpc.aio stubs, the same metadata and the same channels.
         self.stubs = [(health_pb2_grpc.HealthStub(c), keys_pb2_grpc.KeyServiceStub(c)) for c in self.channels]
         self.metadata = grpc.aio.Metadata(("authorization", f"Bearer {self.workload.root_secret}"))
 

@@ -1,5 +1,6 @@
 """The text the bench prints: one table of the scenarios (SQLite's alone, as it always was), or one of each scenario
-on each engine with PostgreSQL's figures over SQLite's; and a line about the machine."""
+on each engine with PostgreSQL's figures over SQLite's; a line on what the ratio columns are over; and a line about
+the machine."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ __all__ = ["render", "render_engines", "render_machine"]
 
 NOTED = ("keys_reused", "stale", "keys_verified", "rss_mb_before", "rss_mb_after")
 ENGINE_LABELS = {"sqlite": "sqlite", "postgresql": "postgres"}
+RATIOS_LEGEND = (
+    "×h: over this server's Health/Check in the rounds beside; ×b: over the bare grpc.aio server's (bare);"
+    " p50-b µs: p50 minus bare's p50"
+)
 
 
 def render_machine(m: dict[str, Any]) -> str:
@@ -43,6 +48,12 @@ def _ratios(s: dict[str, Any]) -> str:
     return f"{s['ratio_rps']:>8.3f}{s['ratio_p99']:>8.3f}" if "ratio_rps" in s else f"{'':>16}"
 
 
+def _bare_ratios(s: dict[str, Any]) -> str:
+    if "ratio_rps_to_bare" not in s:
+        return f"{'':>26}"
+    return f"{s['ratio_rps_to_bare']:>8.3f}{s['ratio_p99_to_bare']:>8.3f}{s['p50_over_bare_us']:>10.0f}"
+
+
 def _optional(s: dict[str, Any], name: str, width: int) -> str:
     return f"{s[name]:>{width}.1f}" if name in s else f"{'':>{width}}"
 
@@ -50,15 +61,16 @@ def _optional(s: dict[str, Any], name: str, width: int) -> str:
 def render(report: dict[str, Any]) -> str:
     header = (
         f"{'scenario':<16}{'rps':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'cpu µs/req':>12}{'client µs':>11}"
-        f"{'×rps':>8}{'×p99':>8}{'rss MB':>9}"
+        f"{'×h rps':>8}{'×h p99':>8}{'×b rps':>8}{'×b p99':>8}{'p50-b µs':>10}{'rss MB':>9}"
     )
     lines = [header, "-" * len(header)]
     for name, s in report["scenarios"].items():
         lines.append(
             f"{name:<16}{s['rps']:>10.1f}{s['p50_ms']:>9.2f}{s['p95_ms']:>9.2f}{s['p99_ms']:>9.2f}"
-            f"{s['cpu_us_per_req']:>12.1f}{_optional(s, 'client_cpu_us_per_req', 11)}{_ratios(s)}{_rss(s)}"
-            f"{_notes(s)}".rstrip()
+            f"{s['cpu_us_per_req']:>12.1f}{_optional(s, 'client_cpu_us_per_req', 11)}{_ratios(s)}{_bare_ratios(s)}"
+            f"{_rss(s)}{_notes(s)}".rstrip()
         )
+    lines.append(RATIOS_LEGEND)
     lines.append(render_machine(report["machine"]))
     return "\n".join(lines)
 
@@ -68,7 +80,8 @@ def render_engines(report: dict[str, Any]) -> str:
     server's; `pg/sq` is PostgreSQL's requests/s and p99 over SQLite's, for the scenarios both ran."""
     header = (
         f"{'scenario':<21}{'engine':<9}{'rps':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'cpu µs/req':>12}"
-        f"{'db µs':>8}{'client µs':>11}{'×rps':>8}{'×p99':>8}{'rss MB':>9}{'pg/sq rps':>11}{'pg/sq p99':>11}"
+        f"{'db µs':>8}{'client µs':>11}{'×h rps':>8}{'×h p99':>8}{'×b rps':>8}{'×b p99':>8}{'p50-b µs':>10}"
+        f"{'rss MB':>9}{'pg/sq rps':>11}{'pg/sq p99':>11}"
     )
     lines = [header, "-" * len(header)]
     engines: dict[str, dict[str, Any]] = report["engines"]
@@ -83,12 +96,14 @@ def render_engines(report: dict[str, Any]) -> str:
             lines.append(
                 f"{name:<21}{ENGINE_LABELS[engine]:<9}{s['rps']:>9.1f}{s['p50_ms']:>9.2f}{s['p95_ms']:>9.2f}"
                 f"{s['p99_ms']:>9.2f}{s['cpu_us_per_req']:>12.1f}{_optional(s, 'db_cpu_us_per_req', 8)}"
-                f"{_optional(s, 'client_cpu_us_per_req', 11)}{_ratios(s)}{_rss(s)}{versus}{_notes(s)}".rstrip()
+                f"{_optional(s, 'client_cpu_us_per_req', 11)}{_ratios(s)}{_bare_ratios(s)}{_rss(s)}{versus}"
+                f"{_notes(s)}".rstrip()
             )
     for engine, results in engines.items():
         if rss := results.get("server_rss_mb"):
             lines.append(
                 f"{ENGINE_LABELS[engine]} server RSS: {rss['serving']} MB once serving, {rss['end']} MB at the end"
             )
+    lines.append(RATIOS_LEGEND)
     lines.append(render_machine(report["machine"]))
     return "\n".join(lines)

@@ -21,7 +21,15 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-__all__ = ["BenchError", "ServerProcess", "running_server", "tree_cpu_seconds", "tree_memory_mb"]
+__all__ = [
+    "SERVER_START_SECONDS",
+    "BenchError",
+    "ServerProcess",
+    "running_server",
+    "tree_cpu_seconds",
+    "tree_memory_mb",
+    "wait_until_serving",
+]
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

@@ -63,7 +63,9 @@ class World:
     pools: Pools = field(default_factory=Pools)
     # What the store must hold: ids of the APIs, keys and roles made and not deleted.
     expected: dict[str, set[str]] = field(default_factory=lambda: {"api": set(), "key": set(), "role": set()})
+    api_of: dict[str, str] = field(default_factory=dict)  # key or role id -> the id of its API
     held: StoreSnapshot | None = None  # the store's snapshot after the last call
+    previous: StoreSnapshot | None = None  # and before it
     revision: int = 0
     revision_at_start: int = 0
     # The successful calls that changed the store: the revision each made -> (RPC, request id).
@@ -74,9 +76,11 @@ class World:
     def admin(self) -> Caller:
         return self.callers["admin"]
 
-    def add(self, kind: str, resource_id: str) -> None:
+    def add(self, kind: str, resource_id: str, api_id: str = "") -> None:
         self.expected[kind].add(resource_id)
         self.pools.ids[kind].append(resource_id)
+        if api_id:
+            self.api_of[resource_id] = api_id
 
     def learn(self, message: Message) -> None:
         """Remember the names and etags an answer shows, for later requests to use."""
@@ -128,6 +132,7 @@ class World:
         caller = self.callers[who]
         metadata = caller.md + ((("x-request-id", sent_id),) if sent_id is not None else ())
         before, revision_before = self.held, self.revision
+        self.previous = before
         call = _stub_method(self.channel, rpc)(request, metadata=metadata, timeout=60)
         try:
             response = await call
@@ -223,7 +228,7 @@ async def _updated_scopes(world: World, request: Any, response: Any) -> None:
 
 async def _created_key(world: World, request: Any, response: Any) -> None:
     assert await world.read_key(response.key.id) == response.key
-    world.add("key", response.key.id)
+    world.add("key", response.key.id, response.key.api_id)
     world.pools.secrets.append(response.secret)
 
 
@@ -261,7 +266,44 @@ async def _set_roles(world: World, request: Any, response: Any) -> None:
 
 async def _created_role(world: World, request: Any, response: Any) -> None:
     assert await world.read_role(response.role.id) == response.role
-    world.add("role", response.role.id)
+    world.add("role", response.role.id, response.role.api_id)
+
+
+async def _deleted_role(world: World, request: Any, response: Any) -> None:
+    assert world.previous is not None and world.held is not None
+    holders = sorted(key_id for key_id, role_id in world.previous.key_roles if role_id == request.role_id)
+    assert response.keys_affected == len(holders), f"DeleteRole counted {response.keys_affected} of {holders}"
+    if request.validate_only:
+        return
+    with pytest.raises(grpc.aio.AioRpcError) as gone:
+        await world.read_role(request.role_id)
+    assert gone.value.code() == Code.NOT_FOUND
+    assert request.role_id not in {role_id for _, role_id in world.held.key_roles}
+    for key_id in holders:
+        assert request.role_id not in {r.id for r in (await world.read_key(key_id)).roles}
+    world.expected["role"].discard(request.role_id)
+
+
+async def _deleted_api(world: World, request: Any, response: Any) -> None:
+    assert world.previous is not None
+    contents = {
+        kind: {rid for rid in world.expected[kind] if world.api_of.get(rid) == request.api_id}
+        for kind in ("key", "role")
+    }
+    scopes = [p for p in world.previous.permissions if p.api_id == request.api_id]
+    assert (response.keys_deleted, response.roles_deleted, response.scopes_deleted) == (
+        len(contents["key"]),
+        len(contents["role"]),
+        len(scopes),
+    ), f"DeleteApi counted what the API did not hold: {contents}, {len(scopes)} scopes"
+    if request.validate_only:
+        return
+    with pytest.raises(grpc.aio.AioRpcError) as gone:
+        await world.read_api(request.api_id)
+    assert gone.value.code() == Code.NOT_FOUND
+    world.expected["api"].discard(request.api_id)
+    for kind, ids in contents.items():
+        world.expected[kind] -= ids
 
 
 async def _set_role_permissions(world: World, request: Any, response: Any) -> None:
@@ -271,11 +313,15 @@ async def _set_role_permissions(world: World, request: Any, response: Any) -> No
 EFFECTS: dict[str, Effect] = {
     "keyscope.v1.ApiService.CreateApi": Effect(True, _created_api),
     "keyscope.v1.ApiService.GetApi": Effect(False, _nothing),
+    "keyscope.v1.ApiService.ListApis": Effect(False, _page),
+    "keyscope.v1.ApiService.ListPermissions": Effect(False, _page),
     "keyscope.v1.ApiService.UpdateScopes": Effect(True, _updated_scopes),
+    "keyscope.v1.ApiService.DeleteApi": Effect(True, _deleted_api),
     "keyscope.v1.AuditService.ListAuditEvents": Effect(False, _page),
     "keyscope.v1.KeyService.CreateKey": Effect(True, _created_key),
     "keyscope.v1.KeyService.DeleteKey": Effect(True, _deleted_key),
     "keyscope.v1.KeyService.GetKey": Effect(False, _nothing),
+    "keyscope.v1.KeyService.ListKeys": Effect(False, _page),
     "keyscope.v1.KeyService.SetPermissions": Effect(True, _set_permissions),
     "keyscope.v1.KeyService.AddPermissions": Effect(True, _set_permissions),
     "keyscope.v1.KeyService.RemovePermissions": Effect(True, _removed_permissions),
@@ -286,7 +332,9 @@ EFFECTS: dict[str, Effect] = {
     "keyscope.v1.KeyService.VerifyKey": Effect(False, _nothing),
     "keyscope.v1.RoleService.CreateRole": Effect(True, _created_role),
     "keyscope.v1.RoleService.GetRole": Effect(False, _nothing),
+    "keyscope.v1.RoleService.ListRoles": Effect(False, _page),
     "keyscope.v1.RoleService.SetRolePermissions": Effect(True, _set_role_permissions),
+    "keyscope.v1.RoleService.DeleteRole": Effect(True, _deleted_role),
 }
 
 
@@ -312,7 +360,7 @@ async def build_world(make_caller: MakeCaller, channel: grpc.aio.Channel, store:
         (documents.id, "writer", ["documents.write", "admin"]),
         (billing.id, "auditor", ["billing.read"]),
     ):
-        world.add("role", (await admin.make_role(api_id, name, permissions)).id)
+        world.add("role", (await admin.make_role(api_id, name, permissions)).id, api_id)
     made = [
         await admin.make_key(documents.id, ["documents.read"], roles=["writer"], name="live", prefix="docs"),
         await admin.make_key(documents.id, ["admin"], enabled=False),
@@ -321,7 +369,7 @@ async def build_world(make_caller: MakeCaller, channel: grpc.aio.Channel, store:
         await admin.make_key(billing.id, ["billing.read"], roles=["auditor"]),
     ]
     for key, secret in made:
-        world.add("key", key.id)
+        world.add("key", key.id, key.api_id)
         world.pools.secrets.append(secret)
     expired, deleted = made[2][0].id, made[3][0].id
     await admin.keys.UpdateKey(keys_pb2.UpdateKeyRequest(key_id=expired, expire_time=from_now(-60)), metadata=admin.md)

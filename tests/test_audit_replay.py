@@ -39,7 +39,16 @@ async def _workload(admin: Caller, rng: random.Random, steps: int) -> tuple[int,
     for step in range(steps):
         choice = rng.random()
         try:
-            if not apis or choice < 0.05:
+            if step % 40 == 39 and len(apis) > 1:  # an API, with its keys and roles, now and then
+                api_id = apis.pop(rng.randrange(len(apis)))
+                await admin.apis.DeleteApi(apis_pb2.DeleteApiRequest(api_id=api_id), metadata=admin.md)
+                keys = {k: a for k, a in keys.items() if a != api_id}
+                roles = {r: held for r, held in roles.items() if held[0] != api_id}
+            elif step % 20 == 9 and roles:  # a role, which its keys lose
+                role_id = rng.choice(list(roles))
+                await admin.roles.DeleteRole(roles_pb2.DeleteRoleRequest(role_id=role_id), metadata=admin.md)
+                del roles[role_id]
+            elif not apis or choice < 0.05:
                 scopes = [permissions_pb2.Scope(value=v, description=f"d{step}") for v in _some(rng, NAMES)]
                 apis.append((await admin.make_api([(s.value, s.description) for s in scopes], f"api {step}")).id)
             elif choice < 0.15:
@@ -120,6 +129,7 @@ async def test_ok_replaying_the_audit_trail_rebuilds_the_store(admin: Caller, st
     rebuilt = replay(events)
 
     assert failed > 5 and ok > 100
+    assert {"DeleteApi", "DeleteRole"} <= {e.action for e in events}  # the deletions' side effects replayed too
     snapshot = await store.export_snapshot()
     assert as_json(rebuilt) == as_json(store_state(snapshot))
     # What clients read is what the store keeps (so the store's own replay, over its records, sees the same).
@@ -130,6 +140,31 @@ async def test_ok_replaying_the_audit_trail_rebuilds_the_store(admin: Caller, st
     assert len(revisions) == len(set(revisions))
     assert {e.actor for e in events} == {admin.root_key_id, "cli"}
     assert set(revisions) == set(range(1, max(revisions) + 1))
+
+
+async def test_ok_replay_after_deleting_a_role_and_an_api(admin: Caller, store: Store) -> None:
+    # A deletion's one event stands for more: a role's place among its keys' roles, an API's keys and roles.
+    # Roles of the same name in other APIs, and the keys that have them, stay.
+    kept, other, gone = [await admin.make_api(["docs.read", "docs.write"], name) for name in ("kept", "other", "gone")]
+    reader = await admin.make_role(kept.id, "reader", ["docs.read"])
+    await admin.make_role(kept.id, "writer", ["docs.write"])
+    await admin.make_role(other.id, "reader", ["docs.read"])
+    await admin.make_role(gone.id, "reader", ["docs.read"])
+    key, _ = await admin.make_key(kept.id, ["docs.write"], ["reader", "writer"])
+    await admin.make_key(other.id, roles=["reader"])
+    await admin.make_key(gone.id, ["docs.read"], ["reader"])
+
+    await admin.roles.DeleteRole(roles_pb2.DeleteRoleRequest(role_id=reader.id), metadata=admin.md)
+    await admin.apis.DeleteApi(apis_pb2.DeleteApiRequest(api_id=gone.id), metadata=admin.md)
+    # Later events' `before` must agree with what the deletions left: a new role of the old name, given to the key.
+    await admin.make_role(kept.id, "reader", ["docs.write"])
+    await admin.keys.AddRoles(keys_pb2.AddRolesRequest(key_id=key.id, roles=["reader"]), metadata=admin.md)
+
+    events = await all_events(admin)
+    snapshot = await store.export_snapshot()
+    assert [e.action for e in events[-4:]] == ["DeleteRole", "DeleteApi", "CreateRole", "AddRoles"]
+    assert as_json(replay(events)) == as_json(store_state(snapshot))
+    check_audit_trail(snapshot)
 
 
 # -- mismatch: the replay names where a trail goes wrong ------------------------------------------

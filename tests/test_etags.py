@@ -1,4 +1,5 @@
-"""Optimistic concurrency: etags on APIs, keys and roles, and the five replacing RPCs that take one (AIP-154)."""
+"""Optimistic concurrency: etags on APIs, keys and roles, and the RPCs that take one (AIP-154): those that change
+a resource, and the deletions."""
 
 from __future__ import annotations
 
@@ -116,6 +117,25 @@ RPCS: dict[str, tuple[str, Etag, Change]] = {
 }
 
 
+# Deletions take an etag too, but answer none and cannot run twice: RPC -> (the kind of resource, the RPC of RPCS
+# that changes it, delete it with an etag).
+Delete = Callable[[Caller, World, str], Awaitable[object]]
+
+
+async def _delete_api(c: Caller, w: World, etag: str) -> object:
+    return await c.apis.DeleteApi(apis_pb2.DeleteApiRequest(api_id=w.api_id, etag=etag), metadata=c.md)
+
+
+async def _delete_role(c: Caller, w: World, etag: str) -> object:
+    return await c.roles.DeleteRole(roles_pb2.DeleteRoleRequest(role_id=w.role_id, etag=etag), metadata=c.md)
+
+
+DELETIONS: dict[str, tuple[str, str, Delete]] = {
+    "DeleteApi": ("api", "UpdateScopes", _delete_api),
+    "DeleteRole": ("role", "SetRolePermissions", _delete_role),
+}
+
+
 def _resource_id(kind: str, w: World) -> str:
     return {"api": w.api_id, "key": w.key_id, "role": w.role_id}[kind]
 
@@ -154,6 +174,19 @@ async def test_ok_removing_a_scope_changes_the_etags_of_the_keys_and_roles_holdi
     assert await _role_etag(admin, world) != role_before
 
 
+@pytest.mark.parametrize("rpc", DELETIONS)
+async def test_ok_deletion_with_the_current_etag(admin: Caller, world: World, rpc: str) -> None:
+    _, changer, delete = DELETIONS[rpc]
+    _, read, change = RPCS[changer]
+    current = await change(admin, world, 1, await read(admin, world))
+
+    await delete(admin, world, current)
+
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await read(admin, world)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
 # -- aborted ----------------------------------------------------------------------------------------
 
 
@@ -189,12 +222,65 @@ async def test_aborted_two_admins_with_the_same_etag_exactly_one_wins(admin: Cal
     assert await read(admin, world) == won[0]
 
 
+@pytest.mark.parametrize("rpc", DELETIONS)
+async def test_aborted_deletion_with_a_stale_etag_deletes_nothing(
+    admin: Caller, world: World, store: Store, rpc: str
+) -> None:
+    kind, changer, delete = DELETIONS[rpc]
+    _, read, change = RPCS[changer]
+    stale = await read(admin, world)
+    current = await change(admin, world, 1, "")
+
+    error = await rejected(store, lambda: delete(admin, world, stale), ABORTED)
+
+    info = error_info(error)
+    assert (info.reason, info.metadata["etag"]) == ("ETAG_MISMATCH", current)
+    assert resource_names(error) == [_resource_id(kind, world)]
+    assert await read(admin, world) == current
+
+
+@pytest.mark.parametrize("rpc", DELETIONS)
+async def test_aborted_a_change_and_a_deletion_with_the_same_etag_exactly_one_wins(
+    admin: Caller, world: World, rpc: str
+) -> None:
+    _, changer, delete = DELETIONS[rpc]
+    _, read, change = RPCS[changer]
+    etag = await read(admin, world)
+
+    changed, deleted = await asyncio.gather(
+        change(admin, world, 1, etag), delete(admin, world, etag), return_exceptions=True
+    )
+
+    # The loser finds the etag changed (ABORTED), or the resource gone (NOT_FOUND).
+    lost = [o for o in (changed, deleted) if isinstance(o, grpc.aio.AioRpcError)]
+    assert len(lost) == 1 and lost[0].code() in (ABORTED, grpc.StatusCode.NOT_FOUND)
+    if isinstance(changed, str):
+        assert await read(admin, world) == changed
+    else:
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await read(admin, world)
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
 # -- invalid argument -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("etag", ["r 1", "x" * 65, "r1\x00", "é"])
+MALFORMED_ETAGS = ["r 1", "x" * 65, "r1\x00", "é"]
+
+
+@pytest.mark.parametrize("etag", MALFORMED_ETAGS)
 @pytest.mark.parametrize("rpc", RPCS)
 async def test_invalid_argument_malformed_etag(admin: Caller, world: World, store: Store, rpc: str, etag: str) -> None:
     _, _, change = RPCS[rpc]
     error = await rejected(store, lambda: change(admin, world, 1, etag), grpc.StatusCode.INVALID_ARGUMENT)
     assert "etag" in field_violations(error)
+
+
+@pytest.mark.parametrize("etag", MALFORMED_ETAGS)
+@pytest.mark.parametrize("rpc", DELETIONS)
+async def test_invalid_argument_malformed_etag_of_a_deletion(
+    admin: Caller, world: World, store: Store, rpc: str, etag: str
+) -> None:
+    _, _, delete = DELETIONS[rpc]
+    error = await rejected(store, lambda: delete(admin, world, etag), grpc.StatusCode.INVALID_ARGUMENT)
+    assert list(field_violations(error)) == ["etag"]

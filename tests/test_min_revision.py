@@ -1,9 +1,10 @@
-"""`min_revision` on VerifyKey and the Get RPCs: the answer reflects at least that revision, or is OUT_OF_RANGE."""
+"""`min_revision` on VerifyKey and the Get and List RPCs: the answer reflects at least that revision, or is
+OUT_OF_RANGE."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import grpc
 import pytest
@@ -15,6 +16,7 @@ from tests.rpc_errors import error_info, field_violations
 
 pytestmark = pytest.mark.asyncio
 
+T = TypeVar("T")
 Read = Callable[[Caller, dict[str, str], int], Awaitable[Any]]
 
 
@@ -22,7 +24,8 @@ async def _resources(admin: Caller) -> dict[str, str]:
     api = await admin.make_api(["documents.read"])
     role = await admin.make_role(api.id, "reader", ["documents.read"])
     key, secret = await admin.make_key(api.id, ["documents.read"])
-    return {"api": api.id, "role": role.id, "key": key.id, "secret": secret}
+    [scope] = api.scopes
+    return {"api": api.id, "role": role.id, "key": key.id, "secret": secret, "scope": scope.id}
 
 
 READS: dict[str, Read] = {
@@ -34,13 +37,35 @@ READS: dict[str, Read] = {
     "VerifyKey": lambda c, r, m: c.keys.VerifyKey(
         keys_pb2.VerifyKeyRequest(key=r["secret"], min_revision=m), metadata=c.md
     ),
+    "ListApis": lambda c, r, m: c.apis.ListApis(apis_pb2.ListApisRequest(min_revision=m), metadata=c.md),
+    "ListPermissions": lambda c, r, m: c.apis.ListPermissions(
+        apis_pb2.ListPermissionsRequest(api_id=r["api"], min_revision=m), metadata=c.md
+    ),
+    "ListKeys": lambda c, r, m: c.keys.ListKeys(
+        keys_pb2.ListKeysRequest(api_id=r["api"], min_revision=m), metadata=c.md
+    ),
+    "ListRoles": lambda c, r, m: c.roles.ListRoles(
+        roles_pb2.ListRolesRequest(api_id=r["api"], min_revision=m), metadata=c.md
+    ),
 }
+
+
+def _only(items: Sequence[T]) -> T:
+    """The one item of a list answer (the resources made above hold one of each)."""
+    [item] = items
+    return item
+
+
 # What each answer says of the resource it read: (kind of resource, its id, a field that shows it is that one).
 ANSWERED: dict[str, Callable[[Any], tuple[str, str, object]]] = {
     "GetApi": lambda answer: ("api", answer.api.id, [s.value for s in answer.api.scopes]),
     "GetKey": lambda answer: ("key", answer.key.id, [p.name for p in answer.key.permissions]),
     "GetRole": lambda answer: ("role", answer.role.id, [p.name for p in answer.role.permissions]),
     "VerifyKey": lambda answer: ("key", answer.key_id, list(answer.permissions)),
+    "ListApis": lambda answer: ("api", _only(answer.apis).id, [s.value for s in _only(answer.apis).scopes]),
+    "ListPermissions": lambda answer: ("scope", _only(answer.scopes).id, [s.value for s in answer.scopes]),
+    "ListKeys": lambda answer: ("key", _only(answer.keys).id, [p.name for p in _only(answer.keys).permissions]),
+    "ListRoles": lambda answer: ("role", _only(answer.roles).id, [p.name for p in _only(answer.roles).permissions]),
 }
 
 

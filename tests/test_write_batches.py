@@ -69,3 +69,29 @@ async def test_ok_a_dry_run_among_writes_that_all_succeed_writes_nothing(store: 
     assert [p.name for p in (await store.get_key(ADMIN, second)).permissions] == ["documents.read"]
     snapshot = await store.export_snapshot()
     assert sorted(p.name for p in snapshot.permissions) == ["documents.list", "documents.read", "documents.write"]
+
+
+async def test_ok_each_write_of_a_batch_sees_what_the_writes_before_it_did(store: Store) -> None:
+    """What a write reads first may be read ahead for the whole batch (PostgreSQL's read_ahead); a write must still
+    see the changes of the writes before it in the batch: a permission one created, a key one changed or deleted."""
+    creator, follower, changed, deleted = await _keys(store, 4)
+    etag = (await store.get_key(ADMIN, changed)).etag
+    created, followed, first, stale, gone_key, gone = await asyncio.gather(
+        store.set_permissions(ADMIN, creator, ["documents.new"]),
+        store.set_permissions(ADMIN, follower, ["documents.new", "documents.read"]),
+        store.set_permissions(ADMIN, changed, ["documents.write"], etag=etag),
+        store.set_permissions(ADMIN, changed, ["documents.list"], etag=etag),
+        store.delete_key(ADMIN, deleted),
+        store.add_permissions(ADMIN, deleted, ["documents.read"]),
+        return_exceptions=True,
+    )
+    assert [p.name for p in created.created_permissions] == ["documents.new"]  # type: ignore[union-attr]
+    assert list(followed.created_permissions) == []  # type: ignore[union-attr]
+    assert [p.name for p in followed.permissions] == ["documents.new", "documents.read"]  # type: ignore[union-attr]
+    assert not isinstance(first, BaseException) and not isinstance(gone_key, BaseException)
+    assert isinstance(stale, EtagMismatch)  # the key's etag moved with the write before it
+    assert isinstance(gone, NotFound)
+    snapshot = await store.export_snapshot()
+    assert [p.name for p in snapshot.permissions].count("documents.new") == 1
+    assert [p.name for p in (await store.get_key(ADMIN, changed)).permissions] == ["documents.write"]
+    assert deleted not in {k.id for k in snapshot.keys}

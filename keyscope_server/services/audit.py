@@ -10,13 +10,12 @@ from keyscope.v1 import audit_pb2, audit_pb2_grpc
 from keyscope_server.messages import audit_event_message, timestamp_ms
 from keyscope_server.page_tokens import PageTokens
 from keyscope_server.request_context import current_principal
+from keyscope_server.services.paging import DEFAULT_PAGE_SIZE
 from keyscope_server.store import Store
 from keyscope_server.store.models import AuditQuery
 from keyscope_server.validation import Validator
 
 __all__ = ["AuditService"]
-
-DEFAULT_PAGE_SIZE = 50
 
 
 class AuditService(audit_pb2_grpc.AuditServiceServicer):

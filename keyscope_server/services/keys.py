@@ -10,10 +10,12 @@ import grpc
 from keyscope.v1 import keys_pb2, keys_pb2_grpc
 from keyscope_server.credentials import hash_secret, new_secret, secret_start
 from keyscope_server.messages import key_message, permission_message, role_message, timestamp_ms
+from keyscope_server.page_tokens import PageTokens
 from keyscope_server.permission_query import Query, QuerySyntaxError, parse_query
 from keyscope_server.request_context import current_principal
+from keyscope_server.services.paging import page_request
 from keyscope_server.store import Store
-from keyscope_server.store.models import KeyChanges, KeyRecord, NewKey, PermissionsUpdate, Written
+from keyscope_server.store.models import KeyChanges, KeyQuery, KeyRecord, NewKey, PermissionsUpdate, Written
 from keyscope_server.validation import MAX_NAME, Validator
 from keyscope_server.verification import verdict
 
@@ -25,8 +27,9 @@ def _now_ms() -> int:
 
 
 class KeyService(keys_pb2_grpc.KeyServiceServicer):
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, page_tokens: PageTokens) -> None:
         self._store = store
+        self._page_tokens = page_tokens
 
     async def CreateKey(
         self, request: keys_pb2.CreateKeyRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -72,6 +75,28 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
         check.done()
         key = await self._store.get_key(current_principal(), request.key_id, request.min_revision)
         return keys_pb2.GetKeyResponse(key=key_message(key))
+
+    async def ListKeys(
+        self, request: keys_pb2.ListKeysRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> keys_pb2.ListKeysResponse:
+        check = Validator()
+        check.id("api_id", request.api_id, "api")
+        enabled = request.enabled if request.HasField("enabled") else None
+        if request.permission:
+            check.permission_name("permission", request.permission)
+        if request.role:
+            check.role_name("role", request.role)
+        filters = (request.api_id, enabled, request.permission, request.role)
+        page = page_request(check, self._page_tokens, "ListKeys", filters, request.page_size, request.page_token)
+        check.min_revision(request.min_revision)
+        check.done()
+        query = KeyQuery(request.api_id, page.after, page.limit, enabled, request.permission, request.role)
+        found = await self._store.list_keys(current_principal(), query, request.min_revision)
+        last = found.items[-1].id if found.items else ""
+        return keys_pb2.ListKeysResponse(
+            keys=[key_message(k) for k in found.items],
+            next_page_token=page.next_token(self._page_tokens, last, found.more),
+        )
 
     async def UpdateKey(
         self, request: keys_pb2.UpdateKeyRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -12,9 +12,9 @@ from keyscope_server.store.authorization import authorize_api, now_ms, require_r
 from keyscope_server.store.catalog import add_to_catalog
 from keyscope_server.store.changes import Change, record_change
 from keyscope_server.store.engine import Tables
-from keyscope_server.store.models import ApiRecord, ScopeSpec, ScopesUpdate, Written
+from keyscope_server.store.models import ApiDeletion, ApiRecord, Page, PermissionEntry, ScopeSpec, ScopesUpdate, Written
 
-__all__ = ["create_api", "get_api", "update_scopes"]
+__all__ = ["create_api", "delete_api", "get_api", "list_apis", "list_permissions", "update_scopes"]
 
 
 async def create_api(tx: Tables, principal: Principal, name: str, scopes: Sequence[ScopeSpec]) -> Written[ApiRecord]:
@@ -32,6 +32,44 @@ async def get_api(tx: Tables, principal: Principal, api_id: str, min_revision: i
     require_revision(await tx.changes.revision(), min_revision)
     await authorize_api(tx, principal, access.READ_API, api_id)
     return await tx.apis.load(api_id)
+
+
+async def list_apis(tx: Tables, principal: Principal, after: str, limit: int, min_revision: int) -> Page[ApiRecord]:
+    """The APIs after the id `after` that the caller may read: up to `limit`. Those it may not read are skipped
+    (permissions can name APIs one by one, or by patterns, so they are sifted here rather than in SQL)."""
+    require_revision(await tx.changes.revision(), min_revision)
+    visible: list[str] = []
+    while len(visible) <= limit:
+        batch = await tx.apis.ids_after(after, limit + 1)
+        visible += [api_id for api_id in batch if principal.may(access.READ_API, api_id)]
+        if len(batch) <= limit:
+            break
+        after = batch[-1]
+    return Page(tuple([await tx.apis.load(api_id) for api_id in visible[:limit]]), len(visible) > limit)
+
+
+async def list_permissions(
+    tx: Tables, principal: Principal, api_id: str, after: str, limit: int, min_revision: int
+) -> Page[PermissionEntry]:
+    """The entries of the API's catalog after the name `after`, by name: up to `limit`."""
+    require_revision(await tx.changes.revision(), min_revision)
+    await authorize_api(tx, principal, access.READ_API, api_id)
+    entries = await tx.apis.catalog_after(api_id, after, limit + 1)
+    return Page(tuple(entries[:limit]), len(entries) > limit)
+
+
+async def delete_api(tx: Tables, principal: Principal, api_id: str, etag: str, dry_run: bool) -> ApiDeletion:
+    """Delete the API with its catalog, roles and keys, in one change; what went with it, counted."""
+    now = now_ms()
+    await authorize_api(tx, principal, access.DELETE_API, api_id, etag)
+    before = await tx.apis.state(api_id)
+    keys, roles, scopes = await tx.apis.contents(api_id)
+    if dry_run:
+        return ApiDeletion(keys, roles, scopes, await tx.changes.revision())
+    await tx.apis.delete(api_id)
+    change = Change("DeleteApi", "api", api_id, api_id)
+    revision = await record_change(tx, principal, change, before, None, now, cached=[("api", api_id)])
+    return ApiDeletion(keys, roles, scopes, revision)
 
 
 async def update_scopes(

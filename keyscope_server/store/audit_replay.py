@@ -60,6 +60,20 @@ def _remove_grants(state: ReplayedState, api_id: str, gone: set[str]) -> None:
             holder["permissions"] = [p for p in holder["permissions"] if p not in gone]
 
 
+def _remove_contents(state: ReplayedState, kind: str, rid: str, event: AuditEventRecord) -> None:
+    """A deletion takes what is in the deleted resource with it, which no event says per item: an API its keys and
+    roles, a role its place among every key's roles."""
+    if kind == "api":
+        for table in (state.keys, state.roles):
+            for item_id in [i for i, item in table.items() if item["api_id"] == rid]:
+                del table[item_id]
+    elif kind == "role":
+        name = event.before["name"] if event.before else ""
+        for key in state.keys.values():
+            if key["api_id"] == event.api_id and name in key["roles"]:
+                key["roles"] = [r for r in key["roles"] if r != name]
+
+
 def replay(events: Iterable[AuditEventRecord]) -> ReplayedState:
     """The state the events build from empty, oldest first; AuditTrailMismatch at the first event whose `before`
     is not what the events before it built."""
@@ -86,6 +100,7 @@ def replay(events: Iterable[AuditEventRecord]) -> ReplayedState:
             if event.before is None:
                 raise AuditTrailMismatch(f"{where}: neither before nor after")
             del table[rid]
+            _remove_contents(state, kind, rid, event)
         elif kind == "api":
             old = set(state.apis[rid]["scopes"]) if rid in state.apis else set()
             state.apis[rid] = _api(event.after)

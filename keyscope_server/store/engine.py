@@ -13,7 +13,8 @@ The tables' methods are cut for an engine across a network, where every call
 is a round trip: what a rule reads together is one method (a key's API, etag
 and state, and the catalog entries the call names: `KeyTable.current`), and so
 is what a change writes (the links it replaces, its revision, change-log rows,
-etags and audit event: `ChangeLog.record`). SetPermissions is two round trips.
+etags and audit event: `ChangeLog.record`). SetPermissions is two round trips, or one where the
+engine reads every write's key of a batch ahead, at once (`FirstRead`).
 
 Engines raise `keyscope_server.errors` domain errors: StoreFull, StoreUnavailable, and
 whatever a rule raised (its transaction rolled back).
@@ -31,6 +32,7 @@ from keyscope_server.store.models import (
     AuditEventRecord,
     AuditPage,
     AuditQuery,
+    KeyQuery,
     KeyRecord,
     KeyVerification,
     NewKey,
@@ -50,6 +52,7 @@ __all__ = [
     "ChangesSince",
     "Current",
     "Engine",
+    "FirstRead",
     "KeyTable",
     "Links",
     "RoleTable",
@@ -91,6 +94,18 @@ class ApiTable(Protocol):
     async def remove_permissions(self, permission_ids: Sequence[str]) -> tuple[list[str], list[str]]:
         """Delete catalog entries and every grant of them; the ids of the keys and of the roles that held them."""
 
+    async def ids_after(self, after: str, limit: int) -> list[str]:
+        """Up to `limit` ids of APIs, in order, after `after` ("": from the first)."""
+
+    async def catalog_after(self, api_id: str, after: str, limit: int) -> list[PermissionEntry]:
+        """Up to `limit` entries of the API's catalog, by name, after the name `after`."""
+
+    async def contents(self, api_id: str) -> tuple[int, int, int]:
+        """How many keys, roles and catalog entries the API holds."""
+
+    async def delete(self, api_id: str) -> None:
+        """Delete the API and everything in it: its catalog, roles, keys and their links."""
+
 
 class KeyTable(Protocol):
     async def insert(self, key_id: str, new: NewKey, now: int) -> None: ...
@@ -103,6 +118,8 @@ class KeyTable(Protocol):
     async def delete(self, key_id: str) -> None: ...
     async def add_permissions(self, key_id: str, permission_ids: Sequence[str]) -> None: ...
     async def add_roles(self, key_id: str, role_ids: Sequence[str]) -> None: ...
+    async def ids(self, query: KeyQuery) -> list[str]:
+        """The ids of the keys ListKeys lists (KeyQuery), in order, at most `query.limit`."""
 
 
 class RoleTable(Protocol):
@@ -116,6 +133,14 @@ class RoleTable(Protocol):
     async def load(self, role_id: str) -> RoleRecord: ...
     async def state(self, role_id: str) -> RoleState: ...
     async def add_permissions(self, role_id: str, permission_ids: Sequence[str]) -> None: ...
+    async def ids_after(self, api_id: str, after: str, limit: int) -> list[str]:
+        """Up to `limit` ids of the API's roles, ordered by name, after the role named `after`."""
+
+    async def holders(self, role_id: str) -> list[str]:
+        """The ids of the keys that have the role."""
+
+    async def delete(self, role_id: str) -> None:
+        """Delete the role and its links to keys and permissions."""
 
 
 class RootKeyTable(Protocol):
@@ -199,6 +224,16 @@ Rule = Callable[..., Awaitable[T]]
 
 
 @dataclass(frozen=True)
+class FirstRead:
+    """What a write's rule reads first, when the store knows it: `KeyTable.current(key_id, permission_names)`.
+    An engine across a network may read it ahead, for every write of a batch in one round trip; an engine
+    that does not need to ignores it. The rule reads it all the same, and gets what it would have read."""
+
+    key_id: str
+    permission_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ChangesSince:
     """The change log after a revision: the store's revision now, whether the log still holds every change
     after the asked revision (it is pruned), and those changes as (revision, kind, id)."""
@@ -209,9 +244,9 @@ class ChangesSince:
 
 
 class Engine(Protocol):
-    async def write(self, rule: Rule[T], *args: Any, dry_run: bool = False) -> T:
+    async def write(self, rule: Rule[T], *args: Any, dry_run: bool = False, first_read: FirstRead | None = None) -> T:
         """`await rule(tables, *args)` in a write transaction, committed before this returns (rolled back instead
-        with `dry_run`, or when the rule raises)."""
+        with `dry_run`, or when the rule raises). `first_read`: what the rule reads first, if known."""
 
     async def read(self, rule: Rule[T], *args: Any) -> T:
         """`await rule(tables, *args)` in one consistent snapshot of committed data."""

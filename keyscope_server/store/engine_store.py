@@ -19,16 +19,21 @@ from keyscope_server.errors import DomainError, StoreFull
 from keyscope_server.store import apis, audit, keys, roles, root_keys
 from keyscope_server.store.authorization import require_revision
 from keyscope_server.store.changes import current_revision, page_token_key
-from keyscope_server.store.engine import Engine, Rule
+from keyscope_server.store.engine import Engine, FirstRead, Rule
 from keyscope_server.store.models import (
+    ApiDeletion,
     ApiRecord,
     AuditPage,
     AuditQuery,
     KeyChanges,
+    KeyQuery,
     KeyRecord,
     KeyVerification,
     NewKey,
+    Page,
+    PermissionEntry,
     PermissionsUpdate,
+    RoleDeletion,
     RoleRecord,
     RootKeyRecord,
     ScopeSpec,
@@ -76,11 +81,11 @@ class EngineStore:
     async def page_token_key(self) -> bytes:
         return await self.engine.read(page_token_key)
 
-    async def _write(self, rule: Rule[T], *args: Any, dry_run: bool = False) -> T:
+    async def _write(self, rule: Rule[T], *args: Any, dry_run: bool = False, first_read: FirstRead | None = None) -> T:
         if self._fault is not None:
             raise self._fault  # until a probe finds the fault gone: refused at once, nothing attempted
         try:
-            return await self.engine.write(rule, *args, dry_run=dry_run)
+            return await self.engine.write(rule, *args, dry_run=dry_run, first_read=first_read)
         except StoreFull as full:
             self._fault = full
             raise
@@ -171,6 +176,19 @@ class EngineStore:
             apis.update_scopes, principal, api_id, tuple(scopes), etag, validate_only, dry_run=validate_only
         )
 
+    async def list_apis(self, principal: Principal, after: str, limit: int, min_revision: int = 0) -> Page[ApiRecord]:
+        return await self.engine.read(apis.list_apis, principal, after, limit, min_revision)
+
+    async def list_permissions(
+        self, principal: Principal, api_id: str, after: str, limit: int, min_revision: int = 0
+    ) -> Page[PermissionEntry]:
+        return await self.engine.read(apis.list_permissions, principal, api_id, after, limit, min_revision)
+
+    async def delete_api(
+        self, principal: Principal, api_id: str, etag: str = "", validate_only: bool = False
+    ) -> ApiDeletion:
+        return await self._write(apis.delete_api, principal, api_id, etag, validate_only, dry_run=validate_only)
+
     # -- keys -------------------------------------------------------------------
 
     async def create_key(self, principal: Principal, new: NewKey) -> Written[KeyRecord]:
@@ -179,49 +197,79 @@ class EngineStore:
     async def get_key(self, principal: Principal, key_id: str, min_revision: int = 0) -> KeyRecord:
         return await self.engine.read(keys.get_key, principal, key_id, min_revision)
 
+    async def list_keys(self, principal: Principal, query: KeyQuery, min_revision: int = 0) -> Page[KeyRecord]:
+        return await self.engine.read(keys.list_keys, principal, query, min_revision)
+
     async def update_key(
         self, principal: Principal, key_id: str, changes: KeyChanges, etag: str = ""
     ) -> Written[KeyRecord]:
-        return await self._write(keys.update_key, principal, key_id, changes, etag)
+        return await self._write(keys.update_key, principal, key_id, changes, etag, first_read=FirstRead(key_id))
 
     async def delete_key(self, principal: Principal, key_id: str) -> int:
-        return await self._write(keys.delete_key, principal, key_id)
+        return await self._write(keys.delete_key, principal, key_id, first_read=FirstRead(key_id))
 
     async def set_permissions(
         self, principal: Principal, key_id: str, names: Sequence[str], etag: str = "", validate_only: bool = False
     ) -> PermissionsUpdate:
         return await self._write(
-            keys.set_permissions, principal, key_id, tuple(names), etag, validate_only, dry_run=validate_only
+            keys.set_permissions,
+            principal,
+            key_id,
+            tuple(names),
+            etag,
+            validate_only,
+            dry_run=validate_only,
+            first_read=FirstRead(key_id, tuple(names)),
         )
 
     async def add_permissions(
         self, principal: Principal, key_id: str, names: Sequence[str], etag: str = "", validate_only: bool = False
     ) -> PermissionsUpdate:
         return await self._write(
-            keys.add_permissions, principal, key_id, tuple(names), etag, validate_only, dry_run=validate_only
+            keys.add_permissions,
+            principal,
+            key_id,
+            tuple(names),
+            etag,
+            validate_only,
+            dry_run=validate_only,
+            first_read=FirstRead(key_id),
         )
 
     async def remove_permissions(
         self, principal: Principal, key_id: str, names: Sequence[str], etag: str = "", validate_only: bool = False
     ) -> PermissionsUpdate:
         return await self._write(
-            keys.remove_permissions, principal, key_id, tuple(names), etag, validate_only, dry_run=validate_only
+            keys.remove_permissions,
+            principal,
+            key_id,
+            tuple(names),
+            etag,
+            validate_only,
+            dry_run=validate_only,
+            first_read=FirstRead(key_id),
         )
 
     async def set_roles(
         self, principal: Principal, key_id: str, role_names: Sequence[str], etag: str = ""
     ) -> Written[KeyRecord]:
-        return await self._write(keys.set_roles, principal, key_id, tuple(role_names), etag)
+        return await self._write(
+            keys.set_roles, principal, key_id, tuple(role_names), etag, first_read=FirstRead(key_id)
+        )
 
     async def add_roles(
         self, principal: Principal, key_id: str, role_names: Sequence[str], etag: str = ""
     ) -> Written[KeyRecord]:
-        return await self._write(keys.add_roles, principal, key_id, tuple(role_names), etag)
+        return await self._write(
+            keys.add_roles, principal, key_id, tuple(role_names), etag, first_read=FirstRead(key_id)
+        )
 
     async def remove_roles(
         self, principal: Principal, key_id: str, role_names: Sequence[str], etag: str = ""
     ) -> Written[KeyRecord]:
-        return await self._write(keys.remove_roles, principal, key_id, tuple(role_names), etag)
+        return await self._write(
+            keys.remove_roles, principal, key_id, tuple(role_names), etag, first_read=FirstRead(key_id)
+        )
 
     async def verify_key(
         self, principal: Principal, secret_hash: bytes, min_revision: int = 0
@@ -251,6 +299,16 @@ class EngineStore:
         self, principal: Principal, role_id: str, names: Sequence[str], etag: str = ""
     ) -> Written[RoleRecord]:
         return await self._write(roles.set_role_permissions, principal, role_id, tuple(names), etag)
+
+    async def list_roles(
+        self, principal: Principal, api_id: str, after: str, limit: int, min_revision: int = 0
+    ) -> Page[RoleRecord]:
+        return await self.engine.read(roles.list_roles, principal, api_id, after, limit, min_revision)
+
+    async def delete_role(
+        self, principal: Principal, role_id: str, etag: str = "", validate_only: bool = False
+    ) -> RoleDeletion:
+        return await self._write(roles.delete_role, principal, role_id, etag, validate_only, dry_run=validate_only)
 
     # -- the audit trail and the whole store -------------------------------------------
 

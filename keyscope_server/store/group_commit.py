@@ -16,13 +16,14 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from keyscope_server.store.engine import Rule
+from keyscope_server.store.engine import FirstRead, Rule
 
 __all__ = ["MAX_BATCH", "GroupCommit", "Outcome", "Write"]
 
 MAX_BATCH = 128
 
-Write = tuple[Rule[Any], tuple[Any, ...], bool]  # (rule, its arguments after the tables, dry run)
+# (rule, its arguments after the tables, dry run, what the rule reads first if known: engine.FirstRead)
+Write = tuple[Rule[Any], tuple[Any, ...], bool, FirstRead | None]
 Outcome = tuple[bool, Any]  # (True, result) or (False, exception)
 RunBatch = Callable[[list[Write]], Awaitable[list[Outcome]]]
 

@@ -20,14 +20,19 @@ from typing import Protocol
 from keyscope_server.access import Principal
 from keyscope_server.errors import DomainError
 from keyscope_server.store.models import (
+    ApiDeletion,
     ApiRecord,
     AuditPage,
     AuditQuery,
     KeyChanges,
+    KeyQuery,
     KeyRecord,
     KeyVerification,
     NewKey,
+    Page,
+    PermissionEntry,
     PermissionsUpdate,
+    RoleDeletion,
     RoleRecord,
     RootKeyRecord,
     ScopeSpec,
@@ -60,10 +65,20 @@ class Store(Protocol):
         etag: str = "",
         validate_only: bool = False,
     ) -> ScopesUpdate: ...
+    async def list_apis(
+        self, principal: Principal, after: str, limit: int, min_revision: int = 0
+    ) -> Page[ApiRecord]: ...
+    async def list_permissions(
+        self, principal: Principal, api_id: str, after: str, limit: int, min_revision: int = 0
+    ) -> Page[PermissionEntry]: ...
+    async def delete_api(
+        self, principal: Principal, api_id: str, etag: str = "", validate_only: bool = False
+    ) -> ApiDeletion: ...
 
     # Keys.
     async def create_key(self, principal: Principal, new: NewKey) -> Written[KeyRecord]: ...
     async def get_key(self, principal: Principal, key_id: str, min_revision: int = 0) -> KeyRecord: ...
+    async def list_keys(self, principal: Principal, query: KeyQuery, min_revision: int = 0) -> Page[KeyRecord]: ...
     async def update_key(
         self, principal: Principal, key_id: str, changes: KeyChanges, etag: str = ""
     ) -> Written[KeyRecord]: ...
@@ -98,6 +113,12 @@ class Store(Protocol):
     async def set_role_permissions(
         self, principal: Principal, role_id: str, names: Sequence[str], etag: str = ""
     ) -> Written[RoleRecord]: ...
+    async def list_roles(
+        self, principal: Principal, api_id: str, after: str, limit: int, min_revision: int = 0
+    ) -> Page[RoleRecord]: ...
+    async def delete_role(
+        self, principal: Principal, role_id: str, etag: str = "", validate_only: bool = False
+    ) -> RoleDeletion: ...
 
     # The audit trail.
     async def list_audit_events(self, principal: Principal, query: AuditQuery) -> AuditPage: ...

@@ -12,7 +12,7 @@ from keyscope_server.store.authorization import authorize_api, authorize_key, et
 from keyscope_server.store.catalog import resolve_permissions, resolve_roles
 from keyscope_server.store.changes import Change, record_change
 from keyscope_server.store.engine import Links, Tables
-from keyscope_server.store.models import KeyChanges, KeyRecord, NewKey, PermissionsUpdate, Written
+from keyscope_server.store.models import KeyChanges, KeyQuery, KeyRecord, NewKey, Page, PermissionsUpdate, Written
 
 __all__ = [
     "add_permissions",
@@ -20,6 +20,7 @@ __all__ = [
     "create_key",
     "delete_key",
     "get_key",
+    "list_keys",
     "remove_permissions",
     "remove_roles",
     "set_permissions",
@@ -46,6 +47,14 @@ async def get_key(tx: Tables, principal: Principal, key_id: str, min_revision: i
     require_revision(await tx.changes.revision(), min_revision)
     await authorize_key(tx, principal, access.READ_KEY, key_id)
     return await tx.keys.load(key_id)
+
+
+async def list_keys(tx: Tables, principal: Principal, query: KeyQuery, min_revision: int) -> Page[KeyRecord]:
+    """The keys of the API that the query lists: up to `query.limit`, in id order."""
+    require_revision(await tx.changes.revision(), min_revision)
+    await authorize_api(tx, principal, access.LIST_KEYS, query.api_id)
+    key_ids = await tx.keys.ids(replace(query, limit=query.limit + 1))
+    return Page(tuple([await tx.keys.load(key_id) for key_id in key_ids[: query.limit]]), len(key_ids) > query.limit)
 
 
 async def update_key(

@@ -9,16 +9,20 @@ from typing import Any, Generic, TypeVar
 from keyscope_server.permission_match import PermissionSet
 
 __all__ = [
+    "ApiDeletion",
     "ApiRecord",
     "AuditEventRecord",
     "AuditPage",
     "AuditQuery",
     "KeyChanges",
+    "KeyQuery",
     "KeyRecord",
     "KeyVerification",
     "NewKey",
+    "Page",
     "PermissionEntry",
     "PermissionsUpdate",
+    "RoleDeletion",
     "RoleRecord",
     "RootKeyGrant",
     "RootKeyRecord",
@@ -152,6 +156,44 @@ class Written(Generic[T]):
     value: T
     revision: int
     created_permissions: tuple[PermissionEntry, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """A page of a list (AIP-158): its items in the list's order, and whether more follow them."""
+
+    items: tuple[T, ...]
+    more: bool
+
+
+@dataclass(frozen=True)
+class KeyQuery:
+    """Which keys of an API ListKeys lists: those after `after` (a key id) that pass every filter given."""
+
+    api_id: str
+    after: str
+    limit: int
+    enabled: bool | None = None
+    permission: str = ""  # held directly or through a role, by exact name
+    role: str = ""
+
+
+@dataclass(frozen=True)
+class ApiDeletion:
+    """What DeleteApi took with the API (or, for a dry run, would take)."""
+
+    keys: int
+    roles: int
+    scopes: int
+    revision: int
+
+
+@dataclass(frozen=True)
+class RoleDeletion:
+    """How many keys lost the role DeleteRole deleted (or would lose it)."""
+
+    keys: int
+    revision: int
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from keyscope_server.store.authorization import authorize_api, authorize_role, n
 from keyscope_server.store.catalog import resolve_permissions
 from keyscope_server.store.changes import Change, record_change
 from keyscope_server.store.engine import Links, Tables
-from keyscope_server.store.models import RoleRecord, Written
+from keyscope_server.store.models import Page, RoleDeletion, RoleRecord, Written
 
-__all__ = ["create_role", "get_role", "set_role_permissions"]
+__all__ = ["create_role", "delete_role", "get_role", "list_roles", "set_role_permissions"]
 
 
 async def create_role(
@@ -58,3 +58,27 @@ async def set_role_permissions(
     else:
         revision = await tx.changes.revision()
     return Written(await tx.roles.load(role_id), revision, created)
+
+
+async def list_roles(
+    tx: Tables, principal: Principal, api_id: str, after: str, limit: int, min_revision: int
+) -> Page[RoleRecord]:
+    """The API's roles after the name `after`, by name: up to `limit`."""
+    require_revision(await tx.changes.revision(), min_revision)
+    await authorize_api(tx, principal, access.LIST_ROLES, api_id)
+    role_ids = await tx.roles.ids_after(api_id, after, limit + 1)
+    return Page(tuple([await tx.roles.load(role_id) for role_id in role_ids[:limit]]), len(role_ids) > limit)
+
+
+async def delete_role(tx: Tables, principal: Principal, role_id: str, etag: str, dry_run: bool) -> RoleDeletion:
+    """Delete the role: every key that had it loses it, and with it the permissions it granted them."""
+    now = now_ms()
+    role = await authorize_role(tx, principal, access.DELETE_ROLE, role_id, etag)
+    holders = await tx.roles.holders(role_id)
+    if dry_run:
+        return RoleDeletion(len(holders), await tx.changes.revision())
+    await tx.roles.delete(role_id)
+    change = Change("DeleteRole", "role", role_id, role.api_id)
+    keys = [("key", key_id) for key_id in holders]
+    revision = await record_change(tx, principal, change, role.state, None, now, cached=keys, touched=keys)
+    return RoleDeletion(len(holders), revision)

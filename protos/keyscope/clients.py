@@ -11,9 +11,10 @@ What a client adds to the bare stubs, for every call:
 - a default deadline (`timeout`, in seconds) for a call made without one;
 - typed exceptions (keyscope.errors) in place of gRPC's, with the google.rpc details the server sent;
 - retries of UNAVAILABLE, by gRPC's own retry policy in the channel's service config, for the calls that are safe to
-  repeat: the reads, VerifyKey, and the replacements (UpdateScopes, SetPermissions, SetRoles, SetRolePermissions),
-  which leave the same state however often they run. Creations, UpdateKey and DeleteKey are not retried: a repeat
-  could create a second resource or answer NOT_FOUND for a delete that took place.
+  repeat: the reads, VerifyKey, the replacements (UpdateScopes, SetPermissions, SetRoles, SetRolePermissions) and
+  the additions and removals of a key's permissions and roles, which leave the same state however often they run.
+  Creations, UpdateKey and the deletions are not retried: a repeat could create a second resource or answer
+  NOT_FOUND for a delete that took place.
 """
 
 from __future__ import annotations
@@ -35,9 +36,19 @@ __all__ = ["DEFAULT_TIMEOUT", "RETRIED_METHODS", "AsyncClient", "Client", "Tls"]
 DEFAULT_TIMEOUT = 10.0  # seconds, for a call made without a deadline of its own
 
 RETRIED_METHODS: dict[str, tuple[str, ...]] = {
-    "keyscope.v1.ApiService": ("GetApi", "UpdateScopes"),
-    "keyscope.v1.KeyService": ("GetKey", "VerifyKey", "SetPermissions", "SetRoles"),
-    "keyscope.v1.RoleService": ("GetRole", "SetRolePermissions"),
+    "keyscope.v1.ApiService": ("GetApi", "ListApis", "ListPermissions", "UpdateScopes"),
+    "keyscope.v1.KeyService": (
+        "GetKey",
+        "ListKeys",
+        "VerifyKey",
+        "SetPermissions",
+        "AddPermissions",
+        "RemovePermissions",
+        "SetRoles",
+        "AddRoles",
+        "RemoveRoles",
+    ),
+    "keyscope.v1.RoleService": ("GetRole", "ListRoles", "SetRolePermissions"),
     "keyscope.v1.AuditService": ("ListAuditEvents",),
 }
 

@@ -60,12 +60,15 @@ def _scopes(*values: str) -> list[permissions_pb2.Scope]:
 RPCS: dict[str, tuple[str, Callable[[World], Message]]] = {
     "CreateApi": ("apis", lambda w: apis_pb2.CreateApiRequest(name="c", scopes=_scopes("x.read"))),
     "GetApi": ("apis", lambda w: apis_pb2.GetApiRequest(api_id=w.a)),
+    "ListApis": ("apis", lambda w: apis_pb2.ListApisRequest()),
+    "ListPermissions": ("apis", lambda w: apis_pb2.ListPermissionsRequest(api_id=w.a)),
     "UpdateScopes": (
         "apis",
         lambda w: apis_pb2.UpdateScopesRequest(
             api_id=w.a, scopes=_scopes("documents.read", "documents.write", "documents.delete")
         ),
     ),
+    "DeleteApi": ("apis", lambda w: apis_pb2.DeleteApiRequest(api_id=w.a)),
     "CreateKey": (
         "keys",
         lambda w: keys_pb2.CreateKeyRequest(
@@ -73,6 +76,7 @@ RPCS: dict[str, tuple[str, Callable[[World], Message]]] = {
         ),
     ),
     "GetKey": ("keys", lambda w: keys_pb2.GetKeyRequest(key_id=w.key_id)),
+    "ListKeys": ("keys", lambda w: keys_pb2.ListKeysRequest(api_id=w.a)),
     "UpdateKey": ("keys", lambda w: keys_pb2.UpdateKeyRequest(key_id=w.key_id, name="renamed")),
     "DeleteKey": ("keys", lambda w: keys_pb2.DeleteKeyRequest(key_id=w.key_id)),
     "SetPermissions": (
@@ -96,19 +100,22 @@ RPCS: dict[str, tuple[str, Callable[[World], Message]]] = {
         lambda w: roles_pb2.CreateRoleRequest(api_id=w.a, name="writer", permissions=["documents.write"]),
     ),
     "GetRole": ("roles", lambda w: roles_pb2.GetRoleRequest(role_id=w.role_id)),
+    "ListRoles": ("roles", lambda w: roles_pb2.ListRolesRequest(api_id=w.a)),
     "SetRolePermissions": (
         "roles",
         lambda w: roles_pb2.SetRolePermissionsRequest(
             role_id=w.role_id, permissions=["documents.read", "documents.write"]
         ),
     ),
+    "DeleteRole": ("roles", lambda w: roles_pb2.DeleteRoleRequest(role_id=w.role_id)),
     "ListAuditEvents": ("audit", lambda w: audit_pb2.ListAuditEventsRequest(api_id=w.a)),
 }
 # VerifyKey answers "not yours" with status OK and code CODE_NOT_FOUND, so it has tests of its own.
 STATUS_RPCS = [rpc for rpc in RPCS if rpc != "VerifyKey"]
 # The RPCs on an existing resource of API A. (ListAuditEvents looks up no resource: without the permission
-# it is denied alike for every API id, existing or not.)
-RESOURCE_RPCS = [rpc for rpc in STATUS_RPCS if rpc not in ("CreateApi", "ListAuditEvents")]
+# it is denied alike for every API id, existing or not. ListApis names no API: it lists those the caller may
+# read and leaves the others out, so it answers OK to every caller.)
+RESOURCE_RPCS = [rpc for rpc in STATUS_RPCS if rpc not in ("CreateApi", "ListApis", "ListAuditEvents")]
 
 
 async def call(

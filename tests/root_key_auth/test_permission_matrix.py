@@ -32,13 +32,19 @@ pytestmark = pytest.mark.asyncio
 
 # -- the matrix: every RPC x the permission it needs, held rightly and wrongly --------------------------
 
-# The one root-key permission each RPC needs for the world's requests (all names are in the catalog).
+# The one root-key permission each RPC needs for the world's requests (all names are in the catalog). ListApis
+# needs none to be called: it lists the APIs the caller may read, so what it needs is the permission that shows
+# API A in the list (see _answer).
 REQUIRED: dict[str, str] = {
     "CreateApi": "api.*.create_api",
     "GetApi": "api.{a}.read_api",
+    "ListApis": "api.{a}.read_api",
+    "ListPermissions": "api.{a}.read_api",
     "UpdateScopes": "api.{a}.update_api",
+    "DeleteApi": "api.{a}.delete_api",
     "CreateKey": "api.{a}.create_key",
     "GetKey": "api.{a}.read_key",
+    "ListKeys": "api.{a}.read_key",
     "UpdateKey": "api.{a}.update_key",
     "DeleteKey": "api.{a}.delete_key",
     "SetPermissions": "api.{a}.update_key",
@@ -50,7 +56,9 @@ REQUIRED: dict[str, str] = {
     "VerifyKey": "api.{a}.verify_key",
     "CreateRole": "rbac.{a}.create_role",
     "GetRole": "rbac.{a}.read_role",
+    "ListRoles": "rbac.{a}.read_role",
     "SetRolePermissions": "rbac.{a}.update_role",
+    "DeleteRole": "rbac.{a}.delete_role",
     "ListAuditEvents": "audit.{a}.read_events",
 }
 # What each way of holding it wrongly becomes: the required permission made into another.
@@ -64,7 +72,8 @@ WRONG_HOLDINGS: dict[str, Callable[[str], list[str]]] = {
 
 def _refused(rpc: str) -> grpc.StatusCode | keys_pb2.VerifyKeyResponse.Code.ValueType:
     """How an RPC refuses a caller that may not do it: calls on no existing resource say PERMISSION_DENIED;
-    on a resource the caller cannot see, NOT_FOUND (VerifyKey: the answer's code)."""
+    on a resource the caller cannot see, NOT_FOUND (VerifyKey: the answer's code; ListApis: API A left out of
+    the list, see _answer)."""
     if rpc == "VerifyKey":
         return Code.CODE_NOT_FOUND
     return PERMISSION_DENIED if rpc in ("CreateApi", "ListAuditEvents") else NOT_FOUND
@@ -75,6 +84,10 @@ async def _answer(
 ) -> grpc.StatusCode | keys_pb2.VerifyKeyResponse.Code.ValueType:
     if rpc == "VerifyKey":
         return (await call(caller, rpc, world)).code
+    if rpc == "ListApis":
+        # OK to every caller: an API the caller may not read is left out of the list, as if it did not exist.
+        listed = [api.id for api in (await call(caller, rpc, world)).apis]
+        return OK if world.a in listed else NOT_FOUND
     return await outcome(caller, rpc, world)
 
 
@@ -147,6 +160,9 @@ async def test_not_found_verify_key_of_another_api_says_nothing_about_the_key(
 DENIALS: list[tuple[list[str], str, str]] = [
     ([], "CreateApi", "api.*.create_api"),
     (["api.{a}.read_api"], "UpdateScopes", "api.{a}.update_api"),
+    (["api.{a}.read_api"], "DeleteApi", "api.{a}.delete_api"),
+    (["api.{a}.read_api", "api.{a}.update_api", "api.{b}.delete_api"], "DeleteApi", "api.{a}.delete_api"),
+    (["api.{a}.read_api"], "ListKeys", "api.{a}.read_key"),
     (["api.{a}.read_api"], "CreateKey", "api.{a}.create_key"),
     (["api.{a}.read_key"], "CreateKey", "api.{a}.create_key"),
     (["api.{a}.read_key"], "UpdateKey", "api.{a}.update_key"),
@@ -156,6 +172,9 @@ DENIALS: list[tuple[list[str], str, str]] = [
     (["api.{a}.read_api"], "CreateRole", "rbac.{a}.create_role"),
     (["rbac.{a}.read_role"], "CreateRole", "rbac.{a}.create_role"),
     (["rbac.{a}.read_role", "rbac.{a}.create_role"], "SetRolePermissions", "rbac.{a}.update_role"),
+    (["api.{a}.read_api"], "ListRoles", "rbac.{a}.read_role"),
+    (["rbac.{a}.read_role"], "DeleteRole", "rbac.{a}.delete_role"),
+    (["rbac.{a}.read_role", "rbac.{a}.update_role", "api.{a}.delete_api"], "DeleteRole", "rbac.{a}.delete_role"),
     (["api.{a}.*", "rbac.{a}.*"], "ListAuditEvents", "audit.{a}.read_events"),
     (["audit.{b}.read_events"], "ListAuditEvents", "audit.{a}.read_events"),
 ]

@@ -108,3 +108,29 @@ class PostgresApis:
         # ON DELETE CASCADE takes the grants to keys and roles with them.
         await self._conn.execute("DELETE FROM permissions WHERE id = ANY($1::text[])", ids)
         return list(row[0]), list(row[1])
+
+    async def ids_after(self, after: str, limit: int) -> list[str]:
+        records = await self._conn.fetch("SELECT id FROM apis WHERE id > $1 ORDER BY id LIMIT $2", after, limit)
+        return [r[0] for r in records]
+
+    async def catalog_after(self, api_id: str, after: str, limit: int) -> list[PermissionEntry]:
+        records = await self._conn.fetch(
+            "SELECT id, name, description FROM permissions WHERE api_id = $1 AND name > $2 ORDER BY name LIMIT $3",
+            api_id,
+            after,
+            limit,
+        )
+        return [PermissionEntry(*r) for r in records]
+
+    async def contents(self, api_id: str) -> tuple[int, int, int]:
+        row = await self._conn.fetchrow(
+            "SELECT (SELECT count(*) FROM keys WHERE api_id = $1), (SELECT count(*) FROM roles WHERE api_id = $1),"
+            " (SELECT count(*) FROM permissions WHERE api_id = $1)",
+            api_id,
+        )
+        assert row is not None
+        return int(row[0]), int(row[1]), int(row[2])
+
+    async def delete(self, api_id: str) -> None:
+        # ON DELETE CASCADE takes its catalog, keys and roles, and their links, with it.
+        await self._conn.execute("DELETE FROM apis WHERE id = $1", api_id)

@@ -18,6 +18,7 @@ from keyscope_server.store.audit_rows import AUDIT_COLUMNS, audit_values
 from keyscope_server.store.changes import CHANGES_KEPT
 from keyscope_server.store.engine import ChangeRecord, ChangesSince
 from keyscope_server.store.postgresql.links import replacing
+from keyscope_server.store.postgresql.read_ahead import ReadAhead
 
 __all__ = ["CHANGES_SINCE", "PostgresChanges", "changes_since", "record_statement"]
 
@@ -64,8 +65,9 @@ def changes_since(records: Sequence[asyncpg.Record], revision: int) -> ChangesSi
 
 
 class PostgresChanges:
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, ahead: ReadAhead | None = None) -> None:
         self._conn = conn
+        self._ahead = ahead
 
     async def revision(self) -> int:
         return int(await self._conn.fetchval("SELECT revision FROM meta"))
@@ -75,6 +77,8 @@ class PostgresChanges:
 
     async def record(self, change: ChangeRecord) -> int:
         # The transaction has held the meta row's lock since its start (batches.BEGIN_WRITE), until its commit.
+        if self._ahead is not None:
+            self._ahead.forget(change)
         touched = [list(change.touched.get(resource_type, ())) for resource_type, _ in _TOUCHED]
         links = [value for links in change.replaced for value in (links.owner_id, list(links.target_ids))]
         return int(

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from keyscope_server.errors import DomainError, StoreFull, StoreUnavailable
-from keyscope_server.store.engine import ChangesSince, Rule
+from keyscope_server.store.engine import ChangesSince, FirstRead, Rule
 from keyscope_server.store.group_commit import GroupCommit, Outcome, Write
 from keyscope_server.store.models import KeyVerification, RootKeyGrant
 from keyscope_server.store.postgresql import snapshot
@@ -106,9 +106,9 @@ class PostgresEngine:
     async def _run_batch(self, writes: list[Write]) -> list[Outcome]:
         return await run_batch(self._pool, writes, self._settings.write_attempts)
 
-    async def write(self, rule: Rule[T], *args: Any, dry_run: bool = False) -> T:
+    async def write(self, rule: Rule[T], *args: Any, dry_run: bool = False, first_read: FirstRead | None = None) -> T:
         self._check_open()
-        result: T = await self._batches.submit((rule, args, dry_run))
+        result: T = await self._batches.submit((rule, args, dry_run, first_read))
         return result
 
     @contextlib.asynccontextmanager

@@ -86,3 +86,17 @@ class PostgresRoles:
 
     async def add_permissions(self, role_id: str, permission_ids: Sequence[str]) -> None:
         await add_links(self._conn, ROLE_PERMISSIONS, role_id, permission_ids)
+
+    async def ids_after(self, api_id: str, after: str, limit: int) -> list[str]:
+        records = await self._conn.fetch(
+            "SELECT id FROM roles WHERE api_id = $1 AND name > $2 ORDER BY name LIMIT $3", api_id, after, limit
+        )
+        return [r[0] for r in records]
+
+    async def holders(self, role_id: str) -> list[str]:
+        records = await self._conn.fetch("SELECT key_id FROM key_roles WHERE role_id = $1", role_id)
+        return [r[0] for r in records]
+
+    async def delete(self, role_id: str) -> None:
+        # ON DELETE CASCADE takes its links to keys and permissions with it.
+        await self._conn.execute("DELETE FROM roles WHERE id = $1", role_id)

@@ -132,6 +132,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         " decode(replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''), 'hex')",
         "ALTER TABLE meta ALTER COLUMN page_token_key SET NOT NULL",
     ),
+    # 3: ListKeys pages through an API's keys in id order: an index that holds them in that order.
+    (
+        "CREATE INDEX keys_by_api_and_id ON keys (api_id, id)",
+        "DROP INDEX keys_by_api",
+    ),
 )
 
 LATEST_VERSION = len(MIGRATIONS)

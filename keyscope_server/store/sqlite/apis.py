@@ -106,3 +106,29 @@ class SqliteApis:
         # ON DELETE CASCADE takes the grants to keys and roles with them.
         fetch_all(self._db, "DELETE FROM permissions WHERE id IN (SELECT value FROM json_each(?))", (ids,))
         return [r[0] for r in keys], [r[0] for r in roles]
+
+    async def ids_after(self, after: str, limit: int) -> list[str]:
+        rows = fetch_all(self._db, "SELECT id FROM apis WHERE id > ? ORDER BY id LIMIT ?", (after, limit))
+        return [r[0] for r in rows]
+
+    async def catalog_after(self, api_id: str, after: str, limit: int) -> list[PermissionEntry]:
+        rows = fetch_all(
+            self._db,
+            "SELECT id, name, description FROM permissions WHERE api_id = ? AND name > ? ORDER BY name LIMIT ?",
+            (api_id, after, limit),
+        )
+        return [PermissionEntry(*r) for r in rows]
+
+    async def contents(self, api_id: str) -> tuple[int, int, int]:
+        row = fetch_one(
+            self._db,
+            "SELECT (SELECT count(*) FROM keys WHERE api_id = ?1), (SELECT count(*) FROM roles WHERE api_id = ?1),"
+            " (SELECT count(*) FROM permissions WHERE api_id = ?1)",
+            (api_id,),
+        )
+        assert row is not None
+        return int(row[0]), int(row[1]), int(row[2])
+
+    async def delete(self, api_id: str) -> None:
+        # ON DELETE CASCADE takes its catalog, keys and roles, and their links, with it.
+        fetch_all(self._db, "DELETE FROM apis WHERE id = ?", (api_id,))

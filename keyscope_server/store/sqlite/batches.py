@@ -19,7 +19,7 @@ def run_batch(db: sqlite3.Connection, writes: list[Write]) -> list[Outcome]:
     outcomes: list[Outcome] = []
     db.execute("BEGIN IMMEDIATE")
     try:
-        for rule, args, dry_run in writes:
+        for rule, args, dry_run, _ in writes:  # reads are cheap here: none is read ahead
             db.execute("SAVEPOINT write")
             try:
                 outcomes.append((True, run_to_end(rule(tables, *args))))

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from keyscope_server.errors import DomainError, StoreFull, StoreUnavailable
-from keyscope_server.store.engine import ChangesSince, Rule
+from keyscope_server.store.engine import ChangesSince, FirstRead, Rule
 from keyscope_server.store.group_commit import GroupCommit, Outcome, Write
 from keyscope_server.store.models import KeyVerification, RootKeyGrant
 from keyscope_server.store.snapshot import ImportProgress, StoreSnapshot
@@ -167,10 +167,10 @@ class SqliteEngine:
     async def _run_batch(self, writes: list[Write]) -> list[Outcome]:
         return await self._writer.run(run_batch, writes)
 
-    async def write(self, rule: Rule[T], *args: Any, dry_run: bool = False) -> T:
+    async def write(self, rule: Rule[T], *args: Any, dry_run: bool = False, first_read: FirstRead | None = None) -> T:
         self._check_open()
         with store_faults():
-            result: T = await self._batches.submit((rule, args, dry_run))
+            result: T = await self._batches.submit((rule, args, dry_run, None))
             return result
 
     async def read(self, rule: Rule[T], *args: Any) -> T:

@@ -10,7 +10,7 @@ from typing import Any
 from keyscope_server.errors import NotFound
 from keyscope_server.store.authorization import etag_of
 from keyscope_server.store.engine import Current
-from keyscope_server.store.models import KeyRecord, KeyVerification, NewKey, PermissionEntry
+from keyscope_server.store.models import KeyQuery, KeyRecord, KeyVerification, NewKey, PermissionEntry
 from keyscope_server.store.sqlite.apis import permissions_named
 from keyscope_server.store.sqlite.connection import fetch_all, fetch_one
 from keyscope_server.store.sqlite.links import KEY_PERMISSIONS, KEY_ROLES, add_links
@@ -127,3 +127,27 @@ class SqliteKeys:
 
     async def add_roles(self, key_id: str, role_ids: Sequence[str]) -> None:
         add_links(self._db, KEY_ROLES, key_id, role_ids)
+
+    async def ids(self, query: KeyQuery) -> list[str]:
+        sql = ["SELECT k.id FROM keys k WHERE k.api_id = ? AND k.id > ?"]
+        params: list[object] = [query.api_id, query.after]
+        if query.enabled is not None:
+            sql.append("AND k.enabled = ?")
+            params.append(int(query.enabled))
+        if query.permission:
+            sql.append(
+                "AND (k.id IN (SELECT kp.key_id FROM key_permissions kp JOIN permissions p ON p.id = kp.permission_id"
+                "  WHERE p.api_id = k.api_id AND p.name = ?)"
+                " OR k.id IN (SELECT kr.key_id FROM key_roles kr JOIN role_permissions rp ON rp.role_id = kr.role_id"
+                "  JOIN permissions p ON p.id = rp.permission_id WHERE p.api_id = k.api_id AND p.name = ?))"
+            )
+            params += [query.permission, query.permission]
+        if query.role:
+            sql.append(
+                "AND k.id IN (SELECT kr.key_id FROM key_roles kr JOIN roles r ON r.id = kr.role_id"
+                " WHERE r.api_id = k.api_id AND r.name = ?)"
+            )
+            params.append(query.role)
+        sql.append("ORDER BY k.id LIMIT ?")
+        params.append(query.limit)
+        return [r[0] for r in fetch_all(self._db, " ".join(sql), params)]

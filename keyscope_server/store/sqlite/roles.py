@@ -89,3 +89,18 @@ class SqliteRoles:
 
     async def add_permissions(self, role_id: str, permission_ids: Sequence[str]) -> None:
         add_links(self._db, ROLE_PERMISSIONS, role_id, permission_ids)
+
+    async def ids_after(self, api_id: str, after: str, limit: int) -> list[str]:
+        rows = fetch_all(
+            self._db,
+            "SELECT id FROM roles WHERE api_id = ? AND name > ? ORDER BY name LIMIT ?",
+            (api_id, after, limit),
+        )
+        return [r[0] for r in rows]
+
+    async def holders(self, role_id: str) -> list[str]:
+        return [r[0] for r in fetch_all(self._db, "SELECT key_id FROM key_roles WHERE role_id = ?", (role_id,))]
+
+    async def delete(self, role_id: str) -> None:
+        # ON DELETE CASCADE takes its links to keys and permissions with it.
+        fetch_all(self._db, "DELETE FROM roles WHERE id = ?", (role_id,))

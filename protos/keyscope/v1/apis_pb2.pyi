@@ -242,3 +242,183 @@ class UpdateScopesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateScopesResponse: _TypeAlias = UpdateScopesResponse  # noqa: Y015
+
+@_typing.final
+class ListApisRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    MIN_REVISION_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most this many, 0 to 1000; 0 or unset: 50. A page may hold fewer
+    even when more follow: continue while `next_page_token` is set.
+    """
+    page_token: _builtins.str
+    """The `next_page_token` of the previous page, sent with the same filters;
+    empty for the first page. A token the server did not make, or made for
+    other filters, is INVALID_ARGUMENT.
+    """
+    min_revision: _builtins.int
+    """Optional: the answer reflects at least this store revision, as in Get."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        min_revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_revision", b"min_revision", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListApisRequest: _TypeAlias = ListApisRequest  # noqa: Y015
+
+@_typing.final
+class ListApisResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APIS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Set when more follow: the `page_token` of the next page."""
+    @_builtins.property
+    def apis(self) -> _containers.RepeatedCompositeFieldContainer[Global___Api]:
+        """Each with its whole scope list."""
+
+    def __init__(
+        self,
+        *,
+        apis: _abc.Iterable[Global___Api] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apis", b"apis", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListApisResponse: _TypeAlias = ListApisResponse  # noqa: Y015
+
+@_typing.final
+class ListPermissionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    API_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    MIN_REVISION_FIELD_NUMBER: _builtins.int
+    api_id: _builtins.str
+    page_size: _builtins.int
+    """At most this many, 0 to 1000; 0 or unset: 50. A page may hold fewer
+    even when more follow: continue while `next_page_token` is set.
+    """
+    page_token: _builtins.str
+    """The `next_page_token` of the previous page, sent with the same filters;
+    empty for the first page. A token the server did not make, or made for
+    other filters, is INVALID_ARGUMENT.
+    """
+    min_revision: _builtins.int
+    """Optional: the answer reflects at least this store revision, as in Get."""
+    def __init__(
+        self,
+        *,
+        api_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        min_revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_id", b"api_id", "min_revision", b"min_revision", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPermissionsRequest: _TypeAlias = ListPermissionsRequest  # noqa: Y015
+
+@_typing.final
+class ListPermissionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCOPES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Set when more follow: the `page_token` of the next page."""
+    @_builtins.property
+    def scopes(self) -> _containers.RepeatedCompositeFieldContainer[_permissions_pb2.Scope]: ...
+    def __init__(
+        self,
+        *,
+        scopes: _abc.Iterable[_permissions_pb2.Scope] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "scopes", b"scopes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPermissionsResponse: _TypeAlias = ListPermissionsResponse  # noqa: Y015
+
+@_typing.final
+class DeleteApiRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    API_ID_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    api_id: _builtins.str
+    etag: _builtins.str
+    """Optional: the etag of the API as the caller last read it (ABORTED if it
+    has changed since, as with UpdateScopes).
+    """
+    validate_only: _builtins.bool
+    """True: answer what the call would delete, and delete nothing."""
+    def __init__(
+        self,
+        *,
+        api_id: _builtins.str = ...,
+        etag: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_id", b"api_id", "etag", b"etag", "validate_only", b"validate_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteApiRequest: _TypeAlias = DeleteApiRequest  # noqa: Y015
+
+@_typing.final
+class DeleteApiResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEYS_DELETED_FIELD_NUMBER: _builtins.int
+    ROLES_DELETED_FIELD_NUMBER: _builtins.int
+    SCOPES_DELETED_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    keys_deleted: _builtins.int
+    """What went with the API."""
+    roles_deleted: _builtins.int
+    scopes_deleted: _builtins.int
+    revision: _builtins.int
+    """The store-wide revision this change produced (with validate_only: the
+    store's current revision).
+    """
+    def __init__(
+        self,
+        *,
+        keys_deleted: _builtins.int = ...,
+        roles_deleted: _builtins.int = ...,
+        scopes_deleted: _builtins.int = ...,
+        revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keys_deleted", b"keys_deleted", "revision", b"revision", "roles_deleted", b"roles_deleted", "scopes_deleted", b"scopes_deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteApiResponse: _TypeAlias = DeleteApiResponse  # noqa: Y015

@@ -59,6 +59,21 @@ class ApiServiceStub:
                 request_serializer=keyscope_dot_v1_dot_apis__pb2.UpdateScopesRequest.SerializeToString,
                 response_deserializer=keyscope_dot_v1_dot_apis__pb2.UpdateScopesResponse.FromString,
                 _registered_method=True)
+        self.ListApis = channel.unary_unary(
+                '/keyscope.v1.ApiService/ListApis',
+                request_serializer=keyscope_dot_v1_dot_apis__pb2.ListApisRequest.SerializeToString,
+                response_deserializer=keyscope_dot_v1_dot_apis__pb2.ListApisResponse.FromString,
+                _registered_method=True)
+        self.ListPermissions = channel.unary_unary(
+                '/keyscope.v1.ApiService/ListPermissions',
+                request_serializer=keyscope_dot_v1_dot_apis__pb2.ListPermissionsRequest.SerializeToString,
+                response_deserializer=keyscope_dot_v1_dot_apis__pb2.ListPermissionsResponse.FromString,
+                _registered_method=True)
+        self.DeleteApi = channel.unary_unary(
+                '/keyscope.v1.ApiService/DeleteApi',
+                request_serializer=keyscope_dot_v1_dot_apis__pb2.DeleteApiRequest.SerializeToString,
+                response_deserializer=keyscope_dot_v1_dot_apis__pb2.DeleteApiResponse.FromString,
+                _registered_method=True)
 
 
 class ApiServiceServicer:
@@ -102,6 +117,34 @@ class ApiServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListApis(self, request, context):
+        """Lists the APIs the caller may read, ordered by id, a page at a time
+        (AIP-158). An API the caller may not read is left out, not an error.
+        Requires `api.<api_id>.read_api` for each API listed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPermissions(self, request, context):
+        """Lists an API's permission catalog (its scopes), ordered by name, a page
+        at a time: for catalogs too large to read whole with GetApi.
+        Requires `api.<api_id>.read_api`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteApi(self, request, context):
+        """Deletes an API and everything in it, in one transaction: its scopes, its
+        roles and its keys (which stop verifying at once), counted in the answer.
+        With `validate_only` the answer shows what would go, and nothing does.
+        Requires `api.<api_id>.delete_api` (Auth0's `delete:resource_servers`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ApiServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -119,6 +162,21 @@ def add_ApiServiceServicer_to_server(servicer, server):
                     servicer.UpdateScopes,
                     request_deserializer=keyscope_dot_v1_dot_apis__pb2.UpdateScopesRequest.FromString,
                     response_serializer=keyscope_dot_v1_dot_apis__pb2.UpdateScopesResponse.SerializeToString,
+            ),
+            'ListApis': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApis,
+                    request_deserializer=keyscope_dot_v1_dot_apis__pb2.ListApisRequest.FromString,
+                    response_serializer=keyscope_dot_v1_dot_apis__pb2.ListApisResponse.SerializeToString,
+            ),
+            'ListPermissions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPermissions,
+                    request_deserializer=keyscope_dot_v1_dot_apis__pb2.ListPermissionsRequest.FromString,
+                    response_serializer=keyscope_dot_v1_dot_apis__pb2.ListPermissionsResponse.SerializeToString,
+            ),
+            'DeleteApi': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteApi,
+                    request_deserializer=keyscope_dot_v1_dot_apis__pb2.DeleteApiRequest.FromString,
+                    response_serializer=keyscope_dot_v1_dot_apis__pb2.DeleteApiResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -212,6 +270,87 @@ class ApiService:
             '/keyscope.v1.ApiService/UpdateScopes',
             keyscope_dot_v1_dot_apis__pb2.UpdateScopesRequest.SerializeToString,
             keyscope_dot_v1_dot_apis__pb2.UpdateScopesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApis(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keyscope.v1.ApiService/ListApis',
+            keyscope_dot_v1_dot_apis__pb2.ListApisRequest.SerializeToString,
+            keyscope_dot_v1_dot_apis__pb2.ListApisResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPermissions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keyscope.v1.ApiService/ListPermissions',
+            keyscope_dot_v1_dot_apis__pb2.ListPermissionsRequest.SerializeToString,
+            keyscope_dot_v1_dot_apis__pb2.ListPermissionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteApi(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keyscope.v1.ApiService/DeleteApi',
+            keyscope_dot_v1_dot_apis__pb2.DeleteApiRequest.SerializeToString,
+            keyscope_dot_v1_dot_apis__pb2.DeleteApiResponse.FromString,
             options,
             channel_credentials,
             insecure,

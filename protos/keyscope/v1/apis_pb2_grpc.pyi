@@ -59,6 +59,22 @@ class ApiServiceStub:
     takes the new description.
     Requires `api.<api_id>.update_api` (Auth0's `update:resource_servers`).
     """
+    ListApis: _grpc.UnaryUnaryMultiCallable[_apis_pb2.ListApisRequest, _apis_pb2.ListApisResponse]
+    """Lists the APIs the caller may read, ordered by id, a page at a time
+    (AIP-158). An API the caller may not read is left out, not an error.
+    Requires `api.<api_id>.read_api` for each API listed.
+    """
+    ListPermissions: _grpc.UnaryUnaryMultiCallable[_apis_pb2.ListPermissionsRequest, _apis_pb2.ListPermissionsResponse]
+    """Lists an API's permission catalog (its scopes), ordered by name, a page
+    at a time: for catalogs too large to read whole with GetApi.
+    Requires `api.<api_id>.read_api`.
+    """
+    DeleteApi: _grpc.UnaryUnaryMultiCallable[_apis_pb2.DeleteApiRequest, _apis_pb2.DeleteApiResponse]
+    """Deletes an API and everything in it, in one transaction: its scopes, its
+    roles and its keys (which stop verifying at once), counted in the answer.
+    With `validate_only` the answer shows what would go, and nothing does.
+    Requires `api.<api_id>.delete_api` (Auth0's `delete:resource_servers`).
+    """
 
 @_typing.type_check_only
 class ApiServiceAsyncStub(ApiServiceStub):
@@ -90,6 +106,22 @@ class ApiServiceAsyncStub(ApiServiceStub):
     of the API; an empty list removes them all. A kept scope keeps its id and
     takes the new description.
     Requires `api.<api_id>.update_api` (Auth0's `update:resource_servers`).
+    """
+    ListApis: _aio.UnaryUnaryMultiCallable[_apis_pb2.ListApisRequest, _apis_pb2.ListApisResponse]  # type: ignore[assignment]
+    """Lists the APIs the caller may read, ordered by id, a page at a time
+    (AIP-158). An API the caller may not read is left out, not an error.
+    Requires `api.<api_id>.read_api` for each API listed.
+    """
+    ListPermissions: _aio.UnaryUnaryMultiCallable[_apis_pb2.ListPermissionsRequest, _apis_pb2.ListPermissionsResponse]  # type: ignore[assignment]
+    """Lists an API's permission catalog (its scopes), ordered by name, a page
+    at a time: for catalogs too large to read whole with GetApi.
+    Requires `api.<api_id>.read_api`.
+    """
+    DeleteApi: _aio.UnaryUnaryMultiCallable[_apis_pb2.DeleteApiRequest, _apis_pb2.DeleteApiResponse]  # type: ignore[assignment]
+    """Deletes an API and everything in it, in one transaction: its scopes, its
+    roles and its keys (which stop verifying at once), counted in the answer.
+    With `validate_only` the answer shows what would go, and nothing does.
+    Requires `api.<api_id>.delete_api` (Auth0's `delete:resource_servers`).
     """
 
 class ApiServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -137,6 +169,40 @@ class ApiServiceServicer(metaclass=_abc_1.ABCMeta):
         of the API; an empty list removes them all. A kept scope keeps its id and
         takes the new description.
         Requires `api.<api_id>.update_api` (Auth0's `update:resource_servers`).
+        """
+
+    @_abc_1.abstractmethod
+    def ListApis(
+        self,
+        request: _apis_pb2.ListApisRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_apis_pb2.ListApisResponse, _abc.Awaitable[_apis_pb2.ListApisResponse]]:
+        """Lists the APIs the caller may read, ordered by id, a page at a time
+        (AIP-158). An API the caller may not read is left out, not an error.
+        Requires `api.<api_id>.read_api` for each API listed.
+        """
+
+    @_abc_1.abstractmethod
+    def ListPermissions(
+        self,
+        request: _apis_pb2.ListPermissionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_apis_pb2.ListPermissionsResponse, _abc.Awaitable[_apis_pb2.ListPermissionsResponse]]:
+        """Lists an API's permission catalog (its scopes), ordered by name, a page
+        at a time: for catalogs too large to read whole with GetApi.
+        Requires `api.<api_id>.read_api`.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteApi(
+        self,
+        request: _apis_pb2.DeleteApiRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_apis_pb2.DeleteApiResponse, _abc.Awaitable[_apis_pb2.DeleteApiResponse]]:
+        """Deletes an API and everything in it, in one transaction: its scopes, its
+        roles and its keys (which stop verifying at once), counted in the answer.
+        With `validate_only` the answer shows what would go, and nothing does.
+        Requires `api.<api_id>.delete_api` (Auth0's `delete:resource_servers`).
         """
 
 def add_ApiServiceServicer_to_server(servicer: ApiServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -60,6 +60,11 @@ class KeyServiceStub:
                 request_serializer=keyscope_dot_v1_dot_keys__pb2.DeleteKeyRequest.SerializeToString,
                 response_deserializer=keyscope_dot_v1_dot_keys__pb2.DeleteKeyResponse.FromString,
                 _registered_method=True)
+        self.ListKeys = channel.unary_unary(
+                '/keyscope.v1.KeyService/ListKeys',
+                request_serializer=keyscope_dot_v1_dot_keys__pb2.ListKeysRequest.SerializeToString,
+                response_deserializer=keyscope_dot_v1_dot_keys__pb2.ListKeysResponse.FromString,
+                _registered_method=True)
         self.SetPermissions = channel.unary_unary(
                 '/keyscope.v1.KeyService/SetPermissions',
                 request_serializer=keyscope_dot_v1_dot_keys__pb2.SetPermissionsRequest.SerializeToString,
@@ -136,6 +141,16 @@ class KeyServiceServicer:
 
     def DeleteKey(self, request, context):
         """Deletes a key for good. Requires `api.<api_id>.delete_key`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKeys(self, request, context):
+        """Lists the keys of an API, ordered by id, a page at a time (AIP-158),
+        optionally only those that are enabled (or disabled), that hold a
+        permission, or that have a role. Never their secrets.
+        Requires `api.<api_id>.read_key`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -234,6 +249,11 @@ def add_KeyServiceServicer_to_server(servicer, server):
                     servicer.DeleteKey,
                     request_deserializer=keyscope_dot_v1_dot_keys__pb2.DeleteKeyRequest.FromString,
                     response_serializer=keyscope_dot_v1_dot_keys__pb2.DeleteKeyResponse.SerializeToString,
+            ),
+            'ListKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKeys,
+                    request_deserializer=keyscope_dot_v1_dot_keys__pb2.ListKeysRequest.FromString,
+                    response_serializer=keyscope_dot_v1_dot_keys__pb2.ListKeysResponse.SerializeToString,
             ),
             'SetPermissions': grpc.unary_unary_rpc_method_handler(
                     servicer.SetPermissions,
@@ -385,6 +405,33 @@ class KeyService:
             '/keyscope.v1.KeyService/DeleteKey',
             keyscope_dot_v1_dot_keys__pb2.DeleteKeyRequest.SerializeToString,
             keyscope_dot_v1_dot_keys__pb2.DeleteKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keyscope.v1.KeyService/ListKeys',
+            keyscope_dot_v1_dot_keys__pb2.ListKeysRequest.SerializeToString,
+            keyscope_dot_v1_dot_keys__pb2.ListKeysResponse.FromString,
             options,
             channel_credentials,
             insecure,

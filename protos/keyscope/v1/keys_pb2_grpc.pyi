@@ -57,6 +57,12 @@ class KeyServiceStub:
     """
     DeleteKey: _grpc.UnaryUnaryMultiCallable[_keys_pb2.DeleteKeyRequest, _keys_pb2.DeleteKeyResponse]
     """Deletes a key for good. Requires `api.<api_id>.delete_key`."""
+    ListKeys: _grpc.UnaryUnaryMultiCallable[_keys_pb2.ListKeysRequest, _keys_pb2.ListKeysResponse]
+    """Lists the keys of an API, ordered by id, a page at a time (AIP-158),
+    optionally only those that are enabled (or disabled), that hold a
+    permission, or that have a role. Never their secrets.
+    Requires `api.<api_id>.read_key`.
+    """
     SetPermissions: _grpc.UnaryUnaryMultiCallable[_keys_pb2.SetPermissionsRequest, _keys_pb2.SetPermissionsResponse]
     """Replaces all *direct* permissions of a key in one transaction, as Unkey's
     `keys.setPermissions` does: an empty list removes them all, duplicates
@@ -130,6 +136,12 @@ class KeyServiceAsyncStub(KeyServiceStub):
     """
     DeleteKey: _aio.UnaryUnaryMultiCallable[_keys_pb2.DeleteKeyRequest, _keys_pb2.DeleteKeyResponse]  # type: ignore[assignment]
     """Deletes a key for good. Requires `api.<api_id>.delete_key`."""
+    ListKeys: _aio.UnaryUnaryMultiCallable[_keys_pb2.ListKeysRequest, _keys_pb2.ListKeysResponse]  # type: ignore[assignment]
+    """Lists the keys of an API, ordered by id, a page at a time (AIP-158),
+    optionally only those that are enabled (or disabled), that hold a
+    permission, or that have a role. Never their secrets.
+    Requires `api.<api_id>.read_key`.
+    """
     SetPermissions: _aio.UnaryUnaryMultiCallable[_keys_pb2.SetPermissionsRequest, _keys_pb2.SetPermissionsResponse]  # type: ignore[assignment]
     """Replaces all *direct* permissions of a key in one transaction, as Unkey's
     `keys.setPermissions` does: an empty list removes them all, duplicates
@@ -224,6 +236,18 @@ class KeyServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_keys_pb2.DeleteKeyResponse, _abc.Awaitable[_keys_pb2.DeleteKeyResponse]]:
         """Deletes a key for good. Requires `api.<api_id>.delete_key`."""
+
+    @_abc_1.abstractmethod
+    def ListKeys(
+        self,
+        request: _keys_pb2.ListKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keys_pb2.ListKeysResponse, _abc.Awaitable[_keys_pb2.ListKeysResponse]]:
+        """Lists the keys of an API, ordered by id, a page at a time (AIP-158),
+        optionally only those that are enabled (or disabled), that hold a
+        permission, or that have a role. Never their secrets.
+        Requires `api.<api_id>.read_key`.
+        """
 
     @_abc_1.abstractmethod
     def SetPermissions(

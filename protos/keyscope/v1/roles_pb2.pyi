@@ -231,3 +231,118 @@ class SetRolePermissionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetRolePermissionsResponse: _TypeAlias = SetRolePermissionsResponse  # noqa: Y015
+
+@_typing.final
+class ListRolesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    API_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    MIN_REVISION_FIELD_NUMBER: _builtins.int
+    api_id: _builtins.str
+    page_size: _builtins.int
+    """At most this many, 0 to 1000; 0 or unset: 50. A page may hold fewer
+    even when more follow: continue while `next_page_token` is set.
+    """
+    page_token: _builtins.str
+    """The `next_page_token` of the previous page, sent with the same filters;
+    empty for the first page. A token the server did not make, or made for
+    other filters, is INVALID_ARGUMENT.
+    """
+    min_revision: _builtins.int
+    """Optional: the answer reflects at least this store revision, as in Get."""
+    def __init__(
+        self,
+        *,
+        api_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        min_revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_id", b"api_id", "min_revision", b"min_revision", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRolesRequest: _TypeAlias = ListRolesRequest  # noqa: Y015
+
+@_typing.final
+class ListRolesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROLES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Set when more follow: the `page_token` of the next page."""
+    @_builtins.property
+    def roles(self) -> _containers.RepeatedCompositeFieldContainer[Global___Role]: ...
+    def __init__(
+        self,
+        *,
+        roles: _abc.Iterable[Global___Role] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "roles", b"roles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRolesResponse: _TypeAlias = ListRolesResponse  # noqa: Y015
+
+@_typing.final
+class DeleteRoleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROLE_ID_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    role_id: _builtins.str
+    etag: _builtins.str
+    """Optional: the etag of the role as the caller last read it (ABORTED if it
+    has changed since, as with SetRolePermissions).
+    """
+    validate_only: _builtins.bool
+    """True: answer what the call would do, and delete nothing."""
+    def __init__(
+        self,
+        *,
+        role_id: _builtins.str = ...,
+        etag: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "role_id", b"role_id", "validate_only", b"validate_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteRoleRequest: _TypeAlias = DeleteRoleRequest  # noqa: Y015
+
+@_typing.final
+class DeleteRoleResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEYS_AFFECTED_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    keys_affected: _builtins.int
+    """How many keys had the role."""
+    revision: _builtins.int
+    """The store-wide revision this change produced (with validate_only: the
+    store's current revision).
+    """
+    def __init__(
+        self,
+        *,
+        keys_affected: _builtins.int = ...,
+        revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keys_affected", b"keys_affected", "revision", b"revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteRoleResponse: _TypeAlias = DeleteRoleResponse  # noqa: Y015

@@ -54,6 +54,16 @@ class RoleServiceStub:
                 request_serializer=keyscope_dot_v1_dot_roles__pb2.SetRolePermissionsRequest.SerializeToString,
                 response_deserializer=keyscope_dot_v1_dot_roles__pb2.SetRolePermissionsResponse.FromString,
                 _registered_method=True)
+        self.ListRoles = channel.unary_unary(
+                '/keyscope.v1.RoleService/ListRoles',
+                request_serializer=keyscope_dot_v1_dot_roles__pb2.ListRolesRequest.SerializeToString,
+                response_deserializer=keyscope_dot_v1_dot_roles__pb2.ListRolesResponse.FromString,
+                _registered_method=True)
+        self.DeleteRole = channel.unary_unary(
+                '/keyscope.v1.RoleService/DeleteRole',
+                request_serializer=keyscope_dot_v1_dot_roles__pb2.DeleteRoleRequest.SerializeToString,
+                response_deserializer=keyscope_dot_v1_dot_roles__pb2.DeleteRoleResponse.FromString,
+                _registered_method=True)
 
 
 class RoleServiceServicer:
@@ -91,6 +101,24 @@ class RoleServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRoles(self, request, context):
+        """Lists the roles of an API, ordered by name, a page at a time (AIP-158).
+        Requires `rbac.<api_id>.read_role`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteRole(self, request, context):
+        """Deletes a role: every key that had it loses it (and the permissions it
+        granted them), counted in the answer; the keys' own permissions stay.
+        With `validate_only` the answer shows how many keys would lose it.
+        Requires `rbac.<api_id>.delete_role`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RoleServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -108,6 +136,16 @@ def add_RoleServiceServicer_to_server(servicer, server):
                     servicer.SetRolePermissions,
                     request_deserializer=keyscope_dot_v1_dot_roles__pb2.SetRolePermissionsRequest.FromString,
                     response_serializer=keyscope_dot_v1_dot_roles__pb2.SetRolePermissionsResponse.SerializeToString,
+            ),
+            'ListRoles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRoles,
+                    request_deserializer=keyscope_dot_v1_dot_roles__pb2.ListRolesRequest.FromString,
+                    response_serializer=keyscope_dot_v1_dot_roles__pb2.ListRolesResponse.SerializeToString,
+            ),
+            'DeleteRole': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRole,
+                    request_deserializer=keyscope_dot_v1_dot_roles__pb2.DeleteRoleRequest.FromString,
+                    response_serializer=keyscope_dot_v1_dot_roles__pb2.DeleteRoleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -196,6 +234,60 @@ class RoleService:
             '/keyscope.v1.RoleService/SetRolePermissions',
             keyscope_dot_v1_dot_roles__pb2.SetRolePermissionsRequest.SerializeToString,
             keyscope_dot_v1_dot_roles__pb2.SetRolePermissionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRoles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keyscope.v1.RoleService/ListRoles',
+            keyscope_dot_v1_dot_roles__pb2.ListRolesRequest.SerializeToString,
+            keyscope_dot_v1_dot_roles__pb2.ListRolesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRole(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keyscope.v1.RoleService/DeleteRole',
+            keyscope_dot_v1_dot_roles__pb2.DeleteRoleRequest.SerializeToString,
+            keyscope_dot_v1_dot_roles__pb2.DeleteRoleResponse.FromString,
             options,
             channel_credentials,
             insecure,

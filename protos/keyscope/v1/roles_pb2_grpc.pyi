@@ -53,6 +53,16 @@ class RoleServiceStub:
     removes them all. Unknown permissions are handled as in CreateRole.
     Requires `rbac.<api_id>.update_role`.
     """
+    ListRoles: _grpc.UnaryUnaryMultiCallable[_roles_pb2.ListRolesRequest, _roles_pb2.ListRolesResponse]
+    """Lists the roles of an API, ordered by name, a page at a time (AIP-158).
+    Requires `rbac.<api_id>.read_role`.
+    """
+    DeleteRole: _grpc.UnaryUnaryMultiCallable[_roles_pb2.DeleteRoleRequest, _roles_pb2.DeleteRoleResponse]
+    """Deletes a role: every key that had it loses it (and the permissions it
+    granted them), counted in the answer; the keys' own permissions stay.
+    With `validate_only` the answer shows how many keys would lose it.
+    Requires `rbac.<api_id>.delete_role`.
+    """
 
 @_typing.type_check_only
 class RoleServiceAsyncStub(RoleServiceStub):
@@ -78,6 +88,16 @@ class RoleServiceAsyncStub(RoleServiceStub):
     """Replaces all permissions of a role in one transaction; an empty list
     removes them all. Unknown permissions are handled as in CreateRole.
     Requires `rbac.<api_id>.update_role`.
+    """
+    ListRoles: _aio.UnaryUnaryMultiCallable[_roles_pb2.ListRolesRequest, _roles_pb2.ListRolesResponse]  # type: ignore[assignment]
+    """Lists the roles of an API, ordered by name, a page at a time (AIP-158).
+    Requires `rbac.<api_id>.read_role`.
+    """
+    DeleteRole: _aio.UnaryUnaryMultiCallable[_roles_pb2.DeleteRoleRequest, _roles_pb2.DeleteRoleResponse]  # type: ignore[assignment]
+    """Deletes a role: every key that had it loses it (and the permissions it
+    granted them), counted in the answer; the keys' own permissions stay.
+    With `validate_only` the answer shows how many keys would lose it.
+    Requires `rbac.<api_id>.delete_role`.
     """
 
 class RoleServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -119,6 +139,28 @@ class RoleServiceServicer(metaclass=_abc_1.ABCMeta):
         """Replaces all permissions of a role in one transaction; an empty list
         removes them all. Unknown permissions are handled as in CreateRole.
         Requires `rbac.<api_id>.update_role`.
+        """
+
+    @_abc_1.abstractmethod
+    def ListRoles(
+        self,
+        request: _roles_pb2.ListRolesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_roles_pb2.ListRolesResponse, _abc.Awaitable[_roles_pb2.ListRolesResponse]]:
+        """Lists the roles of an API, ordered by name, a page at a time (AIP-158).
+        Requires `rbac.<api_id>.read_role`.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteRole(
+        self,
+        request: _roles_pb2.DeleteRoleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_roles_pb2.DeleteRoleResponse, _abc.Awaitable[_roles_pb2.DeleteRoleResponse]]:
+        """Deletes a role: every key that had it loses it (and the permissions it
+        granted them), counted in the answer; the keys' own permissions stay.
+        With `validate_only` the answer shows how many keys would lose it.
+        Requires `rbac.<api_id>.delete_role`.
         """
 
 def add_RoleServiceServicer_to_server(servicer: RoleServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
