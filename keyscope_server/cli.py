@@ -140,8 +140,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-message-bytes",
         type=int,
-        default=4 * 1024 * 1024,
-        help="largest request or response accepted (default %(default)s)",
+        default=int(env.get("KEYSCOPE_MAX_MESSAGE_BYTES", str(4 * 1024 * 1024))),
+        help="largest request or response accepted (env KEYSCOPE_MAX_MESSAGE_BYTES; default %(default)s)",
     )
     serve.add_argument(
         "--tls-cert",

@@ -18,7 +18,7 @@ from typing import Any, cast
 import grpc
 
 from keyscope_server.credentials import hash_secret
-from keyscope_server.errors import DomainError, ServerStopping, Unauthenticated
+from keyscope_server.errors import DomainError, FieldViolation, InvalidArgument, ServerStopping, Unauthenticated
 from keyscope_server.request_context import principal_var, request_id_var
 from keyscope_server.status import to_status
 from keyscope_server.store import Store
@@ -32,6 +32,30 @@ _CALLER_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII, no sp
 _BEARER = re.compile(r"bearer +(\S+) *", re.IGNORECASE)
 
 Behaviour = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+Deserializer = Callable[[bytes], Any]
+
+
+class _Undecodable:
+    """What a request's bytes become when they are not a message of the method's request type."""
+
+
+_UNDECODABLE = _Undecodable()
+_NOT_A_MESSAGE = FieldViolation("request", "is not a valid protobuf message of this method's request type")
+
+
+def _tolerant(deserialize: Deserializer | None) -> Deserializer | None:
+    """The method's deserializer, answering _UNDECODABLE where it would raise: gRPC would answer UNKNOWN, naming
+    the exception, before any of our code ran (no request id, no log line)."""
+    if deserialize is None:
+        return None
+
+    def tolerant(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception:  # noqa: BLE001 - whatever it raises, the bytes are not a request: one answer for all
+            return _UNDECODABLE
+
+    return tolerant
 
 
 def _metadata_value(metadata: Iterable[tuple[str, Any]] | None, name: str) -> str | None:
@@ -74,7 +98,7 @@ class KeyscopeInterceptor(grpc.aio.ServerInterceptor):
             behaviour = self._wrap(method, inner, authenticate=method.startswith(self._authenticated_prefix))
             wrapped = grpc.unary_unary_rpc_method_handler(
                 behaviour,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
             self._wrapped[method] = wrapped
@@ -99,6 +123,8 @@ class KeyscopeInterceptor(grpc.aio.ServerInterceptor):
                     principal = await store.authenticate(_root_key_hash(metadata), int(time.time() * 1000), request_id)
                     principal_var.set(principal)
                     caller = principal.root_key_id
+                if request is _UNDECODABLE:
+                    raise InvalidArgument([_NOT_A_MESSAGE])
                 return await inner(request, context)
             except grpc.aio.AbortError:
                 raise

@@ -15,7 +15,7 @@ from keyscope_server.cli import EXAMPLE_ROOT_KEY
 from keyscope_server.store import open_store
 from keyscope_server.store.snapshot import StoreSnapshot
 from tests.conftest import NewDatabase
-from tests.processes import create_root_key, free_port, run, start_serve, stop
+from tests.processes import create_root_key, free_port, run, server_env, start_serve, stop
 
 COMMANDS = ["serve", "create-root-key", "list-root-keys", "disable-root-key", "delete-root-key", "migrate"]
 
@@ -151,3 +151,21 @@ def test_ok_serve_until_sigterm(tmp_path: Path, new_database: NewDatabase) -> No
     assert "stopping: health NOT_SERVING" in output
     assert output.rstrip().endswith("stopped")
     assert secret not in output
+
+
+def test_ok_max_message_bytes_from_the_environment(tmp_path: Path, new_database: NewDatabase) -> None:
+    db = new_database("keyscope")
+    secret = create_root_key(tmp_path, db, "api.*.create_api")
+    port = free_port()
+    process = start_serve(tmp_path, db, port, env=server_env(KEYSCOPE_MAX_MESSAGE_BYTES="2000"))
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = apis_pb2_grpc.ApiServiceStub(channel)
+            md = (("authorization", f"Bearer {secret}"),)
+            assert stub.CreateApi(apis_pb2.CreateApiRequest(name="x" * 100), metadata=md, timeout=10).api.id
+            with pytest.raises(grpc.RpcError) as error:
+                stub.CreateApi(apis_pb2.CreateApiRequest(name="x" * 3000), metadata=md, timeout=10)
+            assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+    finally:
+        code, output = stop(process, signal.SIGTERM)
+    assert code == 0, output
