@@ -133,10 +133,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE meta ADD COLUMN page_token_key BLOB",
         "UPDATE meta SET page_token_key = randomblob(32)",
     ),
-    # 5: ListKeys pages through an API's keys in id order: an index that holds them in that order.
+    # 5: ListKeys pages through an API's keys in id order: an index that holds them in that order, in place of the
+    # index by API alone (dropped first, so that the new one takes its pages and leaves the file no free page).
     (
-        "CREATE INDEX keys_by_api_and_id ON keys (api_id, id)",
         "DROP INDEX keys_by_api",
+        "CREATE INDEX keys_by_api_and_id ON keys (api_id, id)",
     ),
 )
 
