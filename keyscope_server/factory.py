@@ -116,21 +116,21 @@ async def start_server(store: Store, config: ServerConfig) -> RunningServer:
     page_tokens = PageTokens(await store.page_token_key())  # before any gRPC object exists that would need a stop
     interceptor = KeyscopeInterceptor(store)
     server = grpc.aio.server(
-        interceptors=[interceptor],
         options=[
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes),
             ("grpc.so_reuseport", int(config.reuse_port)),
         ],
     )
-    apis_pb2_grpc.add_ApiServiceServicer_to_server(ApiService(store, page_tokens), server)
-    keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyService(store, page_tokens), server)
-    roles_pb2_grpc.add_RoleServiceServicer_to_server(RoleService(store, page_tokens), server)
-    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditService(store, page_tokens), server)
+    registering = interceptor.registering(server)
+    apis_pb2_grpc.add_ApiServiceServicer_to_server(ApiService(store, page_tokens), registering)
+    keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyService(store, page_tokens), registering)
+    roles_pb2_grpc.add_RoleServiceServicer_to_server(RoleService(store, page_tokens), registering)
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditService(store, page_tokens), registering)
 
     health_servicer = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    enable_reflection(server, (*SERVICE_NAMES, health.SERVICE_NAME))
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registering)
+    enable_reflection(registering, (*SERVICE_NAMES, health.SERVICE_NAME))
 
     address = f"{config.host}:{config.port}"
     if config.tls is None:

@@ -3,17 +3,24 @@
 Health checking and reflection need no credentials; every keyscope.v1 method
 does. The servicer behind runs with `request_context` set and raises domain
 errors; they become statuses here, through `keyscope_server.status`, and nowhere else.
+
+The work is done by wrapping each method's handler once, as the services are
+registered (`KeyscopeInterceptor.registering`), not by a grpc.aio
+ServerInterceptor: that one would cost every call an extra coroutine and a
+handler lookup through it before any of this work began. The request id travels
+in trailing metadata, which gRPC sends with the status anyway; in initial
+metadata it would cost every call a send of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
-import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeAlias, cast
 
 import grpc
 
@@ -33,6 +40,7 @@ _BEARER = re.compile(r"bearer +(\S+) *", re.IGNORECASE)
 
 Behaviour = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 Deserializer = Callable[[bytes], Any]
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # typeshed's generic; not subscriptable at run time
 
 
 class _Undecodable:
@@ -58,59 +66,63 @@ def _tolerant(deserialize: Deserializer | None) -> Deserializer | None:
     return tolerant
 
 
-def _metadata_value(metadata: Iterable[tuple[str, Any]] | None, name: str) -> str | None:
-    for key, value in metadata or ():
-        if key == name:
-            return value if isinstance(value, str) else None
-    return None
+def _new_request_id() -> str:
+    # A correlation id, not a secret: the Mersenne Twister is enough, and spares every call a getrandom(2).
+    return f"req_{random.getrandbits(64):016x}"
 
 
-def _request_id(metadata: Iterable[tuple[str, Any]] | None) -> str:
-    sent = _metadata_value(metadata, REQUEST_ID_HEADER)
-    if sent is not None and _CALLER_REQUEST_ID.fullmatch(sent):
-        return sent
-    return f"req_{secrets.token_hex(8)}"
+def _root_key_hash(header: str | None) -> bytes:
+    if header is None:
+        raise Unauthenticated("missing authorization metadata: send 'authorization: Bearer <root key>'")
+    match = _BEARER.fullmatch(header)
+    if match is None:
+        raise Unauthenticated("malformed authorization metadata: expected 'Bearer <root key>'")
+    return hash_secret(match.group(1))
 
 
-class KeyscopeInterceptor(grpc.aio.ServerInterceptor):
+class KeyscopeInterceptor:
     def __init__(self, store: Store, authenticated_prefix: str = "/keyscope.") -> None:
         self._store = store
         self._authenticated_prefix = authenticated_prefix
-        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
         self._refusing = False
 
     def refuse_new_calls(self) -> None:
         """From now on every unary call is answered UNAVAILABLE at once (calls already running go on)."""
         self._refusing = True
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler  # unknown methods and streams (Health/Watch, reflection) pass untouched
-        method: str = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is None:
-            inner = cast(Behaviour, handler.unary_unary)  # an asyncio server's: its methods are coroutines
-            behaviour = self._wrap(method, inner, authenticate=method.startswith(self._authenticated_prefix))
-            wrapped = grpc.unary_unary_rpc_method_handler(
-                behaviour,
-                request_deserializer=_tolerant(handler.request_deserializer),
-                response_serializer=handler.response_serializer,
-            )
-            self._wrapped[method] = wrapped
-        return wrapped
+    def registering(self, server: grpc.aio.Server) -> grpc.aio.Server:
+        """What to register services on in place of `server`: the generated `add_*_to_server` functions (and
+        anything else that registers handlers) given it register on `server` every unary handler wrapped."""
+        return cast(grpc.aio.Server, _WrappingRegistrar(server, self.wrap))
 
-    def _wrap(self, method: str, inner: Behaviour, *, authenticate: bool) -> Behaviour:
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        """`handler` of `method` ("/package.Service/Method") doing this module's work around it; a stream's
+        handler (Health/Watch, reflection) as it is."""
+        if handler.unary_unary is None:
+            return handler
+        inner = cast(Behaviour, handler.unary_unary)  # an asyncio server's: its methods are coroutines
+        behaviour = self._behaviour(method, inner, authenticate=method.startswith(self._authenticated_prefix))
+        return grpc.unary_unary_rpc_method_handler(
+            behaviour,
+            request_deserializer=_tolerant(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+
+    def _behaviour(self, method: str, inner: Behaviour, *, authenticate: bool) -> Behaviour:
         store = self._store
 
         async def behaviour(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
-            metadata = context.invocation_metadata()
-            request_id = _request_id(metadata)
+            request_id: str | None = None
+            authorization: str | None = None
+            for key, value in context.invocation_metadata() or ():
+                if key == REQUEST_ID_HEADER:
+                    if isinstance(value, str) and _CALLER_REQUEST_ID.fullmatch(value):
+                        request_id = value
+                elif key == "authorization" and isinstance(value, str):
+                    authorization = value
+            if request_id is None:
+                request_id = _new_request_id()
             request_id_token = request_id_var.set(request_id)
             principal_token = principal_var.set(None)
             code = grpc.StatusCode.OK
@@ -118,14 +130,16 @@ class KeyscopeInterceptor(grpc.aio.ServerInterceptor):
             try:
                 if self._refusing:
                     raise ServerStopping()
-                await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
                 if authenticate:
-                    principal = await store.authenticate(_root_key_hash(metadata), int(time.time() * 1000), request_id)
+                    secret_hash = _root_key_hash(authorization)
+                    principal = await store.authenticate(secret_hash, int(time.time() * 1000), request_id)
                     principal_var.set(principal)
                     caller = principal.root_key_id
                 if request is _UNDECODABLE:
                     raise InvalidArgument([_NOT_A_MESSAGE])
-                return await inner(request, context)
+                response = await inner(request, context)
+                context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
+                return response
             except grpc.aio.AbortError:
                 raise
             except asyncio.CancelledError:
@@ -136,7 +150,9 @@ class KeyscopeInterceptor(grpc.aio.ServerInterceptor):
                     log.exception("unexpected error in %s (request id %s)", method, request_id)
                 status = to_status(exc, request_id)
                 code = status.code
-                await context.abort(status.code, status.details, status.trailing_metadata)
+                await context.abort(
+                    status.code, status.details, (*status.trailing_metadata, (REQUEST_ID_HEADER, request_id))
+                )
             finally:
                 log.info("%s %s %.1fms caller=%s", method, code.name, (time.perf_counter() - started) * 1000, caller)
                 principal_var.reset(principal_token)
@@ -145,11 +161,39 @@ class KeyscopeInterceptor(grpc.aio.ServerInterceptor):
         return behaviour
 
 
-def _root_key_hash(metadata: Iterable[tuple[str, Any]] | None) -> bytes:
-    header = _metadata_value(metadata, "authorization")
-    if header is None:
-        raise Unauthenticated("missing authorization metadata: send 'authorization: Bearer <root key>'")
-    match = _BEARER.fullmatch(header)
-    if match is None:
-        raise Unauthenticated("malformed authorization metadata: expected 'Bearer <root key>'")
-    return hash_secret(match.group(1))
+class _WrappedGenericHandler(grpc.GenericRpcHandler):
+    def __init__(self, inner: grpc.GenericRpcHandler, wrap: Callable[[str, Handler], Handler]) -> None:
+        self._inner = inner
+        self._wrap = wrap
+        self._wrapped: dict[str, Handler | None] = {}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Handler | None:
+        method: str = handler_call_details.method
+        try:
+            return self._wrapped[method]
+        except KeyError:
+            pass
+        handler = self._inner.service(handler_call_details)
+        wrapped = None if handler is None else self._wrap(method, handler)
+        if wrapped is not None:  # an unknown method's name is the caller's to choose: it is not kept
+            self._wrapped[method] = wrapped
+        return wrapped
+
+
+class _WrappingRegistrar:
+    """Stands in for a grpc.aio.Server while services register: passes every handler on, wrapped."""
+
+    def __init__(self, server: grpc.aio.Server, wrap: Callable[[str, Handler], Handler]) -> None:
+        self._server = server
+        self._wrap = wrap
+
+    def add_generic_rpc_handlers(self, generic_rpc_handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers(
+            tuple(_WrappedGenericHandler(handler, self._wrap) for handler in generic_rpc_handlers)
+        )
+
+    def add_registered_method_handlers(self, service_name: str, method_handlers: Mapping[str, Handler]) -> None:
+        self._server.add_registered_method_handlers(
+            service_name,
+            {name: self._wrap(f"/{service_name}/{name}", handler) for name, handler in method_handlers.items()},
+        )

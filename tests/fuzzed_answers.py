@@ -63,9 +63,9 @@ def names_a_field(request: Message, path: str) -> bool:
     return True
 
 
-def check_request_id(initial_metadata: Any, sent_id: str | None) -> str:
-    echoed = dict(initial_metadata or ()).get("x-request-id")
-    assert echoed, "every answer carries an x-request-id header"
+def check_request_id(trailing_metadata: Any, sent_id: str | None) -> str:
+    echoed = dict(trailing_metadata or ()).get("x-request-id")
+    assert echoed, "every answer carries an x-request-id trailer"
     if sent_id is not None and SANE_REQUEST_ID.fullmatch(sent_id):
         assert echoed == sent_id
     else:
@@ -92,7 +92,7 @@ def check_error(rpc: MethodDescriptor, request: Message, error: grpc.aio.AioRpcE
     size = trailers_size(error)
     assert size <= METADATA_LIMIT, f"{rpc.name}'s {code.name} has {size} bytes of trailers: a default client drops it"
     # request_id() also checks that the details are a google.rpc.Status of the same code.
-    assert request_id(error) == check_request_id(error.initial_metadata(), sent_id)
+    assert request_id(error) == check_request_id(error.trailing_metadata(), sent_id)
     detail = DETAILS_OF.get(code)
     if detail is not None:
         assert detail(error), f"{code.name} without its details"

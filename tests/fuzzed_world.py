@@ -145,7 +145,7 @@ class World:
         else:
             self.tried["OK"] += 1
             assert request.ByteSize() <= MAX_MESSAGE_BYTES, f"{rpc.name} accepted a request over the size limit"
-            echoed_id = check_request_id(await call.initial_metadata(), sent_id)
+            echoed_id = check_request_id(await call.trailing_metadata(), sent_id)
             await self.take_stock()
             changed = self.held != before
             if changed:

@@ -90,10 +90,10 @@ async def test_unavailable_new_call_after_stop(server: RunningServer, admin: Cal
 
 async def test_ok_request_id_generated(admin: Caller) -> None:
     call = admin.apis.CreateApi(apis_pb2.CreateApiRequest(name="x"), metadata=admin.md)
-    [first] = x_request_id(await call.initial_metadata())
+    [first] = x_request_id(await call.trailing_metadata())
     await call
     call = admin.apis.CreateApi(apis_pb2.CreateApiRequest(name="y"), metadata=admin.md)
-    [second] = x_request_id(await call.initial_metadata())
+    [second] = x_request_id(await call.trailing_metadata())
     await call
     assert isinstance(first, str) and first.startswith("req_")
     assert first != second
@@ -102,14 +102,14 @@ async def test_ok_request_id_generated(admin: Caller) -> None:
 @pytest.mark.parametrize("sent", ["my-id-123", "A" * 128, '!~"#{}[]', "0"])
 async def test_ok_request_id_is_the_callers_own(admin: Caller, sent: str) -> None:
     call = admin.apis.CreateApi(apis_pb2.CreateApiRequest(name="x"), metadata=(*admin.md, ("x-request-id", sent)))
-    assert x_request_id(await call.initial_metadata()) == [sent]
+    assert x_request_id(await call.trailing_metadata()) == [sent]
     await call
 
 
 @pytest.mark.parametrize("sent", ["A" * 129, "B" * 200, "my id", " leading", ""])
 async def test_ok_unsafe_request_id_is_replaced(admin: Caller, sent: str) -> None:
     call = admin.apis.CreateApi(apis_pb2.CreateApiRequest(name="x"), metadata=(*admin.md, ("x-request-id", sent)))
-    [returned] = x_request_id(await call.initial_metadata())
+    [returned] = x_request_id(await call.trailing_metadata())
     await call
     assert isinstance(returned, str) and returned.startswith("req_")
     assert returned != sent
@@ -119,7 +119,7 @@ async def test_ok_request_id_on_health_check(channel: grpc.aio.Channel) -> None:
     call = health_pb2_grpc.HealthStub(channel).Check(
         health_pb2.HealthCheckRequest(), metadata=(("x-request-id", "probe-1"),)
     )
-    assert x_request_id(await call.initial_metadata()) == ["probe-1"]
+    assert x_request_id(await call.trailing_metadata()) == ["probe-1"]
     assert (await call).status == Serving.SERVING
 
 
@@ -133,7 +133,7 @@ async def test_unauthenticated_error_carries_callers_request_id(channel: grpc.ai
         await call
     assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert request_id(e.value) == "my-id-123"
-    assert x_request_id(await call.initial_metadata()) == ["my-id-123"]
+    assert x_request_id(await call.trailing_metadata()) == ["my-id-123"]
 
 
 async def test_not_found_error_request_id_equals_header(admin: Caller) -> None:
@@ -141,7 +141,7 @@ async def test_not_found_error_request_id_equals_header(admin: Caller) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await call
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
-    [header] = x_request_id(await call.initial_metadata())
+    [header] = x_request_id(await call.trailing_metadata())
     assert request_id(e.value) == header
     assert isinstance(header, str) and header.startswith("req_")
 
@@ -152,7 +152,7 @@ async def test_invalid_argument_error_request_id_replaced_when_unsafe(admin: Cal
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await call
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    [header] = x_request_id(await call.initial_metadata())
+    [header] = x_request_id(await call.trailing_metadata())
     assert request_id(e.value) == header != sent
 
 

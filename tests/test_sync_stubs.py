@@ -114,7 +114,7 @@ def test_ok_request_id_with_call(
     _, call = grpc_stub.GetKey.with_call(
         keys_pb2.GetKeyRequest(key_id=key.id), metadata=(*md, ("x-request-id", "sync-1"))
     )
-    assert ("x-request-id", "sync-1") in call.initial_metadata()
+    assert ("x-request-id", "sync-1") in call.trailing_metadata()
 
 
 def test_unauthenticated_sync_error(grpc_stub: keys_pb2_grpc.KeyServiceStub) -> None:

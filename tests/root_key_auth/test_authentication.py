@@ -139,7 +139,7 @@ async def test_unauthenticated_answer_carries_the_request_id(admin: Caller, worl
         await call(admin, "GetApi", world, (("x-request-id", "trace-123"),))
     assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert request_id(e.value) == "trace-123"
-    assert ("x-request-id", "trace-123") in tuple(e.value.initial_metadata() or ())
+    assert ("x-request-id", "trace-123") in tuple(e.value.trailing_metadata() or ())
 
 
 async def test_unauthenticated_the_call_after_a_root_key_is_disabled(
