@@ -23,6 +23,7 @@ from keyscope_server.store import Store, open_store, prepare_store
 from keyscope_server.store.copy import CopyFailed, copy_store, same_database
 from keyscope_server.store.engines import PostgresSettings, describe_db, engine_name
 from keyscope_server.store.verify_cache import CacheLimits
+from keyscope_server.tracing import TracingConfigError, tracer_provider_from_environment
 from keyscope_server.workers import supervise
 
 __all__ = ["main"]
@@ -385,15 +386,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         if options.command == "serve":
             if options.workers < 1:
                 parser.error("--workers must be at least 1")
+            try:
+                tracer_provider = tracer_provider_from_environment(os.environ)
+            except TracingConfigError as exc:
+                parser.error(str(exc))
             config = ServerConfig(
                 host=options.host,
                 port=options.port,
                 max_message_bytes=options.max_message_bytes,
                 reuse_port=options.reuse_port,
                 tls=tls,
+                tracer_provider=tracer_provider,
             )
             cache = CacheLimits(entries=options.cache_entries, bytes=options.cache_mib * 1024 * 1024)
-            asyncio.run(_serve(options.db, _postgres(options), config, options.grace, options.lame_duck, cache))
+            try:
+                asyncio.run(_serve(options.db, _postgres(options), config, options.grace, options.lame_duck, cache))
+            finally:
+                if tracer_provider is not None:
+                    tracer_provider.shutdown()  # exports the spans still batched
         elif options.command == "create-root-key":
             permissions = list(options.permissions) + (list(EXAMPLE_ROOT_KEY) if options.all else [])
             if not permissions:

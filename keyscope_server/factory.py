@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry.sdk.trace import TracerProvider
 
 from keyscope.v1 import (
     apis_pb2,
@@ -60,6 +62,8 @@ class ServerConfig:
     tls: TlsConfig | None = None  # None: plaintext
     # How often the store is probed (file there and writable, room left); health follows what it finds.
     store_probe_seconds: float = 1.0
+    # Set: a server span for every call, through the OpenTelemetry gRPC instrumentation (see keyscope_server.tracing).
+    tracer_provider: TracerProvider | None = None
 
 
 @dataclass
@@ -114,8 +118,12 @@ async def _watch_store(store: Store, health_servicer: health.aio.HealthServicer,
 
 async def start_server(store: Store, config: ServerConfig) -> RunningServer:
     page_tokens = PageTokens(await store.page_token_key())  # before any gRPC object exists that would need a stop
-    interceptor = KeyscopeInterceptor(store)
+    interceptor = KeyscopeInterceptor(store, traced=config.tracer_provider is not None)
+    tracing = []  # the instrumentation's interceptor makes each call's span; ours runs inside it, adding to it
+    if config.tracer_provider is not None:
+        tracing.append(aio_server_interceptor(tracer_provider=config.tracer_provider))  # type: ignore[no-untyped-call]
     server = grpc.aio.server(
+        interceptors=tracing,
         options=[
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes),

@@ -29,6 +29,7 @@ from keyscope_server.errors import DomainError, FieldViolation, InvalidArgument,
 from keyscope_server.request_context import principal_var, request_id_var
 from keyscope_server.status import to_status
 from keyscope_server.store import Store
+from keyscope_server.tracing import annotate_span
 
 __all__ = ["KeyscopeInterceptor", "REQUEST_ID_HEADER"]
 
@@ -81,8 +82,10 @@ def _root_key_hash(header: str | None) -> bytes:
 
 
 class KeyscopeInterceptor:
-    def __init__(self, store: Store, authenticated_prefix: str = "/keyscope.") -> None:
+    def __init__(self, store: Store, authenticated_prefix: str = "/keyscope.", *, traced: bool = False) -> None:
+        """`traced`: calls run in OpenTelemetry server spans, which get the request id and the caller."""
         self._store = store
+        self._traced = traced
         self._authenticated_prefix = authenticated_prefix
         self._refusing = False
 
@@ -110,6 +113,7 @@ class KeyscopeInterceptor:
 
     def _behaviour(self, method: str, inner: Behaviour, *, authenticate: bool) -> Behaviour:
         store = self._store
+        traced = self._traced
 
         async def behaviour(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
@@ -154,6 +158,8 @@ class KeyscopeInterceptor:
                     status.code, status.details, (*status.trailing_metadata, (REQUEST_ID_HEADER, request_id))
                 )
             finally:
+                if traced:
+                    annotate_span(request_id, None if caller == "-" else caller)
                 log.info("%s %s %.1fms caller=%s", method, code.name, (time.perf_counter() - started) * 1000, caller)
                 principal_var.reset(principal_token)
                 request_id_var.reset(request_id_token)

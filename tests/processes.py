@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def server_env(**extra: str) -> dict[str, str]:
-    """This environment without any KEYSCOPE_ setting of the developer's, plus `extra`."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith("KEYSCOPE_")}
+    """This environment without any KEYSCOPE_ or OpenTelemetry (OTEL_) setting of the developer's, plus `extra`."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("KEYSCOPE_", "OTEL_"))}
     return {**env, "PYTHONPATH": str(ROOT), **extra}
 
 
