@@ -68,7 +68,7 @@ def _installed(log_format: str) -> Iterator[io.StringIO]:
     stream = io.StringIO()
     handler = log_handler(log_format, stream)
     root = logging.getLogger()
-    level = root.level
+    level, limit, interval = root.level, auth_failure_warnings.limit, auth_failure_warnings.interval
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     auth_failure_warnings.configure(limit=WARNING_LIMIT, interval=3600.0)  # afresh: other tests failed before
@@ -77,7 +77,7 @@ def _installed(log_format: str) -> Iterator[io.StringIO]:
     finally:
         root.removeHandler(handler)
         root.setLevel(level)
-        auth_failure_warnings.configure(limit=10, interval=60.0)
+        auth_failure_warnings.configure(limit, interval)
 
 
 @pytest.fixture
