@@ -18,7 +18,7 @@ from keyscope_server.addresses import is_loopback
 from keyscope_server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
 from keyscope_server.errors import DomainError, StoreUnavailable
 from keyscope_server.factory import ServerConfig, TlsConfig, start_server
-from keyscope_server.logs import configure_logging
+from keyscope_server.logs import LOG_FORMATS, configure_logging
 from keyscope_server.store import Store, open_store, prepare_store
 from keyscope_server.store.copy import CopyFailed, copy_store, same_database
 from keyscope_server.store.engines import PostgresSettings, describe_db, engine_name
@@ -80,6 +80,13 @@ def _parser() -> argparse.ArgumentParser:
         default=env.get("KEYSCOPE_LOG_LEVEL", "info"),
         choices=["debug", "info", "warning", "error"],
         help="(env KEYSCOPE_LOG_LEVEL; default %(default)s)",
+    )
+    settings.add_argument(
+        "--log-format",
+        default=env.get("KEYSCOPE_LOG_FORMAT", "text"),
+        choices=LOG_FORMATS,
+        help="text lines, or one JSON object a line with the access log's fields (method, code, duration_ms, "
+        "caller, peer, VerifyKey's outcome) (env KEYSCOPE_LOG_FORMAT; default %(default)s)",
     )
     common = argparse.ArgumentParser(add_help=False, parents=[database, settings])
     parser = argparse.ArgumentParser(
@@ -286,7 +293,8 @@ async def _serve(
 def _worker_command(options: argparse.Namespace) -> list[str]:
     command = [
         sys.executable, "-m", "keyscope_server", "serve", "--reuse-port", "--workers", "1",
-        "--log-level", options.log_level, "--host", options.host, "--port", str(options.port),
+        "--log-level", options.log_level, "--log-format", options.log_format,
+        "--host", options.host, "--port", str(options.port),
         "--grace", str(options.grace), "--lame-duck", str(options.lame_duck),
         "--max-message-bytes", str(options.max_message_bytes),
         "--cache-entries", str(options.cache_entries), "--cache-mib", str(options.cache_mib),
@@ -370,7 +378,7 @@ async def _migrate(from_db: str, to_db: str, postgres: PostgresSettings) -> None
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     options = parser.parse_args(argv)
-    configure_logging(options.log_level)
+    configure_logging(options.log_level, options.log_format)
     if options.db_pool_size < 1:
         parser.error("--db-pool-size must be at least 1")
     if not options.db_timeout > 0:

@@ -26,7 +26,8 @@ import grpc
 
 from keyscope_server.credentials import hash_secret
 from keyscope_server.errors import DomainError, FieldViolation, InvalidArgument, ServerStopping, Unauthenticated
-from keyscope_server.request_context import principal_var, request_id_var
+from keyscope_server.logs import auth_failure_warnings
+from keyscope_server.request_context import principal_var, request_id_var, verify_outcome_var
 from keyscope_server.status import to_status
 from keyscope_server.store import Store
 from keyscope_server.tracing import annotate_span
@@ -130,7 +131,7 @@ class KeyscopeInterceptor:
             request_id_token = request_id_var.set(request_id)
             principal_token = principal_var.set(None)
             code = grpc.StatusCode.OK
-            caller = "-"
+            caller: str | None = None
             try:
                 if self._refusing:
                     raise ServerStopping()
@@ -152,6 +153,8 @@ class KeyscopeInterceptor:
             except Exception as exc:  # noqa: BLE001 - this is the one place errors become statuses
                 if not isinstance(exc, DomainError):
                     log.exception("unexpected error in %s (request id %s)", method, request_id)
+                elif isinstance(exc, Unauthenticated):
+                    auth_failure_warnings.failed(context.peer(), exc.message)
                 status = to_status(exc, request_id)
                 code = status.code
                 await context.abort(
@@ -159,8 +162,12 @@ class KeyscopeInterceptor:
                 )
             finally:
                 if traced:
-                    annotate_span(request_id, None if caller == "-" else caller)
-                log.info("%s %s %.1fms caller=%s", method, code.name, (time.perf_counter() - started) * 1000, caller)
+                    annotate_span(request_id, caller)
+                if log.isEnabledFor(logging.INFO):  # the extras are the fields of JSON lines (logs.py)
+                    ms, peer = (time.perf_counter() - started) * 1000, context.peer()
+                    extra = {"method": method, "code": code.name, "duration_ms": ms, "caller": caller, "peer": peer}
+                    extra["outcome"] = verify_outcome_var.get()  # VerifyKey's answer, set by its servicer
+                    log.info("%s %s %.1fms caller=%s peer=%s", method, code.name, ms, caller or "-", peer, extra=extra)
                 principal_var.reset(principal_token)
                 request_id_var.reset(request_id_token)
 

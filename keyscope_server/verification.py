@@ -7,9 +7,11 @@ from keyscope_server.messages import timestamp
 from keyscope_server.permission_query import Query
 from keyscope_server.store.models import KeyVerification
 
-__all__ = ["verdict"]
+__all__ = ["OUTCOMES", "verdict"]
 
 Response = keys_pb2.VerifyKeyResponse
+# Each answer code as logs and metrics name it: CODE_VALID is "VALID".
+OUTCOMES: dict[int, str] = {value: name.removeprefix("CODE_") for name, value in Response.Code.items()}
 
 
 def verdict(key: KeyVerification | None, query: Query | None, now_ms: int) -> keys_pb2.VerifyKeyResponse:

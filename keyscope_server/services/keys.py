@@ -12,12 +12,12 @@ from keyscope_server.credentials import hash_secret, new_secret, secret_start
 from keyscope_server.messages import key_message, permission_message, role_message, timestamp_ms
 from keyscope_server.page_tokens import PageTokens
 from keyscope_server.permission_query import Query, QuerySyntaxError, parse_query
-from keyscope_server.request_context import current_principal
+from keyscope_server.request_context import current_principal, verify_outcome_var
 from keyscope_server.services.paging import page_request
 from keyscope_server.store import Store
 from keyscope_server.store.models import KeyChanges, KeyQuery, KeyRecord, NewKey, PermissionsUpdate, Written
 from keyscope_server.validation import MAX_NAME, Validator
-from keyscope_server.verification import verdict
+from keyscope_server.verification import OUTCOMES, verdict
 
 __all__ = ["KeyService"]
 
@@ -199,7 +199,9 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
         check.min_revision(request.min_revision)
         check.done()
         found = await self._store.verify_key(current_principal(), hash_secret(request.key), request.min_revision)
-        return verdict(found, query, _now_ms())
+        answer = verdict(found, query, _now_ms())
+        verify_outcome_var.set(OUTCOMES[answer.code])  # for the access log
+        return answer
 
 
 PermissionsRequest = keys_pb2.SetPermissionsRequest | keys_pb2.AddPermissionsRequest | keys_pb2.RemovePermissionsRequest
