@@ -26,8 +26,9 @@ from keyscope_server.page_tokens import PageTokens
 from keyscope_server.reflection import enable_reflection
 from keyscope_server.services import ApiService, AuditService, KeyService, RoleService
 from keyscope_server.store import Store
+from keyscope_server.throttle import Throttle, ThrottleConfig
 
-__all__ = ["RunningServer", "ServerConfig", "SERVICE_NAMES", "TlsConfig", "start_server"]
+__all__ = ["RunningServer", "ServerConfig", "SERVICE_NAMES", "ThrottleConfig", "TlsConfig", "start_server"]
 
 log = logging.getLogger("keyscope")
 
@@ -60,6 +61,8 @@ class ServerConfig:
     tls: TlsConfig | None = None  # None: plaintext
     # How often the store is probed (file there and writable, room left); health follows what it finds.
     store_probe_seconds: float = 1.0
+    # Budgets of failed lookups of unknown credentials (keyscope_server.throttle); ThrottleConfig(0, 0): off.
+    throttle: ThrottleConfig = ThrottleConfig()
 
 
 @dataclass
@@ -114,7 +117,8 @@ async def _watch_store(store: Store, health_servicer: health.aio.HealthServicer,
 
 async def start_server(store: Store, config: ServerConfig) -> RunningServer:
     page_tokens = PageTokens(await store.page_token_key())  # before any gRPC object exists that would need a stop
-    interceptor = KeyscopeInterceptor(store)
+    throttle = Throttle(config.throttle)
+    interceptor = KeyscopeInterceptor(store, throttle=throttle)
     server = grpc.aio.server(
         interceptors=[interceptor],
         options=[
@@ -124,7 +128,7 @@ async def start_server(store: Store, config: ServerConfig) -> RunningServer:
         ],
     )
     apis_pb2_grpc.add_ApiServiceServicer_to_server(ApiService(store, page_tokens), server)
-    keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyService(store, page_tokens), server)
+    keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyService(store, page_tokens, throttle), server)
     roles_pb2_grpc.add_RoleServiceServicer_to_server(RoleService(store, page_tokens), server)
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditService(store, page_tokens), server)
 

@@ -22,6 +22,7 @@ from keyscope_server.errors import DomainError, FieldViolation, InvalidArgument,
 from keyscope_server.request_context import principal_var, request_id_var
 from keyscope_server.status import to_status
 from keyscope_server.store import Store
+from keyscope_server.throttle import NO_THROTTLE, Throttle
 
 __all__ = ["KeyscopeInterceptor", "REQUEST_ID_HEADER"]
 
@@ -73,8 +74,11 @@ def _request_id(metadata: Iterable[tuple[str, Any]] | None) -> str:
 
 
 class KeyscopeInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, store: Store, authenticated_prefix: str = "/keyscope.") -> None:
+    def __init__(
+        self, store: Store, authenticated_prefix: str = "/keyscope.", throttle: Throttle = NO_THROTTLE
+    ) -> None:
         self._store = store
+        self._throttle = throttle
         self._authenticated_prefix = authenticated_prefix
         self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
         self._refusing = False
@@ -120,7 +124,9 @@ class KeyscopeInterceptor(grpc.aio.ServerInterceptor):
                     raise ServerStopping()
                 await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
                 if authenticate:
-                    principal = await store.authenticate(_root_key_hash(metadata), int(time.time() * 1000), request_id)
+                    principal = await store.authenticate(
+                        _root_key_hash(metadata), int(time.time() * 1000), request_id, self._throttle.for_peer(context)
+                    )
                     principal_var.set(principal)
                     caller = principal.root_key_id
                 if request is _UNDECODABLE:
