@@ -193,3 +193,19 @@ async def test_ok_a_budget_of_zero_turns_the_throttle_off(
     finally:
         await running.stop(None)
     assert codes == {grpc.StatusCode.UNAUTHENTICATED}
+
+
+async def test_resource_exhausted_the_client_exposes_the_retry_delay(server: RunningServer) -> None:
+    import keyscope
+
+    target = f"127.0.0.1:{server.port}"
+    for _ in range(BUDGET):
+        async with keyscope.AsyncClient(target, root_key=new_secret(ROOT_KEY_PREFIX)) as stranger:
+            with pytest.raises(keyscope.Unauthenticated) as unknown:
+                await stranger.apis.GetApi(apis_pb2.GetApiRequest(api_id="api_x"))
+            assert unknown.value.retry_delay is None
+    async with keyscope.AsyncClient(target, root_key=new_secret(ROOT_KEY_PREFIX)) as stranger:
+        with pytest.raises(keyscope.ResourceExhausted) as throttled:
+            await stranger.apis.GetApi(apis_pb2.GetApiRequest(api_id="api_x"))
+    assert throttled.value.retry_delay == pytest.approx(1.201)
+    assert throttled.value.reason == "TOO_MANY_FAILED_AUTHENTICATIONS"
