@@ -17,7 +17,7 @@ from pathlib import Path
 from keyscope_server.addresses import is_loopback
 from keyscope_server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
 from keyscope_server.errors import DomainError, StoreUnavailable
-from keyscope_server.factory import ServerConfig, TlsConfig, start_server
+from keyscope_server.factory import ServerConfig, ThrottleConfig, TlsConfig, start_server
 from keyscope_server.logs import LOG_FORMATS, configure_logging
 from keyscope_server.store import Store, open_store, prepare_store
 from keyscope_server.store.copy import CopyFailed, copy_store, same_database
@@ -150,6 +150,29 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=int(env.get("KEYSCOPE_MAX_MESSAGE_BYTES", str(4 * 1024 * 1024))),
         help="largest request or response accepted (env KEYSCOPE_MAX_MESSAGE_BYTES; default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-auth-failures",
+        type=int,
+        default=int(env.get("KEYSCOPE_MAX_AUTH_FAILURES", "50")),
+        help="unknown root keys one peer address may send per --throttle-window; past that, calls whose root key "
+        "would need a store lookup get RESOURCE_EXHAUSTED with RetryInfo (known root keys are served); 0: off "
+        "(env KEYSCOPE_MAX_AUTH_FAILURES; default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-unknown-keys",
+        type=int,
+        default=int(env.get("KEYSCOPE_MAX_UNKNOWN_KEYS", "100")),
+        help="VerifyKey secrets that no key has one root key may send per --throttle-window; past that, its "
+        "VerifyKeys of secrets the cache does not hold get RESOURCE_EXHAUSTED with RetryInfo; 0: off "
+        "(env KEYSCOPE_MAX_UNKNOWN_KEYS; default %(default)s)",
+    )
+    serve.add_argument(
+        "--throttle-window",
+        type=float,
+        default=float(env.get("KEYSCOPE_THROTTLE_WINDOW_SECONDS", "1")),
+        help="seconds over which --max-auth-failures and --max-unknown-keys are counted, sliding "
+        "(env KEYSCOPE_THROTTLE_WINDOW_SECONDS; default %(default)s)",
     )
     serve.add_argument(
         "--tls-cert",
@@ -297,6 +320,9 @@ def _worker_command(options: argparse.Namespace) -> list[str]:
         "--host", options.host, "--port", str(options.port),
         "--grace", str(options.grace), "--lame-duck", str(options.lame_duck),
         "--max-message-bytes", str(options.max_message_bytes),
+        "--max-auth-failures", str(options.max_auth_failures),
+        "--max-unknown-keys", str(options.max_unknown_keys),
+        "--throttle-window", str(options.throttle_window),
         "--cache-entries", str(options.cache_entries), "--cache-mib", str(options.cache_mib),
         "--db-pool-size", str(options.db_pool_size), "--db-timeout", str(options.db_timeout),
     ]  # fmt: skip
@@ -383,6 +409,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--db-pool-size must be at least 1")
     if not options.db_timeout > 0:
         parser.error("--db-timeout must be a number of seconds above 0")
+    if options.command == "serve":
+        if options.max_auth_failures < 0 or options.max_unknown_keys < 0:
+            parser.error("--max-auth-failures and --max-unknown-keys must be 0 (off) or more")
+        if not options.throttle_window > 0:
+            parser.error("--throttle-window must be a number of seconds above 0")
     try:
         # Before anything opens the database or listens.
         tls = _tls_config(parser, options) if options.command == "serve" else None
@@ -405,6 +436,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 reuse_port=options.reuse_port,
                 tls=tls,
                 tracer_provider=tracer_provider,
+                throttle=ThrottleConfig(
+                    auth_failures=options.max_auth_failures,
+                    unknown_keys=options.max_unknown_keys,
+                    window_seconds=options.throttle_window,
+                ),
             )
             cache = CacheLimits(entries=options.cache_entries, bytes=options.cache_mib * 1024 * 1024)
             try:

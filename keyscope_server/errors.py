@@ -23,6 +23,7 @@ __all__ = [
     "ServerStopping",
     "StoreFull",
     "StoreUnavailable",
+    "Throttled",
     "Unauthenticated",
 ]
 
@@ -141,3 +142,13 @@ class StoreUnavailable(DomainError):
 
     def __init__(self, message: str = "the store is unavailable, try again later") -> None:
         super().__init__(message)
+
+
+class Throttled(DomainError):
+    """Too many failures that each cost a store lookup (`reason` says which kind); `retry_after` seconds from now,
+    a call that needs such a lookup is taken again."""
+
+    def __init__(self, reason: str, what: str, retry_after: float) -> None:
+        self.reason = reason
+        self.retry_after = retry_after
+        super().__init__(f"too many {what}; retry in {retry_after:.3f}s")

@@ -28,8 +28,9 @@ from keyscope_server.page_tokens import PageTokens
 from keyscope_server.reflection import enable_reflection
 from keyscope_server.services import ApiService, AuditService, KeyService, RoleService
 from keyscope_server.store import Store
+from keyscope_server.throttle import Throttle, ThrottleConfig
 
-__all__ = ["RunningServer", "ServerConfig", "SERVICE_NAMES", "TlsConfig", "start_server"]
+__all__ = ["RunningServer", "ServerConfig", "SERVICE_NAMES", "ThrottleConfig", "TlsConfig", "start_server"]
 
 log = logging.getLogger("keyscope")
 
@@ -64,6 +65,8 @@ class ServerConfig:
     store_probe_seconds: float = 1.0
     # Set: a server span for every call, through the OpenTelemetry gRPC instrumentation (see keyscope_server.tracing).
     tracer_provider: TracerProvider | None = None
+    # Budgets of failed lookups of unknown credentials (keyscope_server.throttle); ThrottleConfig(0, 0): off.
+    throttle: ThrottleConfig = ThrottleConfig()
 
 
 @dataclass
@@ -118,7 +121,8 @@ async def _watch_store(store: Store, health_servicer: health.aio.HealthServicer,
 
 async def start_server(store: Store, config: ServerConfig) -> RunningServer:
     page_tokens = PageTokens(await store.page_token_key())  # before any gRPC object exists that would need a stop
-    interceptor = KeyscopeInterceptor(store, traced=config.tracer_provider is not None)
+    throttle = Throttle(config.throttle)
+    interceptor = KeyscopeInterceptor(store, throttle=throttle, traced=config.tracer_provider is not None)
     tracing = []  # the instrumentation's interceptor makes each call's span; ours runs inside it, adding to it
     if config.tracer_provider is not None:
         tracing.append(aio_server_interceptor(tracer_provider=config.tracer_provider))  # type: ignore[no-untyped-call]
@@ -132,7 +136,7 @@ async def start_server(store: Store, config: ServerConfig) -> RunningServer:
     )
     registering = interceptor.registering(server)
     apis_pb2_grpc.add_ApiServiceServicer_to_server(ApiService(store, page_tokens), registering)
-    keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyService(store, page_tokens), registering)
+    keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyService(store, page_tokens, throttle), registering)
     roles_pb2_grpc.add_RoleServiceServicer_to_server(RoleService(store, page_tokens), registering)
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditService(store, page_tokens), registering)
 

@@ -30,6 +30,7 @@ from keyscope_server.logs import auth_failure_warnings
 from keyscope_server.request_context import principal_var, request_id_var, verify_outcome_var
 from keyscope_server.status import to_status
 from keyscope_server.store import Store
+from keyscope_server.throttle import NO_THROTTLE, Throttle
 from keyscope_server.tracing import annotate_span
 
 __all__ = ["KeyscopeInterceptor", "REQUEST_ID_HEADER"]
@@ -83,9 +84,18 @@ def _root_key_hash(header: str | None) -> bytes:
 
 
 class KeyscopeInterceptor:
-    def __init__(self, store: Store, authenticated_prefix: str = "/keyscope.", *, traced: bool = False) -> None:
-        """`traced`: calls run in OpenTelemetry server spans, which get the request id and the caller."""
+    def __init__(
+        self,
+        store: Store,
+        authenticated_prefix: str = "/keyscope.",
+        *,
+        throttle: Throttle = NO_THROTTLE,
+        traced: bool = False,
+    ) -> None:
+        """`throttle`: the budgets of failed root-key lookups by peer; `traced`: calls run in OpenTelemetry server
+        spans, which get the request id and the caller."""
         self._store = store
+        self._throttle = throttle
         self._traced = traced
         self._authenticated_prefix = authenticated_prefix
         self._refusing = False
@@ -114,6 +124,7 @@ class KeyscopeInterceptor:
 
     def _behaviour(self, method: str, inner: Behaviour, *, authenticate: bool) -> Behaviour:
         store = self._store
+        throttle = self._throttle
         traced = self._traced
 
         async def behaviour(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -137,7 +148,8 @@ class KeyscopeInterceptor:
                     raise ServerStopping()
                 if authenticate:
                     secret_hash = _root_key_hash(authorization)
-                    principal = await store.authenticate(secret_hash, int(time.time() * 1000), request_id)
+                    now_ms = int(time.time() * 1000)
+                    principal = await store.authenticate(secret_hash, now_ms, request_id, throttle.for_peer(context))
                     principal_var.set(principal)
                     caller = principal.root_key_id
                 if request is _UNDECODABLE:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -26,6 +26,7 @@ from keyscope_server.errors import (
     ServerStopping,
     StoreFull,
     StoreUnavailable,
+    Throttled,
     Unauthenticated,
 )
 
@@ -115,6 +116,14 @@ def _details(exc: DomainError) -> tuple[int, str, list[Message]]:
     if isinstance(exc, StoreFull):
         info = error_details_pb2.ErrorInfo(reason="STORE_FULL", domain=DOMAIN)
         return code_pb2.RESOURCE_EXHAUSTED, message, [info]
+    if isinstance(exc, Throttled):
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(round(exc.retry_after * 1e9))
+        throttled: list[Message] = [
+            error_details_pb2.ErrorInfo(reason=exc.reason, domain=DOMAIN),
+            error_details_pb2.RetryInfo(retry_delay=delay),
+        ]
+        return code_pb2.RESOURCE_EXHAUSTED, message, throttled
     if isinstance(exc, ServerStopping):
         return code_pb2.UNAVAILABLE, message, [error_details_pb2.ErrorInfo(reason="SERVER_STOPPING", domain=DOMAIN)]
     if isinstance(exc, StoreUnavailable):

@@ -37,6 +37,7 @@ def _details(error: grpc.aio.AioRpcError) -> list:
                     error_details_pb2.ErrorInfo,
                     error_details_pb2.ResourceInfo,
                     error_details_pb2.RequestInfo,
+                    error_details_pb2.RetryInfo,
                 ):
                     if detail.Is(cls.DESCRIPTOR):
                         message = cls()
@@ -59,6 +60,12 @@ def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
 
 def resource_names(error: grpc.aio.AioRpcError) -> list[str]:
     return [d.resource_name for d in _details(error) if isinstance(d, error_details_pb2.ResourceInfo)]
+
+
+def retry_delay(error: grpc.aio.AioRpcError) -> float:
+    """google.rpc.RetryInfo's delay, in seconds."""
+    [info] = [d for d in _details(error) if isinstance(d, error_details_pb2.RetryInfo)]
+    return float(info.retry_delay.seconds + info.retry_delay.nanos / 1e9)
 
 
 def request_id(error: grpc.aio.AioRpcError) -> str:

@@ -169,3 +169,33 @@ def test_ok_max_message_bytes_from_the_environment(tmp_path: Path, new_database:
     finally:
         code, output = stop(process, signal.SIGTERM)
     assert code == 0, output
+
+
+def test_ok_throttle_budget_and_window_from_the_environment(tmp_path: Path, new_database: NewDatabase) -> None:
+    db = new_database("keyscope")
+    port = free_port()
+    # A window of a minute: the three calls fall within it however slow the machine.
+    env = server_env(KEYSCOPE_MAX_AUTH_FAILURES="2", KEYSCOPE_THROTTLE_WINDOW_SECONDS="60")
+    process = start_serve(tmp_path, db, port, env=env)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = apis_pb2_grpc.ApiServiceStub(channel)
+            codes = []
+            for n in range(3):
+                with pytest.raises(grpc.RpcError) as error:
+                    md = (("authorization", f"Bearer ksroot_unknown{n}"),)
+                    stub.GetApi(apis_pb2.GetApiRequest(api_id="api_x"), metadata=md, timeout=10)
+                codes.append(error.value.code())  # type: ignore[attr-defined]
+    finally:
+        code, output = stop(process, signal.SIGTERM)
+    assert code == 0, output
+    assert codes == [grpc.StatusCode.UNAUTHENTICATED] * 2 + [grpc.StatusCode.RESOURCE_EXHAUSTED]
+
+
+@pytest.mark.parametrize(
+    "flags", [["--throttle-window", "0"], ["--max-auth-failures", "-1"], ["--max-unknown-keys", "-1"]]
+)
+def test_invalid_argument_throttle_flags(tmp_path: Path, flags: list[str]) -> None:
+    result = run(tmp_path, "serve", "--db", str(tmp_path / "k.db"), "--port", "0", *flags)
+    assert result.returncode == 2
+    assert "--throttle-window" in result.stderr or "--max-auth-failures" in result.stderr

@@ -174,7 +174,7 @@ class _BrokenStore:
     async def page_token_key(self) -> bytes:
         return b"k" * 32
 
-    async def authenticate(self, secret_hash: bytes, now_ms: int, request_id: str = "") -> object:
+    async def authenticate(self, secret_hash: bytes, now_ms: int, request_id: str = "", gate: object = None) -> object:
         raise RuntimeError("secret internals")
 
 

@@ -91,3 +91,43 @@ def test_ok_bounded_in_bytes() -> None:
         cache.put_key(h(n), key(n, 1, permissions=many))
     assert 0 < cache.used_bytes <= 200_000
     assert 0 < len(cache) < 1000
+
+
+def test_ok_an_unknown_secret_is_kept_while_the_revision_stands() -> None:
+    cache = cache_at(10)
+    cache.put_unknown(h(1), 10)
+    cache.apply(10, True, [])  # a catch-up that found no new commit
+    assert cache.is_unknown(h(1))
+    assert not cache.is_unknown(h(2))
+
+
+def test_ok_unknown_secrets_dropped_when_the_revision_moves() -> None:
+    # A key creation names no cached key in the change log: any new revision may be one.
+    cache = cache_at(10)
+    cache.put_unknown(h(1), 10)
+    cache.apply(11, True, [])
+    assert not cache.is_unknown(h(1))
+
+
+def test_ok_an_unknown_found_at_a_revision_the_cache_has_left_is_not_kept() -> None:
+    # The lookup began at 10; a catch-up to 11 (which may have created the key) ran before its answer came.
+    cache = cache_at(10)
+    cache.apply(11, True, [])
+    cache.put_unknown(h(1), 10)
+    assert not cache.is_unknown(h(1))
+
+
+def test_ok_nothing_unknown_is_kept_before_the_first_catch_up() -> None:
+    cache = VerifyCache(CacheLimits())
+    cache.put_unknown(h(1), -1)
+    assert not cache.is_unknown(h(1))
+
+
+def test_ok_unknown_secrets_bounded_least_recently_used_first() -> None:
+    cache = cache_at(10, CacheLimits(unknown=3))
+    for n in (1, 2, 3):
+        cache.put_unknown(h(n), 10)
+    assert cache.is_unknown(h(1))  # used: h(2) is now the oldest
+    cache.put_unknown(h(4), 10)
+    assert [cache.is_unknown(h(n)) for n in (1, 2, 3, 4)] == [True, False, True, True]
+    assert cache.unknown_count == 3

@@ -16,6 +16,7 @@ from keyscope_server.request_context import current_principal, verify_outcome_va
 from keyscope_server.services.paging import page_request
 from keyscope_server.store import Store
 from keyscope_server.store.models import KeyChanges, KeyQuery, KeyRecord, NewKey, PermissionsUpdate, Written
+from keyscope_server.throttle import NO_THROTTLE, Throttle
 from keyscope_server.validation import MAX_NAME, Validator
 from keyscope_server.verification import OUTCOMES, verdict
 
@@ -27,9 +28,10 @@ def _now_ms() -> int:
 
 
 class KeyService(keys_pb2_grpc.KeyServiceServicer):
-    def __init__(self, store: Store, page_tokens: PageTokens) -> None:
+    def __init__(self, store: Store, page_tokens: PageTokens, throttle: Throttle = NO_THROTTLE) -> None:
         self._store = store
         self._page_tokens = page_tokens
+        self._throttle = throttle
 
     async def CreateKey(
         self, request: keys_pb2.CreateKeyRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -198,7 +200,9 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
                 check.add("permissions", str(exc))
         check.min_revision(request.min_revision)
         check.done()
-        found = await self._store.verify_key(current_principal(), hash_secret(request.key), request.min_revision)
+        principal = current_principal()
+        gate = self._throttle.for_root_key(principal.root_key_id)
+        found = await self._store.verify_key(principal, hash_secret(request.key), request.min_revision, gate)
         answer = verdict(found, query, _now_ms())
         verify_outcome_var.set(OUTCOMES[answer.code])  # for the access log
         return answer

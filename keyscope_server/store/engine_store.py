@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from keyscope_server import access
@@ -20,6 +21,7 @@ from keyscope_server.store import apis, audit, keys, roles, root_keys
 from keyscope_server.store.authorization import require_revision
 from keyscope_server.store.changes import current_revision, page_token_key
 from keyscope_server.store.engine import Engine, FirstRead, Rule
+from keyscope_server.store.interface import LookupGate
 from keyscope_server.store.models import (
     ApiDeletion,
     ApiRecord,
@@ -43,11 +45,19 @@ from keyscope_server.store.models import (
 from keyscope_server.store.snapshot import ImportProgress, StoreSnapshot
 from keyscope_server.store.verify_cache import DEFAULT_LIMITS, CacheLimits, VerifyCache
 
-__all__ = ["EngineStore"]
+__all__ = ["EngineStore", "LookupCounts"]
 
 T = TypeVar("T")
 
 _NO_MARK = object()
+
+
+@dataclass
+class LookupCounts:
+    """Lookups of a secret in the engine, what the caches did not answer: VerifyKey's keys and root keys."""
+
+    keys: int = 0
+    root_keys: int = 0
 
 
 class EngineStore:
@@ -56,6 +66,7 @@ class EngineStore:
     def __init__(self, engine: Engine, limits: CacheLimits = DEFAULT_LIMITS) -> None:
         self.engine = engine
         self.cache = VerifyCache(limits)
+        self.lookups = LookupCounts()
         self._mark: Hashable = _NO_MARK
         # When the last catch-up that finished began (time.monotonic()), and the change-log read in flight.
         self._caught_up_from = float("-inf")
@@ -147,13 +158,22 @@ class EngineStore:
     async def list_root_keys(self) -> list[RootKeyRecord]:
         return await self.engine.read(root_keys.list_root_keys)
 
-    async def authenticate(self, secret_hash: bytes, now_ms: int, request_id: str = "") -> Principal:
+    async def authenticate(
+        self, secret_hash: bytes, now_ms: int, request_id: str = "", gate: LookupGate | None = None
+    ) -> Principal:
+        """The caller this root key makes. `gate`: what must let a lookup in the engine go ahead (a root key the
+        cache holds needs none), and hears of one that found nothing."""
         checked_since = await self._catch_up(0)
         grant = self.cache.root(secret_hash)
         if grant is None:
+            if gate is not None:
+                gate.admit()
+            self.lookups.root_keys += 1
             grant = await self.engine.find_root_key(secret_hash)
             if grant is not None:
                 self.cache.put_root(secret_hash, grant)
+            elif gate is not None:
+                gate.missed()
         return root_keys.admit(grant, now_ms, request_id, checked_since)
 
     # -- APIs -------------------------------------------------------------------
@@ -272,15 +292,26 @@ class EngineStore:
         )
 
     async def verify_key(
-        self, principal: Principal, secret_hash: bytes, min_revision: int = 0
+        self, principal: Principal, secret_hash: bytes, min_revision: int = 0, gate: LookupGate | None = None
     ) -> KeyVerification | None:
         """The key, if there is one with this secret and the caller may verify keys of its API; else None (the
-        same answer, so that a caller cannot probe other APIs' keys)."""
+        same answer, so that a caller cannot probe other APIs' keys). `gate`: what must let a lookup in the
+        engine go ahead (a secret the cache holds, as a key or as unknown, needs none), and hears of one that
+        found nothing."""
         await self._catch_up(min_revision, principal.checked_since)
         found = self.cache.key(secret_hash)
         if found is None:
+            if self.cache.is_unknown(secret_hash):
+                return None
+            if gate is not None:
+                gate.admit()
+            revision = self.cache.seen  # what the lookup is at least as fresh as
+            self.lookups.keys += 1
             found = await self.engine.find_key(secret_hash)
             if found is None:
+                self.cache.put_unknown(secret_hash, revision)
+                if gate is not None:
+                    gate.missed()
                 return None
             self.cache.put_key(secret_hash, found)
         return found if principal.may(access.VERIFY_KEY, found.api_id) else None

@@ -41,7 +41,17 @@ from keyscope_server.store.models import (
 )
 from keyscope_server.store.snapshot import ImportProgress, StoreSnapshot
 
-__all__ = ["Store"]
+__all__ = ["LookupGate", "Store"]
+
+
+class LookupGate(Protocol):
+    """What lets one call's store lookup of a credential the caches do not hold go ahead (keyscope_server.throttle).
+
+    `admit` runs before the lookup and raises (Throttled) to refuse it; `missed` runs when the lookup found nothing.
+    """
+
+    def admit(self) -> None: ...
+    def missed(self) -> None: ...
 
 
 class Store(Protocol):
@@ -52,7 +62,9 @@ class Store(Protocol):
     async def set_root_key_enabled(self, root_key_id: str, enabled: bool) -> None: ...
     async def delete_root_key(self, root_key_id: str) -> None: ...
     async def list_root_keys(self) -> list[RootKeyRecord]: ...
-    async def authenticate(self, secret_hash: bytes, now_ms: int, request_id: str = "") -> Principal: ...
+    async def authenticate(
+        self, secret_hash: bytes, now_ms: int, request_id: str = "", gate: LookupGate | None = None
+    ) -> Principal: ...
 
     # APIs and their scope lists.
     async def create_api(self, principal: Principal, name: str, scopes: Sequence[ScopeSpec]) -> Written[ApiRecord]: ...
@@ -102,7 +114,7 @@ class Store(Protocol):
         self, principal: Principal, key_id: str, role_names: Sequence[str], etag: str = ""
     ) -> Written[KeyRecord]: ...
     async def verify_key(
-        self, principal: Principal, secret_hash: bytes, min_revision: int = 0
+        self, principal: Principal, secret_hash: bytes, min_revision: int = 0, gate: LookupGate | None = None
     ) -> KeyVerification | None: ...
 
     # Roles.

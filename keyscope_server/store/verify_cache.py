@@ -5,7 +5,16 @@ the revision the cache has caught up to (`apply`), so an entry is never
 served after a change to it was committed, whichever process committed it.
 An entry read at revision R is taken in only if no change applied after R
 touched it (`put_key`, `put_root`). Bounded in entries and in bytes; least
-recently used entries go first. Misses (unknown secrets) are never kept.
+recently used entries go first.
+
+Unknown secrets (VerifyKey lookups that found no key) are kept too, apart and
+bounded on their own (`put_unknown`), so that a guess repeated costs no store
+read. The change log does not name a key that is created (no cache can hold
+it), so an unknown entry holds only while the revision stands still: every
+revision the cache catches up to drops them all, and one found at a revision
+the cache has since left is not taken in. A key created a moment ago is
+therefore never answered from here: its commit moved the revision, which the
+store's catch-up before every call sees, whichever process committed it.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ _ENTRY_OVERHEAD = 400  # bytes of Python objects around an entry's strings, meas
 class CacheLimits:
     entries: int = 100_000
     bytes: int = 64 * 1024 * 1024
+    unknown: int = 50_000  # unknown secrets' hashes, about 150 bytes each
 
 
 DEFAULT_LIMITS = CacheLimits()
@@ -44,6 +54,7 @@ class VerifyCache:
         self._hash_of_key: dict[str, bytes] = {}
         self._hashes_of_api: dict[str, set[bytes]] = {}
         self._roots: OrderedDict[bytes, RootKeyGrant] = OrderedDict()
+        self._unknown: OrderedDict[bytes, None] = OrderedDict()
         self._bytes = 0
         self._recent: deque[Change] = deque(maxlen=remembered_changes)
         self._recent_from = -1  # _recent holds every change applied after this revision
@@ -61,6 +72,8 @@ class VerifyCache:
         if self.seen < 0 or not complete:
             self._clear(current)
             return
+        if current != self.seen:
+            self._unknown.clear()  # a key may have been created: nothing unknown before is known to be now
         for change in changes:
             if len(self._recent) == self._recent.maxlen:
                 self._recent_from = self._recent[0][0]
@@ -80,6 +93,26 @@ class VerifyCache:
         if grant is not None:
             self._roots.move_to_end(secret_hash)
         return grant
+
+    def is_unknown(self, secret_hash: bytes) -> bool:
+        """Whether a lookup at the current revision found no key with this secret."""
+        if secret_hash not in self._unknown:
+            return False
+        self._unknown.move_to_end(secret_hash)
+        return True
+
+    def put_unknown(self, secret_hash: bytes, revision: int) -> None:
+        """Keep that no key has this secret, as a lookup begun when the cache was at `revision` found."""
+        if self.seen < 0 or revision != self.seen:
+            return  # the cache has caught up past the lookup since: a key may have been created in between
+        self._unknown[secret_hash] = None
+        self._unknown.move_to_end(secret_hash)
+        while len(self._unknown) > self.limits.unknown:
+            self._unknown.popitem(last=False)
+
+    @property
+    def unknown_count(self) -> int:
+        return len(self._unknown)
 
     def put_key(self, secret_hash: bytes, key: KeyVerification) -> None:
         if not self._unchanged_since(key.revision, {("key", key.key_id), ("api", key.api_id)}):
@@ -144,6 +177,7 @@ class VerifyCache:
         self._hash_of_key.clear()
         self._hashes_of_api.clear()
         self._roots.clear()
+        self._unknown.clear()
         self._bytes = 0
         self._recent.clear()
         self._recent_from = current

@@ -99,6 +99,15 @@ class KeyscopeError(grpc.RpcError):
         return dict(info.metadata) if isinstance(info, error_details_pb2.ErrorInfo) else {}
 
     @property
+    def retry_delay(self) -> float | None:
+        """Seconds to wait before trying again (google.rpc.RetryInfo), if the server said; a throttled call's
+        ResourceExhausted says."""
+        info = self._first(error_details_pb2.RetryInfo)
+        if not isinstance(info, error_details_pb2.RetryInfo):
+            return None
+        return float(info.retry_delay.seconds + info.retry_delay.nanos / 1e9)
+
+    @property
     def resources(self) -> tuple[tuple[str, str], ...]:
         """(resource_type, resource_name) of each google.rpc.ResourceInfo."""
         return tuple(
@@ -173,6 +182,8 @@ class OutOfRange(KeyscopeError):
 
 
 class ResourceExhausted(KeyscopeError):
+    """Too large a request, a full store, or too many failed lookups (throttled: wait `retry_delay` seconds)."""
+
     CODE = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
