@@ -19,6 +19,7 @@ import grpc
 
 from keyscope_server.credentials import hash_secret
 from keyscope_server.errors import DomainError, FieldViolation, InvalidArgument, ServerStopping, Unauthenticated
+from keyscope_server.metrics import Metrics
 from keyscope_server.request_context import principal_var, request_id_var
 from keyscope_server.status import to_status
 from keyscope_server.store import Store
@@ -73,8 +74,9 @@ def _request_id(metadata: Iterable[tuple[str, Any]] | None) -> str:
 
 
 class KeyscopeInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, store: Store, authenticated_prefix: str = "/keyscope.") -> None:
+    def __init__(self, store: Store, authenticated_prefix: str = "/keyscope.", metrics: Metrics | None = None) -> None:
         self._store = store
+        self._metrics = metrics
         self._authenticated_prefix = authenticated_prefix
         self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
         self._refusing = False
@@ -106,6 +108,7 @@ class KeyscopeInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap(self, method: str, inner: Behaviour, *, authenticate: bool) -> Behaviour:
         store = self._store
+        calls = None if self._metrics is None else self._metrics.calls(method)
 
         async def behaviour(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
@@ -115,6 +118,8 @@ class KeyscopeInterceptor(grpc.aio.ServerInterceptor):
             principal_token = principal_var.set(None)
             code = grpc.StatusCode.OK
             caller = "-"
+            if calls is not None:
+                calls.started()
             try:
                 if self._refusing:
                     raise ServerStopping()
@@ -136,8 +141,12 @@ class KeyscopeInterceptor(grpc.aio.ServerInterceptor):
                     log.exception("unexpected error in %s (request id %s)", method, request_id)
                 status = to_status(exc, request_id)
                 code = status.code
+                if calls is not None:
+                    calls.failed(exc)
                 await context.abort(status.code, status.details, status.trailing_metadata)
             finally:
+                if calls is not None:
+                    calls.handled(code, time.perf_counter() - started)
                 log.info("%s %s %.1fms caller=%s", method, code.name, (time.perf_counter() - started) * 1000, caller)
                 principal_var.reset(principal_token)
                 request_id_var.reset(request_id_token)
@@ -148,8 +157,10 @@ class KeyscopeInterceptor(grpc.aio.ServerInterceptor):
 def _root_key_hash(metadata: Iterable[tuple[str, Any]] | None) -> bytes:
     header = _metadata_value(metadata, "authorization")
     if header is None:
-        raise Unauthenticated("missing authorization metadata: send 'authorization: Bearer <root key>'")
+        raise Unauthenticated(
+            "missing authorization metadata: send 'authorization: Bearer <root key>'", reason="missing"
+        )
     match = _BEARER.fullmatch(header)
     if match is None:
-        raise Unauthenticated("malformed authorization metadata: expected 'Bearer <root key>'")
+        raise Unauthenticated("malformed authorization metadata: expected 'Bearer <root key>'", reason="malformed")
     return hash_secret(match.group(1))

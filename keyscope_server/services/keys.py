@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -27,9 +28,10 @@ def _now_ms() -> int:
 
 
 class KeyService(keys_pb2_grpc.KeyServiceServicer):
-    def __init__(self, store: Store, page_tokens: PageTokens) -> None:
+    def __init__(self, store: Store, page_tokens: PageTokens, verified: Callable[[int], None] | None = None) -> None:
         self._store = store
         self._page_tokens = page_tokens
+        self._verified = verified  # told each VerifyKey answer's code (metrics)
 
     async def CreateKey(
         self, request: keys_pb2.CreateKeyRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -199,7 +201,10 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
         check.min_revision(request.min_revision)
         check.done()
         found = await self._store.verify_key(current_principal(), hash_secret(request.key), request.min_revision)
-        return verdict(found, query, _now_ms())
+        answer = verdict(found, query, _now_ms())
+        if self._verified is not None:
+            self._verified(answer.code)
+        return answer
 
 
 PermissionsRequest = keys_pb2.SetPermissionsRequest | keys_pb2.AddPermissionsRequest | keys_pb2.RemovePermissionsRequest
