@@ -17,8 +17,9 @@ from pathlib import Path
 from keyscope_server.addresses import is_loopback
 from keyscope_server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
 from keyscope_server.errors import DomainError, StoreUnavailable
-from keyscope_server.factory import ServerConfig, ThrottleConfig, TlsConfig, start_server
+from keyscope_server.factory import MetricsConfig, ServerConfig, ThrottleConfig, TlsConfig, start_server
 from keyscope_server.logs import LOG_FORMATS, configure_logging
+from keyscope_server.metrics import serve_multiprocess
 from keyscope_server.store import Store, open_store, prepare_store
 from keyscope_server.store.copy import CopyFailed, copy_store, same_database
 from keyscope_server.store.engines import PostgresSettings, describe_db, engine_name
@@ -175,6 +176,16 @@ def _parser() -> argparse.ArgumentParser:
         "(env KEYSCOPE_THROTTLE_WINDOW_SECONDS; default %(default)s)",
     )
     serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=env.get("KEYSCOPE_METRICS_PORT") or None,
+        metavar="PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics, HOST as --host; 0 for any free port (logged); "
+        "with --workers, one port for all of them (env KEYSCOPE_METRICS_PORT; default: off)",
+    )
+    # A worker of `--workers` records its metrics in PROMETHEUS_MULTIPROC_DIR; the supervisor serves them.
+    serve.add_argument("--metrics-multiprocess", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument(
         "--tls-cert",
         default=env.get("KEYSCOPE_TLS_CERT") or None,
         metavar="PEM_FILE",
@@ -292,6 +303,8 @@ async def _serve(
             loop.add_signal_handler(signum, stop.set)
         transport = "plaintext" if config.tls is None else "TLS" if config.tls.client_ca is None else "mutual TLS"
         log.info("keyscope serving on %s:%d (%s), database %s", config.host, running.port, transport, describe_db(db))
+        if running.metrics_port is not None:
+            log.info("metrics on http://%s:%d/metrics", config.host, running.metrics_port)
         if config.tls is None and not is_loopback(config.host):
             log.warning(
                 "listening on %s:%d without TLS: every call, root keys and key secrets included, crosses the "
@@ -332,7 +345,32 @@ def _worker_command(options: argparse.Namespace) -> list[str]:
         command += ["--tls-cert", options.tls_cert, "--tls-key", options.tls_key]
     if options.tls_client_ca:
         command += ["--tls-client-ca", options.tls_client_ca]
+    if options.metrics_port is not None:
+        command += ["--metrics-multiprocess"]
     return command
+
+
+def _supervise(options: argparse.Namespace) -> int:
+    """`serve --workers N`: the workers, and with --metrics-port one endpoint that serves the metrics of them all."""
+    # The database reaches the workers in their environment; an inherited KEYSCOPE_METRICS_PORT must not make each
+    # of them serve metrics too.
+    environment = {"KEYSCOPE_DB": options.db, "KEYSCOPE_METRICS_PORT": ""}
+    if options.metrics_port is None:
+        return supervise(_worker_command(options), options.workers, environment)
+    with serve_multiprocess(options.host, options.metrics_port) as metrics:
+        log.info(
+            "metrics of every worker on http://%s:%d/metrics (from %s)", options.host, metrics.port, metrics.directory
+        )
+        environment["PROMETHEUS_MULTIPROC_DIR"] = metrics.directory
+        return supervise(_worker_command(options), options.workers, environment, metrics.worker_exited)
+
+
+def _metrics_config(options: argparse.Namespace) -> MetricsConfig | None:
+    if options.metrics_multiprocess:
+        return MetricsConfig(port=None)  # recorded for the supervisor, which serves them
+    if options.metrics_port is not None:
+        return MetricsConfig(port=options.metrics_port)
+    return None
 
 
 def _postgres(options: argparse.Namespace) -> PostgresSettings:
@@ -414,6 +452,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--max-auth-failures and --max-unknown-keys must be 0 (off) or more")
         if not options.throttle_window > 0:
             parser.error("--throttle-window must be a number of seconds above 0")
+        if options.metrics_port is not None and not 0 <= options.metrics_port <= 65535:
+            parser.error("--metrics-port must be a port number, 0 to 65535 (0: any free port)")
     try:
         # Before anything opens the database or listens.
         tls = _tls_config(parser, options) if options.command == "serve" else None
@@ -421,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if options.port == 0:
                 parser.error("--workers needs a fixed --port: workers cannot share a port picked at random")
             asyncio.run(prepare_store(options.db, _postgres(options)))  # once, before the workers open it
-            return supervise(_worker_command(options), options.workers, {"KEYSCOPE_DB": options.db})
+            return _supervise(options)
         if options.command == "serve":
             if options.workers < 1:
                 parser.error("--workers must be at least 1")
@@ -441,6 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     unknown_keys=options.max_unknown_keys,
                     window_seconds=options.throttle_window,
                 ),
+                metrics=_metrics_config(options),
             )
             cache = CacheLimits(entries=options.cache_entries, bytes=options.cache_mib * 1024 * 1024)
             try:

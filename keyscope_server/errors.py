@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "AUTHENTICATION_FAILURES",
     "AlreadyExists",
     "DomainError",
     "EtagMismatch",
@@ -26,6 +27,10 @@ __all__ = [
     "Throttled",
     "Unauthenticated",
 ]
+
+
+# The ways a root key fails to authenticate, as Unauthenticated.reason names them.
+AUTHENTICATION_FAILURES = ("missing", "malformed", "unknown", "disabled", "expired")
 
 
 class DomainError(Exception):
@@ -64,8 +69,11 @@ class InvalidArgument(DomainError):
 
 
 class Unauthenticated(DomainError):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
+    """`reason`, one of AUTHENTICATION_FAILURES, says which way the credentials failed (metrics count by it)."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        self.reason = reason
+        super().__init__(message)
 
 
 class PermissionDenied(DomainError):

@@ -24,13 +24,22 @@ from keyscope.v1 import (
 )
 from keyscope_server.health import HealthServicer
 from keyscope_server.interceptor import KeyscopeInterceptor
+from keyscope_server.metrics import Metrics, MetricsEndpoint, serve_metrics
 from keyscope_server.page_tokens import PageTokens
 from keyscope_server.reflection import enable_reflection
 from keyscope_server.services import ApiService, AuditService, KeyService, RoleService
 from keyscope_server.store import Store
 from keyscope_server.throttle import Throttle, ThrottleConfig
 
-__all__ = ["RunningServer", "ServerConfig", "SERVICE_NAMES", "ThrottleConfig", "TlsConfig", "start_server"]
+__all__ = [
+    "MetricsConfig",
+    "RunningServer",
+    "ServerConfig",
+    "SERVICE_NAMES",
+    "ThrottleConfig",
+    "TlsConfig",
+    "start_server",
+]
 
 log = logging.getLogger("keyscope")
 
@@ -54,6 +63,16 @@ class TlsConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """Prometheus metrics, on the server's host. `port` None: recorded, not served (a worker of `serve --workers`,
+    whose supervisor serves every worker's numbers from PROMETHEUS_MULTIPROC_DIR)."""
+
+    port: int | None = 0  # 0: any free port
+    # How often the numbers the store keeps (cache, revision) are copied into the instruments.
+    refresh_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 50051
@@ -67,6 +86,7 @@ class ServerConfig:
     tracer_provider: TracerProvider | None = None
     # Budgets of failed lookups of unknown credentials (keyscope_server.throttle); ThrottleConfig(0, 0): off.
     throttle: ThrottleConfig = ThrottleConfig()
+    metrics: MetricsConfig | None = None  # None: no metrics, and no cost for them
 
 
 @dataclass
@@ -76,6 +96,14 @@ class RunningServer:
     health: health.aio.HealthServicer
     store_watch: asyncio.Task[None]
     interceptor: KeyscopeInterceptor
+    store: Store | None = None  # set with metrics, for their last refresh
+    metrics: Metrics | None = None
+    metrics_follow: asyncio.Task[None] | None = None
+    metrics_endpoint: MetricsEndpoint | None = None
+
+    @property
+    def metrics_port(self) -> int | None:
+        return None if self.metrics_endpoint is None else self.metrics_endpoint.port
 
     async def stop(self, grace: float | None, lame_duck: float = 0.0) -> None:
         """Report NOT_SERVING and go on serving for `lame_duck` seconds while callers move away; then answer
@@ -95,9 +123,20 @@ class RunningServer:
             self.interceptor.refuse_new_calls()
             await asyncio.sleep(REFUSING_SECONDS)
         await self.server.stop(grace)
+        if self.metrics_follow is not None:
+            self.metrics_follow.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.metrics_follow
+        if self.metrics is not None and self.store is not None:
+            self.store.observe_batches(None)
+            await self.metrics.refresh(self.store)  # the last numbers, for a supervisor's scrape after this
+        if self.metrics_endpoint is not None:
+            await asyncio.to_thread(self.metrics_endpoint.close)
 
 
-async def _watch_store(store: Store, health_servicer: health.aio.HealthServicer, interval: float) -> None:
+async def _watch_store(
+    store: Store, health_servicer: health.aio.HealthServicer, interval: float, metrics: Metrics | None
+) -> None:
     """Keep health in step with the store: NOT_SERVING while it cannot take writes, SERVING once it can."""
     serving = True
     while True:
@@ -110,6 +149,8 @@ async def _watch_store(store: Store, health_servicer: health.aio.HealthServicer,
         if (fault is None) == serving:
             continue
         serving = fault is None
+        if metrics is not None:
+            metrics.store_serving(serving)
         if fault is None:
             log.info("store recovered: serving again")
         else:
@@ -122,7 +163,10 @@ async def _watch_store(store: Store, health_servicer: health.aio.HealthServicer,
 async def start_server(store: Store, config: ServerConfig) -> RunningServer:
     page_tokens = PageTokens(await store.page_token_key())  # before any gRPC object exists that would need a stop
     throttle = Throttle(config.throttle)
-    interceptor = KeyscopeInterceptor(store, throttle=throttle, traced=config.tracer_provider is not None)
+    metrics = None if config.metrics is None else Metrics()
+    interceptor = KeyscopeInterceptor(
+        store, throttle=throttle, metrics=metrics, traced=config.tracer_provider is not None
+    )
     tracing = []  # the instrumentation's interceptor makes each call's span; ours runs inside it, adding to it
     if config.tracer_provider is not None:
         tracing.append(aio_server_interceptor(tracer_provider=config.tracer_provider))  # type: ignore[no-untyped-call]
@@ -135,8 +179,9 @@ async def start_server(store: Store, config: ServerConfig) -> RunningServer:
         ],
     )
     registering = interceptor.registering(server)
+    verified = None if metrics is None else metrics.verified
     apis_pb2_grpc.add_ApiServiceServicer_to_server(ApiService(store, page_tokens), registering)
-    keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyService(store, page_tokens, throttle), registering)
+    keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyService(store, page_tokens, throttle, verified), registering)
     roles_pb2_grpc.add_RoleServiceServicer_to_server(RoleService(store, page_tokens), registering)
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditService(store, page_tokens), registering)
 
@@ -159,5 +204,20 @@ async def start_server(store: Store, config: ServerConfig) -> RunningServer:
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    watch = asyncio.create_task(_watch_store(store, health_servicer, config.store_probe_seconds), name="store-watch")
-    return RunningServer(server, port, health_servicer, watch, interceptor)
+    watch = asyncio.create_task(
+        _watch_store(store, health_servicer, config.store_probe_seconds, metrics), name="store-watch"
+    )
+    running = RunningServer(server, port, health_servicer, watch, interceptor)
+    if metrics is not None and config.metrics is not None:
+        running.store, running.metrics = store, metrics
+        store.observe_batches(metrics.batch_committed)
+        running.metrics_follow = asyncio.create_task(
+            metrics.follow(store, config.metrics.refresh_seconds), name="metrics-follow"
+        )
+        if config.metrics.port is not None:
+            try:
+                running.metrics_endpoint = serve_metrics(metrics.registry, config.host, config.metrics.port)
+            except BaseException:
+                await running.stop(None)
+                raise
+    return running

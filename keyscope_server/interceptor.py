@@ -27,6 +27,7 @@ import grpc
 from keyscope_server.credentials import hash_secret
 from keyscope_server.errors import DomainError, FieldViolation, InvalidArgument, ServerStopping, Unauthenticated
 from keyscope_server.logs import auth_failure_warnings
+from keyscope_server.metrics import Metrics
 from keyscope_server.request_context import principal_var, request_id_var, verify_outcome_var
 from keyscope_server.status import to_status
 from keyscope_server.store import Store
@@ -76,10 +77,12 @@ def _new_request_id() -> str:
 
 def _root_key_hash(header: str | None) -> bytes:
     if header is None:
-        raise Unauthenticated("missing authorization metadata: send 'authorization: Bearer <root key>'")
+        raise Unauthenticated(
+            "missing authorization metadata: send 'authorization: Bearer <root key>'", reason="missing"
+        )
     match = _BEARER.fullmatch(header)
     if match is None:
-        raise Unauthenticated("malformed authorization metadata: expected 'Bearer <root key>'")
+        raise Unauthenticated("malformed authorization metadata: expected 'Bearer <root key>'", reason="malformed")
     return hash_secret(match.group(1))
 
 
@@ -90,12 +93,14 @@ class KeyscopeInterceptor:
         authenticated_prefix: str = "/keyscope.",
         *,
         throttle: Throttle = NO_THROTTLE,
+        metrics: Metrics | None = None,
         traced: bool = False,
     ) -> None:
-        """`throttle`: the budgets of failed root-key lookups by peer; `traced`: calls run in OpenTelemetry server
-        spans, which get the request id and the caller."""
+        """`throttle`: the budgets of failed root-key lookups by peer; `metrics`: where calls are counted;
+        `traced`: calls run in OpenTelemetry server spans, which get the request id and the caller."""
         self._store = store
         self._throttle = throttle
+        self._metrics = metrics
         self._traced = traced
         self._authenticated_prefix = authenticated_prefix
         self._refusing = False
@@ -126,6 +131,7 @@ class KeyscopeInterceptor:
         store = self._store
         throttle = self._throttle
         traced = self._traced
+        calls = None if self._metrics is None else self._metrics.calls(method)
 
         async def behaviour(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
@@ -143,6 +149,8 @@ class KeyscopeInterceptor:
             principal_token = principal_var.set(None)
             code = grpc.StatusCode.OK
             caller: str | None = None
+            if calls is not None:
+                calls.started()
             try:
                 if self._refusing:
                     raise ServerStopping()
@@ -169,10 +177,14 @@ class KeyscopeInterceptor:
                     auth_failure_warnings.failed(context.peer(), exc.message)
                 status = to_status(exc, request_id)
                 code = status.code
+                if calls is not None:
+                    calls.failed(exc)
                 await context.abort(
                     status.code, status.details, (*status.trailing_metadata, (REQUEST_ID_HEADER, request_id))
                 )
             finally:
+                if calls is not None:
+                    calls.handled(code, time.perf_counter() - started)
                 if traced:
                     annotate_span(request_id, caller)
                 if log.isEnabledFor(logging.INFO):  # the extras are the fields of JSON lines (logs.py)

@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 
 __all__ = ["supervise"]
@@ -22,9 +22,14 @@ __all__ = ["supervise"]
 log = logging.getLogger("keyscope")
 
 
-def supervise(worker_command: Sequence[str], count: int, environment: Mapping[str, str] | None = None) -> int:
+def supervise(
+    worker_command: Sequence[str],
+    count: int,
+    environment: Mapping[str, str] | None = None,
+    exited: Callable[[int], None] | None = None,
+) -> int:
     """Run `count` copies of `worker_command` (with `environment` added to theirs) until they end; 0 if they were
-    asked to stop and all exited 0."""
+    asked to stop and all exited 0. `exited` hears the pid of each worker that ended."""
     workers: list[subprocess.Popen[bytes]] = []
     stopping = False
 
@@ -51,6 +56,8 @@ def supervise(worker_command: Sequence[str], count: int, environment: Mapping[st
         if worker is None:
             continue
         worker.returncode = os.waitstatus_to_exitcode(status)
+        if exited is not None:
+            exited(pid)
         if not stopping:
             log.error("worker %d exited with code %d; stopping the others", pid, worker.returncode)
             failed = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import signal
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from keyscope_server.store import open_store
 from keyscope_server.store.snapshot import StoreSnapshot
 from tests.conftest import NewDatabase
 from tests.processes import create_root_key, free_port, run, server_env, start_serve, stop
+from tests.scrape import scrape
 
 COMMANDS = ["serve", "create-root-key", "list-root-keys", "disable-root-key", "delete-root-key", "migrate"]
 
@@ -199,3 +201,42 @@ def test_invalid_argument_throttle_flags(tmp_path: Path, flags: list[str]) -> No
     result = run(tmp_path, "serve", "--db", str(tmp_path / "k.db"), "--port", "0", *flags)
     assert result.returncode == 2
     assert "--throttle-window" in result.stderr or "--max-auth-failures" in result.stderr
+
+
+HEALTH_CHECK = {"grpc_service": "grpc.health.v1.Health", "grpc_method": "Check", "grpc_type": "unary"}
+
+
+def test_ok_metrics_port_from_the_environment(tmp_path: Path, new_database: NewDatabase) -> None:
+    db, log = new_database("keyscope"), tmp_path / "serve.log"
+    process = start_serve(tmp_path, db, free_port(), env=server_env(KEYSCOPE_METRICS_PORT="0"), log=log)
+    try:
+        # Port 0: a free one, which the log names.
+        match = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", log.read_text())
+        assert match is not None, log.read_text()
+        samples = scrape(int(match[1]))
+        assert samples.get("grpc_server_handled_total", **HEALTH_CHECK, grpc_code="OK") == 1  # start_serve's check
+    finally:
+        code, _ = stop(process, signal.SIGTERM)
+    assert code == 0, log.read_text()
+
+
+def test_ok_metrics_port_flag_and_off_by_default(tmp_path: Path, new_database: NewDatabase) -> None:
+    db, metrics_port = new_database("keyscope"), free_port()
+    process = start_serve(tmp_path, db, free_port(), "--metrics-port", str(metrics_port))
+    try:
+        assert scrape(metrics_port).get("grpc_server_started_total", **HEALTH_CHECK) == 1
+    finally:
+        code, output = stop(process, signal.SIGTERM)
+    assert code == 0, output
+    assert f"metrics on http://127.0.0.1:{metrics_port}/metrics" in output
+
+    process = start_serve(tmp_path, db, free_port())
+    code, output = stop(process, signal.SIGTERM)
+    assert code == 0, output
+    assert "metrics on http" not in output
+
+
+def test_invalid_argument_metrics_port_out_of_range(tmp_path: Path) -> None:
+    result = run(tmp_path, "serve", "--db", str(tmp_path / "keyscope.db"), "--metrics-port", "70000")
+    assert result.returncode == 2
+    assert "--metrics-port must be a port number" in result.stderr

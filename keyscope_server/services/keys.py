@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -28,10 +29,17 @@ def _now_ms() -> int:
 
 
 class KeyService(keys_pb2_grpc.KeyServiceServicer):
-    def __init__(self, store: Store, page_tokens: PageTokens, throttle: Throttle = NO_THROTTLE) -> None:
+    def __init__(
+        self,
+        store: Store,
+        page_tokens: PageTokens,
+        throttle: Throttle = NO_THROTTLE,
+        verified: Callable[[int], None] | None = None,
+    ) -> None:
         self._store = store
         self._page_tokens = page_tokens
         self._throttle = throttle
+        self._verified = verified  # told each VerifyKey answer's code (metrics)
 
     async def CreateKey(
         self, request: keys_pb2.CreateKeyRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -205,6 +213,8 @@ class KeyService(keys_pb2_grpc.KeyServiceServicer):
         found = await self._store.verify_key(principal, hash_secret(request.key), request.min_revision, gate)
         answer = verdict(found, query, _now_ms())
         verify_outcome_var.set(OUTCOMES[answer.code])  # for the access log
+        if self._verified is not None:
+            self._verified(answer.code)
         return answer
 
 

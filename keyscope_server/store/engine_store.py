@@ -21,6 +21,7 @@ from keyscope_server.store import apis, audit, keys, roles, root_keys
 from keyscope_server.store.authorization import require_revision
 from keyscope_server.store.changes import current_revision, page_token_key
 from keyscope_server.store.engine import Engine, FirstRead, Rule
+from keyscope_server.store.group_commit import BatchObserver, group_commit_of
 from keyscope_server.store.interface import LookupGate
 from keyscope_server.store.models import (
     ApiDeletion,
@@ -43,7 +44,7 @@ from keyscope_server.store.models import (
     Written,
 )
 from keyscope_server.store.snapshot import ImportProgress, StoreSnapshot
-from keyscope_server.store.verify_cache import DEFAULT_LIMITS, CacheLimits, VerifyCache
+from keyscope_server.store.verify_cache import DEFAULT_LIMITS, CacheLimits, CacheStats, VerifyCache
 
 __all__ = ["EngineStore", "LookupCounts"]
 
@@ -88,6 +89,14 @@ class EngineStore:
 
     async def revision(self) -> int:
         return await self.engine.read(current_revision)
+
+    def cache_stats(self) -> CacheStats:
+        return self.cache.stats()
+
+    def observe_batches(self, observer: BatchObserver | None) -> None:
+        batches = group_commit_of(self.engine)
+        if batches is not None:  # an engine without group commit has no batches to tell of
+            batches.observer = observer
 
     async def page_token_key(self) -> bytes:
         return await self.engine.read(page_token_key)

@@ -19,6 +19,7 @@ from typing import Protocol
 
 from keyscope_server.access import Principal
 from keyscope_server.errors import DomainError
+from keyscope_server.store.group_commit import BatchObserver
 from keyscope_server.store.models import (
     ApiDeletion,
     ApiRecord,
@@ -40,6 +41,7 @@ from keyscope_server.store.models import (
     Written,
 )
 from keyscope_server.store.snapshot import ImportProgress, StoreSnapshot
+from keyscope_server.store.verify_cache import CacheStats
 
 __all__ = ["LookupGate", "Store"]
 
@@ -146,3 +148,10 @@ class Store(Protocol):
 
     async def probe(self) -> DomainError | None: ...
     async def close(self) -> None: ...
+
+    # What the store has done, for metrics (keyscope_server.metrics reads these; the store knows no metrics library).
+    def cache_stats(self) -> CacheStats:
+        """The verification cache's counts so far and what it holds now."""
+
+    def observe_batches(self, observer: BatchObserver | None) -> None:
+        """Have `observer` told of every write batch from now on: its size and its transaction's seconds."""

@@ -23,11 +23,11 @@ def admit(
     """The caller a root key makes for the request `request_id`, if it may act now; otherwise Unauthenticated.
     `checked_since`: when the freshness check that authentication made began."""
     if grant is None:
-        raise Unauthenticated("unknown root key")
+        raise Unauthenticated("unknown root key", reason="unknown")
     if not grant.enabled:
-        raise Unauthenticated("the root key is disabled")
+        raise Unauthenticated("the root key is disabled", reason="disabled")
     if grant.expires_ms is not None and grant.expires_ms <= now_ms:
-        raise Unauthenticated("the root key has expired")
+        raise Unauthenticated("the root key has expired", reason="expired")
     return Principal(grant.id, grant.permissions, request_id, checked_since)
 
 

@@ -15,6 +15,9 @@ revision the cache catches up to drops them all, and one found at a revision
 the cache has since left is not taken in. A key created a moment ago is
 therefore never answered from here: its commit moved the revision, which the
 store's catch-up before every call sees, whichever process committed it.
+
+It counts its hits, misses and evictions in plain attributes (an increment on the hot path, nothing more), which
+`stats()` hands to whoever reports them (keyscope_server.metrics); the store layer knows no metrics library.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 
 from keyscope_server.store.models import KeyVerification, RootKeyGrant
 
-__all__ = ["DEFAULT_LIMITS", "CacheLimits", "Change", "VerifyCache"]
+__all__ = ["DEFAULT_LIMITS", "CacheLimits", "CacheStats", "Change", "VerifyCache"]
 
 Change = tuple[int, str, str]  # (revision, kind, id); kinds: "key" (key id), "api" (all its keys), "root"
 
@@ -39,6 +42,22 @@ class CacheLimits:
 
 
 DEFAULT_LIMITS = CacheLimits()
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """What a cache has done since it was made (lookups that found an entry or not, entries dropped to stay
+    within its limits), by kind of entry, and what it holds now."""
+
+    key_hits: int = 0
+    key_misses: int = 0
+    key_evictions: int = 0
+    root_hits: int = 0
+    root_misses: int = 0
+    root_evictions: int = 0
+    keys: int = 0
+    root_keys: int = 0
+    bytes: int = 0
 
 
 def _size(key: KeyVerification) -> int:
@@ -58,6 +77,8 @@ class VerifyCache:
         self._bytes = 0
         self._recent: deque[Change] = deque(maxlen=remembered_changes)
         self._recent_from = -1  # _recent holds every change applied after this revision
+        self.key_hits = self.key_misses = self.key_evictions = 0
+        self.root_hits = self.root_misses = self.root_evictions = 0
 
     def __len__(self) -> int:
         return len(self._keys) + len(self._roots)
@@ -66,6 +87,19 @@ class VerifyCache:
     def used_bytes(self) -> int:
         """The entries' estimated size, which `limits.bytes` bounds."""
         return self._bytes
+
+    def stats(self) -> CacheStats:
+        return CacheStats(
+            key_hits=self.key_hits,
+            key_misses=self.key_misses,
+            key_evictions=self.key_evictions,
+            root_hits=self.root_hits,
+            root_misses=self.root_misses,
+            root_evictions=self.root_evictions,
+            keys=len(self._keys),
+            root_keys=len(self._roots),
+            bytes=self._bytes,
+        )
 
     def apply(self, current: int, complete: bool, changes: list[Change]) -> None:
         """Catch up to `current`. `complete` is False when the store no longer holds every change since `seen`."""
@@ -84,14 +118,19 @@ class VerifyCache:
     def key(self, secret_hash: bytes) -> KeyVerification | None:
         entry = self._keys.get(secret_hash)
         if entry is None:
+            self.key_misses += 1
             return None
+        self.key_hits += 1
         self._keys.move_to_end(secret_hash)
         return entry[0]
 
     def root(self, secret_hash: bytes) -> RootKeyGrant | None:
         grant = self._roots.get(secret_hash)
-        if grant is not None:
-            self._roots.move_to_end(secret_hash)
+        if grant is None:
+            self.root_misses += 1
+            return None
+        self.root_hits += 1
+        self._roots.move_to_end(secret_hash)
         return grant
 
     def is_unknown(self, secret_hash: bytes) -> bool:
@@ -126,8 +165,10 @@ class VerifyCache:
         while len(self) > self.limits.entries or self._bytes > self.limits.bytes:
             if self._keys:
                 self._drop_key(next(iter(self._keys)))
+                self.key_evictions += 1
             else:
                 self._roots.popitem(last=False)
+                self.root_evictions += 1
 
     def put_root(self, secret_hash: bytes, grant: RootKeyGrant) -> None:
         if not self._unchanged_since(grant.revision, {("root", grant.id)}):
@@ -135,6 +176,7 @@ class VerifyCache:
         self._roots[secret_hash] = grant
         while len(self._roots) > max(1, self.limits.entries // 100):
             self._roots.popitem(last=False)
+            self.root_evictions += 1
 
     def _unchanged_since(self, revision: int, targets: set[tuple[str, str]]) -> bool:
         if self.seen < 0:
