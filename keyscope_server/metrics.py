@@ -35,6 +35,7 @@ from keyscope.v1 import keys_pb2
 from keyscope_server.errors import AUTHENTICATION_FAILURES, Unauthenticated
 from keyscope_server.store import Store
 from keyscope_server.store.verify_cache import CacheStats
+from keyscope_server.verification import OUTCOMES
 
 __all__ = [
     "CallMetrics",
@@ -54,11 +55,6 @@ BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)  # group_commit.MAX_BATCH is 
 COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 _GRPC_LABELS = ("grpc_service", "grpc_method", "grpc_type")
-VERIFY_OUTCOMES: dict[int, str] = {
-    int(code): keys_pb2.VerifyKeyResponse.Code.Name(code).removeprefix("CODE_")
-    for code in keys_pb2.VerifyKeyResponse.Code.values()
-    if code != keys_pb2.VerifyKeyResponse.CODE_UNSPECIFIED
-}
 _CACHE_KINDS = ("key", "root_key")
 
 
@@ -110,7 +106,11 @@ class Metrics:
             registry=r,
         )
         outcomes = Counter("keyscope_verify_key_outcomes", "VerifyKey answers by their code.", ("code",), registry=r)
-        self._outcomes = {code: outcomes.labels(name) for code, name in VERIFY_OUTCOMES.items()}
+        self._outcomes = {
+            code: outcomes.labels(name)
+            for code, name in OUTCOMES.items()
+            if code != keys_pb2.VerifyKeyResponse.CODE_UNSPECIFIED
+        }
         auth_failures = Counter(
             "keyscope_authentication_failures",
             "Calls refused UNAUTHENTICATED, by the way their root key failed.",

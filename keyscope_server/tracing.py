@@ -1,10 +1,11 @@
 """OpenTelemetry traces: a server span for every RPC, made by the OpenTelemetry gRPC instrumentation.
 
-Off unless `OTEL_TRACES_EXPORTER` names an exporter (`otlp`, `console`, or any installed under the SDK's
-`opentelemetry_traces_exporter` entry points); the OpenTelemetry default, otlp, would otherwise send spans to
-a collector nobody set up. Everything else is the SDK's own reading of the standard variables:
-`OTEL_SERVICE_NAME` (default here: keyscope), `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` and
-`OTEL_TRACES_SAMPLER_ARG`, `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_BSP_*`, and `OTEL_SDK_DISABLED`.
+Off unless `OTEL_TRACES_EXPORTER` names an exporter (`otlp`, which is OTLP over gRPC, the one installed;
+`console`; or any other installed under the SDK's `opentelemetry_traces_exporter` entry points): the
+OpenTelemetry default, otlp, would otherwise send spans to a collector nobody set up. Everything else is
+the SDK's own reading of the standard variables: `OTEL_SERVICE_NAME` (default here: keyscope),
+`OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`, `OTEL_EXPORTER_OTLP_ENDPOINT`,
+`OTEL_BSP_*`, and `OTEL_SDK_DISABLED`.
 
 The interceptor adds to each span the request id and the calling root key's id (never a secret): see
 `annotate_span`.
@@ -47,6 +48,9 @@ def tracer_provider_from_environment(environ: Mapping[str, str]) -> TracerProvid
         return None
     exporters: list[SpanExporter] = []
     for name in names:
+        if name == "otlp":  # as the SDK reads it: the OTLP exporter of OTEL_EXPORTER_OTLP_TRACES_PROTOCOL
+            protocol = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+            name = "otlp_proto_http" if protocol == "http/protobuf" else "otlp_proto_grpc"
         found = entry_points(group=EXPORTER_ENTRY_POINTS, name=name)
         if not found:
             installed = sorted(point.name for point in entry_points(group=EXPORTER_ENTRY_POINTS))

@@ -69,13 +69,25 @@ Scenarios:
                    ("rss_mb_before", "rss_mb_after"). `--keys 100000` gives the figure of the bounded verification
                    cache. No ratios: it is one pass, not rounds beside health rounds.
 
+Production (`--production`, with the scenarios or the soak): every Keyscope server of the run (each engine's, its
+workers, the second server of mixed-two-servers, memory's, the soak's) runs as the README recommends for production:
+Prometheus metrics on (`--metrics-port`, a free port), and OpenTelemetry traces of 1% of the calls
+(OTEL_TRACES_EXPORTER=otlp, OTEL_TRACES_SAMPLER=parentbased_traceidratio, OTEL_TRACES_SAMPLER_ARG=0.01) exported to
+an OTLP trace sink the bench starts in a process of its own (scripts/bench_otlp_sink.py: a TraceService on
+127.0.0.1 port 0, in plaintext, that counts the spans and discards them). The bench scrapes each server's /metrics
+once its load is done; at the end it reports the scrapes (size, success, the calls each server counted) and the
+spans the sink received next to the calls (about 1% of them). The bare server is not changed: it is the floor. The
+JSON says whether the run was one (machine.run.production) and holds the figures under "production"; the table
+says so above and below it. The exit code is 1 if a scrape failed.
+
 Soak (`--soak SECONDS`, instead of the scenarios): see scripts/bench_soak.py. The mixed load on the server with
 `--workers` (2 unless given) for SECONDS, sampled every ~10 s; the exit code is 1 unless it had no error, no stale
 answer and RSS growth under 10%. The JSON holds it under "soak". On one engine: --db sqlite or --db postgres.
 
 Usage: scripts/bench [--quick] [--db sqlite|postgres|both] [--keys N] [--rounds N] [--seconds S] [--concurrency N]
-                     [--workers N] [--scenarios a,b,...] [--json FILE]
-       scripts/bench --soak SECONDS [--db sqlite|postgres] [--keys N] [--concurrency N] [--workers N] [--json FILE]
+                     [--workers N] [--scenarios a,b,...] [--production] [--json FILE]
+       scripts/bench --soak SECONDS [--db sqlite|postgres] [--keys N] [--concurrency N] [--workers N] [--production]
+                     [--json FILE]
        scripts/bench --concurrency 1 --scenarios bare,verify-warm    (verify-warm's p50 over bare's, one call at a time)
 """
 
@@ -98,12 +110,13 @@ import google.protobuf
 import grpc
 from bench_bare import running_bare_server
 from bench_load import LoadClient, Servers, load_client
+from bench_otlp_sink import OtlpSink, running_otlp_sink
 from bench_postgres import CLUSTER_SETTINGS, PostgresDatabase, running_postgres
 from bench_postgres_raw import SHAPES, postgres_raw
-from bench_report import ENGINE_LABELS, render, render_engines, render_machine
+from bench_report import ENGINE_LABELS, render, render_engines, render_machine, render_production
 from bench_rounds import ONE_ENGINE, EngineUnderTest, Rounds, combine, compare_engines, measure_all
 from bench_seed import Workload, seed
-from bench_server import BenchError, ServerProcess, running_server, tree_memory_mb
+from bench_server import BenchError, Production, ServerProcess, running_server, tree_memory_mb
 from bench_soak import render_soak, run_soak
 from bench_sqlite_raw import SQLITE_VERSION, copy_database, measure_sqlite_raw
 
@@ -177,11 +190,12 @@ def engine_under_test(
     workload: Workload,
     options: argparse.Namespace,
     bare: LoadClient | None,
+    production: Production | None,
 ) -> Iterator[tuple[EngineUnderTest, ServerProcess]]:
     """The engine's server and its load client; on PostgreSQL (`postgres`, which holds `db`), the second server of
     mixed-two-servers and the raw scenarios' pool when those are measured. `bare`, the bare server's load client
-    (None: bare is not measured), takes its rounds beside the engine's health rounds. Yields the engine and its first
-    server."""
+    (None: bare is not measured), takes its rounds beside the engine's health rounds. `production`: the servers'
+    production settings (None: the defaults). Yields the engine and its first server."""
     database_pid = postgres.pid if postgres is not None else None
     rng = random.Random(3)
 
@@ -189,13 +203,15 @@ def engine_under_test(
         return measure_sqlite_raw(directory / "raw.db", workload, seconds, rng)
 
     with contextlib.ExitStack() as stack:
-        server = stack.enter_context(running_server(db, options.workers, directory / f"{name}-server.log"))
+        server = stack.enter_context(running_server(db, options.workers, directory / f"{name}-server.log", production))
         alone = Servers([server.port], [server.pid], database_pid)
         one = Rounds(stack.enter_context(load_client(alone, workload, options.concurrency)), bare)
         two = None
-        raw = sqlite_raw if postgres is None else None
+        raw: Callable[[str, float], dict[str, Any]] | None = sqlite_raw if postgres is None else None
         if postgres is not None and "mixed-two-servers" in options.scenarios:
-            other = stack.enter_context(running_server(db, options.workers, directory / f"{name}-server-2.log"))
+            other = stack.enter_context(
+                running_server(db, options.workers, directory / f"{name}-server-2.log", production)
+            )
             pair = Servers([server.port, other.port], [server.pid, other.pid], database_pid)
             two = Rounds(stack.enter_context(load_client(pair, workload, options.concurrency)), bare)
         if postgres is not None and any(scenario in SHAPES for scenario in options.scenarios):
@@ -211,6 +227,7 @@ def measure_engines(
     directory: Path,
     workload: Workload,
     options: argparse.Namespace,
+    production: Production | None,
 ) -> dict[str, dict[str, Any]]:
     """Every engine's servers running at once (and the bare server, when bare is measured), their rounds
     interleaved; by engine, the scenarios' medians and the server's RSS once serving, at the end, and the sum of each
@@ -225,7 +242,7 @@ def measure_engines(
         started = [
             stack.enter_context(
                 engine_under_test(
-                    name, db, postgres if name == "postgresql" else None, directory, workload, options, bare
+                    name, db, postgres if name == "postgresql" else None, directory, workload, options, bare, production
                 )
             )
             for name, db in dbs.items()
@@ -248,10 +265,15 @@ def measure_engines(
 
 
 def measure_memory(
-    name: str, db: str, workload: Workload, directory: Path, options: argparse.Namespace
+    name: str,
+    db: str,
+    workload: Workload,
+    directory: Path,
+    options: argparse.Namespace,
+    production: Production | None,
 ) -> dict[str, Any]:
     with (
-        running_server(db, options.workers, directory / f"{name}-memory-server.log") as server,
+        running_server(db, options.workers, directory / f"{name}-memory-server.log", production) as server,
         load_client(Servers([server.port], [server.pid]), workload, options.concurrency) as client,
     ):
         result = client.run("memory", options.seconds)
@@ -279,10 +301,32 @@ def report_of(machine: dict[str, Any], by_engine: dict[str, dict[str, Any]], db:
     return report
 
 
+def production_report(production: Production, sink: OtlpSink) -> dict[str, Any]:
+    """What --production set, the scrapes of /metrics, and the spans the sink received against the calls the servers
+    handled (every unary call, readiness checks and warm-ups included, as each is a span's chance of being sampled)."""
+    calls = production.calls()
+    return {
+        "metrics": "--metrics-port, a free port for each server",
+        "tracing": production.environment(),
+        "scrapes": production.scrapes,
+        "scrapes_ok": not production.failed(),
+        "calls": calls,
+        "spans_received": sink.spans,
+        "exports_received": sink.exports,
+        "spans_per_call": round(sink.spans / calls, 5) if sink.spans is not None and calls else None,
+    }
+
+
 def run(options: argparse.Namespace) -> dict[str, Any]:
     engines = DATABASES[options.db]
+    sink: OtlpSink | None = None
+    production: Production | None = None
     with tempfile.TemporaryDirectory(prefix="keyscope-bench-") as tmp, contextlib.ExitStack() as stack:
         directory = Path(tmp)
+        if options.production:
+            # Entered first, so stopped last: a server exports the spans it still holds when it stops.
+            sink = stack.enter_context(running_otlp_sink(directory / "otlp-sink.log"))
+            production = Production(sink.endpoint)
         postgres = stack.enter_context(running_postgres()) if "postgresql" in engines else None
         dbs = {"sqlite": str(directory / "keyscope.db")} if "sqlite" in engines else {}
         if postgres is not None:
@@ -304,22 +348,42 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
             machine["run"]["db"] = options.db
         if options.soak:
             (db,) = dbs.values()
-            soak = run_soak(db, workload, directory / "server.log", options.soak, options.workers, options.concurrency)
-            return {"machine": machine, "soak": soak}
-        machine["run"] |= {"rounds": options.rounds, "seconds": options.seconds}
-        # The raw scenarios' copies, made before any server connects (PostgreSQL copies only an unused database).
-        if "sqlite-raw" in options.scenarios:
-            copy_database(Path(dbs["sqlite"]), directory / "raw.db")
-        if postgres is not None and any(scenario in SHAPES for scenario in options.scenarios):
-            postgres.copy_for_raw()
-        by_engine: dict[str, dict[str, Any]] = {}
-        if any(name != "memory" for name in options.scenarios):
-            by_engine = measure_engines(dbs, postgres, directory, workload, options)
-        if "memory" in options.scenarios:
-            for name, db in dbs.items():
-                memory = measure_memory(name, db, workload, directory, options)
-                by_engine.setdefault(name, {"scenarios": {}})["scenarios"]["memory"] = memory
-    return report_of(machine, by_engine, options.db)
+            soak = run_soak(
+                db, workload, directory / "server.log", options.soak, options.workers, options.concurrency, production
+            )
+            machine["run"]["production"] = options.production
+            report = {"machine": machine, "soak": soak}
+        else:
+            machine["run"] |= {"rounds": options.rounds, "seconds": options.seconds, "production": options.production}
+            by_engine = measure_scenarios(dbs, postgres, directory, workload, options, production)
+            report = report_of(machine, by_engine, options.db)
+    if production is not None and sink is not None:  # the sink has stopped: its counts are in
+        report["production"] = production_report(production, sink)
+    return report
+
+
+def measure_scenarios(
+    dbs: dict[str, str],
+    postgres: PostgresDatabase | None,
+    directory: Path,
+    workload: Workload,
+    options: argparse.Namespace,
+    production: Production | None,
+) -> dict[str, dict[str, Any]]:
+    """The scenarios' rounds on every engine, then memory's pass on each; by engine."""
+    # The raw scenarios' copies, made before any server connects (PostgreSQL copies only an unused database).
+    if "sqlite-raw" in options.scenarios:
+        copy_database(Path(dbs["sqlite"]), directory / "raw.db")
+    if postgres is not None and any(scenario in SHAPES for scenario in options.scenarios):
+        postgres.copy_for_raw()
+    by_engine: dict[str, dict[str, Any]] = {}
+    if any(name != "memory" for name in options.scenarios):
+        by_engine = measure_engines(dbs, postgres, directory, workload, options, production)
+    if "memory" in options.scenarios:
+        for name, db in dbs.items():
+            memory = measure_memory(name, db, workload, directory, options, production)
+            by_engine.setdefault(name, {"scenarios": {}})["scenarios"]["memory"] = memory
+    return by_engine
 
 
 # -- command line -------------------------------------------------------------------------------------------------
@@ -367,6 +431,12 @@ def parse_options(argv: list[str] | None) -> argparse.Namespace:
         help="the engine: sqlite (the default), postgres (on a PostgreSQL cluster the bench starts), or both, their"
         " rounds interleaved",
     )
+    parser.add_argument(
+        "--production",
+        action="store_true",
+        help="every Keyscope server with metrics on and 1%% of calls traced to an OTLP sink of the bench's, as the"
+        " README recommends for production; their /metrics scraped at the end (the bare server unchanged)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     options = parser.parse_args(argv)
     engines = DATABASES[options.db]
@@ -410,10 +480,12 @@ def main(argv: list[str] | None = None) -> int:
         print(render(report) if "scenarios" in report else render_engines(report))
     if soak:
         print(render_machine(report["machine"]))
+    if production := report.get("production"):
+        print(render_production(production))
     print(f"wall time {time.perf_counter() - started:.0f}s", file=sys.stderr)
     if options.json:
         options.json.write_text(json.dumps(report, indent=2) + "\n")
-    return 1 if soak and not soak["passed"] else 0
+    return 1 if (soak and not soak["passed"]) or (production and not production["scrapes_ok"]) else 0
 
 
 if __name__ == "__main__":

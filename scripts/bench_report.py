@@ -1,18 +1,22 @@
 """The text the bench prints: one table of the scenarios (SQLite's alone, as it always was), or one of each scenario
-on each engine with PostgreSQL's figures over SQLite's; a line on what the ratio columns are over; and a line about
-the machine."""
+on each engine with PostgreSQL's figures over SQLite's; a line on what the ratio columns are over; a line about
+the machine; and with --production, a line above the table and the figures of the traces and the scrapes below."""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["render", "render_engines", "render_machine"]
+__all__ = ["render", "render_engines", "render_machine", "render_production"]
 
 NOTED = ("keys_reused", "stale", "keys_verified", "rss_mb_before", "rss_mb_after")
 ENGINE_LABELS = {"sqlite": "sqlite", "postgresql": "postgres"}
 RATIOS_LEGEND = (
     "×h: over this server's Health/Check in the rounds beside; ×b: over the bare grpc.aio server's (bare);"
     " p50-b µs: p50 minus bare's p50"
+)
+PRODUCTION_HEADER = (
+    "--production: every Keyscope server with metrics on (--metrics-port) and 1% of calls traced to the bench's OTLP"
+    " sink, as the README recommends for production; the bare server unchanged"
 )
 
 
@@ -32,7 +36,30 @@ def render_machine(m: dict[str, Any]) -> str:
         line += f", {run_['rounds']} rounds of {run_['seconds']}s"
     if rss := run_.get("server_rss_mb"):
         line += f"; server RSS {rss['serving']} MB once serving, {rss['end']} MB at the end"
+    if run_.get("production"):
+        line += "; --production (metrics on, 1% of calls traced)"
     return line
+
+
+def _production_header(report: dict[str, Any]) -> list[str]:
+    return [PRODUCTION_HEADER] if report["machine"]["run"].get("production") else []
+
+
+def render_production(p: dict[str, Any]) -> str:
+    """The spans the OTLP sink received next to the calls the servers handled, and each server's scrape."""
+    share = f" ({p['spans_per_call']:.2%})" if p["spans_per_call"] is not None else ""
+    lines = [
+        f"production traces: {p['spans_received']} spans received by the OTLP sink (in {p['exports_received']}"
+        f" exports) for {p['calls']} calls the servers handled{share}; sampled at"
+        f" {float(p['tracing']['OTEL_TRACES_SAMPLER_ARG']):.0%}"
+    ]
+    for scrape in p["scrapes"]:
+        if scrape["ok"]:
+            outcome = f"ok, {scrape['bytes']} bytes, {scrape['calls']} calls counted"
+        else:
+            outcome = f"FAILED: {scrape['error']}"
+        lines.append(f"production metrics: {scrape['server']} /metrics scraped at the end: {outcome}")
+    return "\n".join(lines)
 
 
 def _notes(s: dict[str, Any]) -> str:
@@ -63,7 +90,7 @@ def render(report: dict[str, Any]) -> str:
         f"{'scenario':<16}{'rps':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'cpu µs/req':>12}{'client µs':>11}"
         f"{'×h rps':>8}{'×h p99':>8}{'×b rps':>8}{'×b p99':>8}{'p50-b µs':>10}{'rss MB':>9}"
     )
-    lines = [header, "-" * len(header)]
+    lines = [*_production_header(report), header, "-" * len(header)]
     for name, s in report["scenarios"].items():
         lines.append(
             f"{name:<16}{s['rps']:>10.1f}{s['p50_ms']:>9.2f}{s['p95_ms']:>9.2f}{s['p99_ms']:>9.2f}"
@@ -83,7 +110,7 @@ def render_engines(report: dict[str, Any]) -> str:
         f"{'db µs':>8}{'client µs':>11}{'×h rps':>8}{'×h p99':>8}{'×b rps':>8}{'×b p99':>8}{'p50-b µs':>10}"
         f"{'rss MB':>9}{'pg/sq rps':>11}{'pg/sq p99':>11}"
     )
-    lines = [header, "-" * len(header)]
+    lines = [*_production_header(report), header, "-" * len(header)]
     engines: dict[str, dict[str, Any]] = report["engines"]
     compared: dict[str, dict[str, float]] = report.get("postgresql_to_sqlite", {})
     order = list(dict.fromkeys(name for scenarios in engines.values() for name in scenarios["scenarios"]))

@@ -2,7 +2,9 @@
 
 `running_server` starts `python -m keyscope_server serve` (with `--workers N`, a parent and N worker processes) and
 stops it with SIGTERM, which it must survive with exit code 0. CPU time and memory are read from /proc for the
-server's whole process tree, so that they count its workers too.
+server's whole process tree, so that they count its workers too. Given a `Production` (`scripts/bench --production`),
+it starts the server as the README recommends for production, metrics and traces on, and scrapes its /metrics once
+its load is done, before it stops.
 """
 
 from __future__ import annotations
@@ -14,16 +16,20 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 __all__ = [
     "SERVER_START_SECONDS",
     "BenchError",
+    "Production",
     "ServerProcess",
     "running_server",
     "tree_cpu_seconds",
@@ -35,6 +41,16 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SERVER_START_SECONDS = 30
 LOG_LINES = 20  # of a server's log, shown with a failure
+SCRAPE_TIMEOUT_SECONDS = 10
+# The README's production settings for traces ("Operations: traces"), the endpoint aside: 1% of the calls sampled
+# (of those that come without a sampled parent, as the bench's do), exported over OTLP/gRPC. Plaintext, as the sink
+# listens on loopback.
+PRODUCTION_TRACING = {
+    "OTEL_TRACES_EXPORTER": "otlp",
+    "OTEL_EXPORTER_OTLP_INSECURE": "true",
+    "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+    "OTEL_TRACES_SAMPLER_ARG": "0.01",
+}
 
 
 class BenchError(Exception):
@@ -88,6 +104,46 @@ class ServerProcess:
     port: int
 
 
+@dataclass
+class Production:
+    """Every Keyscope server as the README recommends running it in production: Prometheus metrics on
+    (`--metrics-port`) and traces of 1% of the calls exported to `otlp_endpoint` (the bench's OTLP sink). `scrapes`
+    gets one entry a server: its /metrics once its load was done, and the calls it counted."""
+
+    otlp_endpoint: str
+    scrapes: list[dict[str, Any]] = field(default_factory=list)
+
+    def environment(self) -> dict[str, str]:
+        return {
+            **PRODUCTION_TRACING,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": self.otlp_endpoint,
+        }
+
+    def calls(self) -> int:
+        """The unary calls the servers handled (grpc_server_handled_total), in the scrapes that succeeded."""
+        return sum(int(scrape.get("calls", 0)) for scrape in self.scrapes)
+
+    def failed(self) -> list[dict[str, Any]]:
+        return [scrape for scrape in self.scrapes if not scrape["ok"]]
+
+
+def scrape_metrics(name: str, port: int) -> dict[str, Any]:
+    """One scrape of a server's /metrics: its size and the calls it counts, or why it failed."""
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_SECONDS) as response:
+            body: bytes = response.read()
+        calls = sum(
+            sample.value
+            for family in text_string_to_metric_families(body.decode())
+            for sample in family.samples
+            if sample.name == "grpc_server_handled_total"
+        )
+    except (OSError, ValueError) as exc:  # urllib's errors are OSErrors; the parser's, ValueErrors
+        return {"server": name, "url": url, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    return {"server": name, "url": url, "ok": True, "bytes": len(body), "calls": int(calls)}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -100,7 +156,8 @@ def wait_until_serving(process: subprocess.Popen[bytes], port: int, log: Path, w
         health = health_pb2_grpc.HealthStub(channel)
         while process.poll() is None:
             with contextlib.suppress(grpc.RpcError):
-                if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == SERVING:
+                # grpc_health-stubs declare HealthStub without its methods.
+                if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == SERVING:  # type: ignore[attr-defined]
                     return
             if time.monotonic() > deadline:
                 raise BenchError(f"the server did not serve within {SERVER_START_SECONDS}s:\n{log.read_text()}")
@@ -115,8 +172,9 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def running_server(db: str, workers: int, log: Path) -> Iterator[ServerProcess]:
-    """The server on `db` (a `--db` value), stopped with SIGTERM at the end, which it must survive with exit code 0."""
+def running_server(db: str, workers: int, log: Path, production: Production | None = None) -> Iterator[ServerProcess]:
+    """The server on `db` (a `--db` value), stopped with SIGTERM at the end, which it must survive with exit code 0;
+    with `production`, configured as the README recommends for production, and its /metrics scraped before the stop."""
     port = free_port()
     command = [
         sys.executable,
@@ -132,8 +190,16 @@ def running_server(db: str, workers: int, log: Path) -> Iterator[ServerProcess]:
     ]
     if workers > 1:
         command += ["--workers", str(workers)]
+    environment = None  # the bench's own
+    metrics_port = None
+    if production is not None:
+        # A port chosen here, like the server's own, rather than `--metrics-port 0`: the server names the port it
+        # took only in an INFO line, which `--log-level warning` (kept, so that no access line is written) drops.
+        metrics_port = free_port()
+        command += ["--metrics-port", str(metrics_port)]
+        environment = {**os.environ, **production.environment()}
     with log.open("wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=environment)
     try:
         wait_until_serving(process, port, log, workers)
     except BaseException:
@@ -147,6 +213,8 @@ def running_server(db: str, workers: int, log: Path) -> Iterator[ServerProcess]:
         if isinstance(exc, BenchError) and (logged := log.read_text().splitlines()[-LOG_LINES:]):
             raise BenchError("\n".join([str(exc), f"the server on {db} logged, at the end:", *logged])) from exc
         raise
+    if production is not None and metrics_port is not None:
+        production.scrapes.append(scrape_metrics(log.stem, metrics_port))
     process.send_signal(signal.SIGTERM)
     if (code := process.wait(SERVER_START_SECONDS)) != 0:
         raise BenchError(f"the server exited with code {code} on SIGTERM:\n{log.read_text()}")

@@ -14,7 +14,7 @@ from typing import Any
 
 from bench_load import Servers, load_client
 from bench_seed import Workload
-from bench_server import BenchError, running_server
+from bench_server import BenchError, Production, running_server
 
 __all__ = ["render_soak", "run_soak"]
 
@@ -24,13 +24,22 @@ RSS_GROWTH_LIMIT_PCT = 10.0
 SERVER_LOG_LINES = 20
 
 
-def run_soak(db: str, workload: Workload, log: Path, seconds: float, workers: int, concurrency: int) -> dict[str, Any]:
-    """The soak of the server on `db`, a `--db` value of either engine."""
+def run_soak(
+    db: str,
+    workload: Workload,
+    log: Path,
+    seconds: float,
+    workers: int,
+    concurrency: int,
+    production: Production | None = None,
+) -> dict[str, Any]:
+    """The soak of the server on `db`, a `--db` value of either engine; with `production`, the server configured as
+    the README recommends for production."""
     intervals = max(MIN_INTERVALS, math.ceil(seconds / SAMPLE_SECONDS))
     result: dict[str, Any] | None = None
     try:
         with (
-            running_server(db, workers, log) as server,
+            running_server(db, workers, log, production) as server,
             load_client(Servers([server.port], [server.pid]), workload, concurrency) as client,
         ):
             result = client.run("soak", seconds, intervals)

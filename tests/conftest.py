@@ -21,6 +21,7 @@ import asyncpg
 import grpc
 import pytest
 import pytest_asyncio
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from keyscope_server.cli import EXAMPLE_ROOT_KEY
 from keyscope_server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
@@ -49,6 +50,15 @@ def pytest_configure(config: pytest.Config) -> None:
         find_binaries()
     except PostgresMissing as missing:
         pytest.exit(str(missing), returncode=1)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def hypothesis_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Hypothesis writes caches (Unicode tables, constants of the code under test) to ./.hypothesis even with no
+    database: keep them out of the repository."""
+    set_hypothesis_home_dir(tmp_path_factory.mktemp("hypothesis"))
+    yield
+    set_hypothesis_home_dir(None)
 
 
 @pytest.fixture

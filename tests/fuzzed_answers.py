@@ -40,6 +40,11 @@ DETAILS_OF: dict[grpc.StatusCode, Callable[[grpc.aio.AioRpcError], object]] = {
 # hard limit, 16 KiB, then always) and sees RESOURCE_EXHAUSTED without details. The test's channel accepts more,
 # to see what the server sent, and asserts that the error's trailers stay within it.
 METADATA_LIMIT = 8192
+# The options of such a channel.
+WIDE_METADATA = [
+    ("grpc.max_metadata_size", 8 * METADATA_LIMIT),
+    ("grpc.absolute_max_metadata_size", 8 * METADATA_LIMIT),
+]
 MAX_MESSAGE_BYTES = ServerConfig().max_message_bytes
 SANE_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")  # README: echoed when printable ASCII, no spaces, <= 128
 FIELD_PATH_SEGMENT = re.compile(r"([a-z_][a-z0-9_]*)(?:\[(\d+)\])?")

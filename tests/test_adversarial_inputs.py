@@ -35,7 +35,7 @@ how many inputs it tried and how they were answered (`-rP` or `-s` shows it).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -43,13 +43,12 @@ from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
-from hypothesis.configuration import set_hypothesis_home_dir
 
 from keyscope.v1 import keys_pb2
 from keyscope_server.factory import RunningServer
 from keyscope_server.store import Store
 from tests.conftest import MakeCaller
-from tests.fuzzed_answers import METADATA_LIMIT
+from tests.fuzzed_answers import WIDE_METADATA
 from tests.fuzzed_world import EFFECTS, RPCS, World, build_world
 from tests.request_strategies import Shown, request_strategy
 
@@ -58,21 +57,8 @@ pytestmark = pytest.mark.asyncio
 Code = grpc.StatusCode
 EXAMPLES = 120  # per RPC: the module runs in 40-45 s on a busy 2-core machine
 
-WIDE_METADATA = [
-    ("grpc.max_metadata_size", 8 * METADATA_LIMIT),
-    ("grpc.absolute_max_metadata_size", 8 * METADATA_LIMIT),
-]
 # Requests past the server's message limit are refused by gRPC itself, before any Keyscope code runs: the
 # RESOURCE_EXHAUSTED the proto documents, without details (nothing of Keyscope saw the call).
-
-
-@pytest.fixture(autouse=True, scope="module")
-def hypothesis_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Hypothesis writes caches (Unicode tables, constants of the code under test) to ./.hypothesis even with no
-    database: keep them out of the repository."""
-    set_hypothesis_home_dir(tmp_path_factory.mktemp("hypothesis"))
-    yield
-    set_hypothesis_home_dir(None)
 
 
 REQUEST_IDS = st.one_of(

@@ -189,6 +189,22 @@ def test_on_with_an_exporter_named_and_the_service_called_keyscope() -> None:
         provider.shutdown()
 
 
+def test_otlp_is_the_otlp_exporter_over_grpc() -> None:
+    provider = tracer_provider_from_environment({"OTEL_TRACES_EXPORTER": "otlp"})
+    assert provider is not None
+    try:
+        [processor] = provider._active_span_processor._span_processors  # the SDK keeps no public list of them
+        assert type(processor.span_exporter).__module__ == "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"
+    finally:
+        provider.shutdown()
+
+
+def test_otlp_over_http_is_not_installed() -> None:
+    environ = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
+    with pytest.raises(TracingConfigError, match="no exporter 'otlp_proto_http'"):
+        tracer_provider_from_environment(environ)
+
+
 def test_service_name_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     # The SDK reads the resource variables from the process environment itself.
     monkeypatch.setenv("OTEL_SERVICE_NAME", "permissions-eu")
