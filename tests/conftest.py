@@ -21,6 +21,7 @@ import asyncpg
 import grpc
 import pytest
 import pytest_asyncio
+import uvloop
 from hypothesis.configuration import set_hypothesis_home_dir
 
 from keyscope_server.cli import EXAMPLE_ROOT_KEY
@@ -238,3 +239,10 @@ def unusable_caller(store: Store, channel: grpc.aio.Channel, make_caller: MakeCa
         return caller
 
     return make
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Every asyncio test runs on the loop `serve` runs on by default (uvloop), servers and fixtures included."""
+    return {"uvloop": uvloop.new_event_loop}

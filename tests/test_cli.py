@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from keyscope.v1 import apis_pb2, apis_pb2_grpc
+from keyscope.v1 import apis_pb2, apis_pb2_grpc, keys_pb2, keys_pb2_grpc
 from keyscope_server.cli import EXAMPLE_ROOT_KEY
 from keyscope_server.store import open_store
 from keyscope_server.store.snapshot import StoreSnapshot
@@ -153,6 +153,42 @@ def test_ok_serve_until_sigterm(tmp_path: Path, new_database: NewDatabase) -> No
     assert "stopping: health NOT_SERVING" in output
     assert output.rstrip().endswith("stopped")
     assert secret not in output
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "loop"),
+    [
+        ([], {}, "uvloop"),
+        (["--event-loop", "asyncio"], {}, "asyncio"),
+        ([], {"KEYSCOPE_EVENT_LOOP": "asyncio"}, "asyncio"),
+    ],
+    ids=["default", "flag", "environment"],
+)
+def test_ok_serve_on_either_event_loop(
+    tmp_path: Path, new_database: NewDatabase, flags: list[str], env: dict[str, str], loop: str
+) -> None:
+    db = new_database("keyscope")
+    secret = create_root_key(tmp_path, db, "api.*.create_api", "api.*.verify_key", "api.*.create_key")
+    port = free_port()
+    process = start_serve(tmp_path, db, port, *flags, env=server_env(**env))
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            md = (("authorization", f"Bearer {secret}"),)
+            api = apis_pb2_grpc.ApiServiceStub(channel).CreateApi(apis_pb2.CreateApiRequest(name="x"), metadata=md)
+            keys = keys_pb2_grpc.KeyServiceStub(channel)
+            key = keys.CreateKey(keys_pb2.CreateKeyRequest(api_id=api.api.id), metadata=md, timeout=10)
+            answer = keys.VerifyKey(keys_pb2.VerifyKeyRequest(key=key.secret), metadata=md, timeout=10)
+            assert answer.code == keys_pb2.VerifyKeyResponse.CODE_VALID
+    finally:
+        code, output = stop(process, signal.SIGTERM)
+    assert code == 0, output
+    assert f"keyscope serving on 127.0.0.1:{port} (plaintext), database {db}, event loop {loop}" in output
+
+
+def test_invalid_argument_unknown_event_loop(tmp_path: Path) -> None:
+    result = run(tmp_path, "serve", "--db", str(tmp_path / "k.db"), "--event-loop", "trio")
+    assert result.returncode == 2
+    assert "--event-loop: invalid choice: 'trio'" in result.stderr
 
 
 def test_ok_max_message_bytes_from_the_environment(tmp_path: Path, new_database: NewDatabase) -> None:
