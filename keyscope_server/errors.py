@@ -145,6 +145,14 @@ class StoreFull(DomainError):
         super().__init__("the store is full: nothing was written; free space or raise the limit, then retry")
 
 
+class MessageTooLarge(DomainError):
+    """A request larger than the server takes (`--max-message-bytes`)."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"the request is {size} bytes, over the server's limit of {limit} bytes: nothing was changed")
+        self.limit = limit
+
+
 class StoreUnavailable(DomainError):
     """The store cannot be reached or used right now; retrying later may work."""
 

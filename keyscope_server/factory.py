@@ -165,7 +165,11 @@ async def start_server(store: Store, config: ServerConfig) -> RunningServer:
     throttle = Throttle(config.throttle)
     metrics = None if config.metrics is None else Metrics()
     interceptor = KeyscopeInterceptor(
-        store, throttle=throttle, metrics=metrics, traced=config.tracer_provider is not None
+        store,
+        max_message_bytes=config.max_message_bytes,
+        throttle=throttle,
+        metrics=metrics,
+        traced=config.tracer_provider is not None,
     )
     tracing = []  # the instrumentation's interceptor makes each call's span; ours runs inside it, adding to it
     if config.tracer_provider is not None:
@@ -173,7 +177,9 @@ async def start_server(store: Store, config: ServerConfig) -> RunningServer:
     server = grpc.aio.server(
         interceptors=tracing,
         options=[
-            ("grpc.max_receive_message_length", config.max_message_bytes),
+            # Up to twice the limit, gRPC's core takes a request in and Keyscope refuses it (RESOURCE_EXHAUSTED, with
+            # the request id and a log line); past that the core refuses it before any code of ours runs.
+            ("grpc.max_receive_message_length", min(2 * config.max_message_bytes, 2**31 - 1)),
             ("grpc.max_send_message_length", config.max_message_bytes),
             ("grpc.so_reuseport", int(config.reuse_port)),
         ],

@@ -25,7 +25,14 @@ from typing import Any, TypeAlias, cast
 import grpc
 
 from keyscope_server.credentials import hash_secret
-from keyscope_server.errors import DomainError, FieldViolation, InvalidArgument, ServerStopping, Unauthenticated
+from keyscope_server.errors import (
+    DomainError,
+    FieldViolation,
+    InvalidArgument,
+    MessageTooLarge,
+    ServerStopping,
+    Unauthenticated,
+)
 from keyscope_server.logs import auth_failure_warnings
 from keyscope_server.metrics import Metrics
 from keyscope_server.request_context import principal_var, request_id_var, verify_outcome_var
@@ -55,13 +62,24 @@ _UNDECODABLE = _Undecodable()
 _NOT_A_MESSAGE = FieldViolation("request", "is not a valid protobuf message of this method's request type")
 
 
-def _tolerant(deserialize: Deserializer | None) -> Deserializer | None:
-    """The method's deserializer, answering _UNDECODABLE where it would raise: gRPC would answer UNKNOWN, naming
-    the exception, before any of our code ran (no request id, no log line)."""
+class _TooLarge:
+    """What a request's bytes become when there are more of them than the server takes: their number."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+def _tolerant(deserialize: Deserializer | None, max_bytes: int) -> Deserializer | None:
+    """The method's deserializer, answering _UNDECODABLE where it would raise (gRPC would answer UNKNOWN, naming the
+    exception, before any of our code ran: no request id, no log line), and _TooLarge past `max_bytes`."""
     if deserialize is None:
         return None
 
     def tolerant(data: bytes) -> Any:
+        if len(data) > max_bytes:
+            return _TooLarge(len(data))
         try:
             return deserialize(data)
         except Exception:  # noqa: BLE001 - whatever it raises, the bytes are not a request: one answer for all
@@ -92,6 +110,7 @@ class KeyscopeInterceptor:
         store: Store,
         authenticated_prefix: str = "/keyscope.",
         *,
+        max_message_bytes: int = 4 * 1024 * 1024,
         throttle: Throttle = NO_THROTTLE,
         metrics: Metrics | None = None,
         traced: bool = False,
@@ -99,6 +118,7 @@ class KeyscopeInterceptor:
         """`throttle`: the budgets of failed root-key lookups by peer; `metrics`: where calls are counted;
         `traced`: calls run in OpenTelemetry server spans, which get the request id and the caller."""
         self._store = store
+        self._max_message_bytes = max_message_bytes
         self._throttle = throttle
         self._metrics = metrics
         self._traced = traced
@@ -123,7 +143,7 @@ class KeyscopeInterceptor:
         behaviour = self._behaviour(method, inner, authenticate=method.startswith(self._authenticated_prefix))
         return grpc.unary_unary_rpc_method_handler(
             behaviour,
-            request_deserializer=_tolerant(handler.request_deserializer),
+            request_deserializer=_tolerant(handler.request_deserializer, self._max_message_bytes),
             response_serializer=handler.response_serializer,
         )
 
@@ -162,6 +182,8 @@ class KeyscopeInterceptor:
                     caller = principal.root_key_id
                 if request is _UNDECODABLE:
                     raise InvalidArgument([_NOT_A_MESSAGE])
+                if type(request) is _TooLarge:
+                    raise MessageTooLarge(request.size, self._max_message_bytes)
                 response = await inner(request, context)
                 context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
                 return response

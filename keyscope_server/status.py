@@ -20,6 +20,7 @@ from keyscope_server.errors import (
     DomainError,
     EtagMismatch,
     InvalidArgument,
+    MessageTooLarge,
     NotFound,
     PermissionDenied,
     RevisionNotReached,
@@ -124,6 +125,11 @@ def _details(exc: DomainError) -> tuple[int, str, list[Message]]:
             error_details_pb2.RetryInfo(retry_delay=delay),
         ]
         return code_pb2.RESOURCE_EXHAUSTED, message, throttled
+    if isinstance(exc, MessageTooLarge):
+        info = error_details_pb2.ErrorInfo(
+            reason="MESSAGE_TOO_LARGE", domain=DOMAIN, metadata={"limit_bytes": str(exc.limit)}
+        )
+        return code_pb2.RESOURCE_EXHAUSTED, message, [info]
     if isinstance(exc, ServerStopping):
         return code_pb2.UNAVAILABLE, message, [error_details_pb2.ErrorInfo(reason="SERVER_STOPPING", domain=DOMAIN)]
     if isinstance(exc, StoreUnavailable):

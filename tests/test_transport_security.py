@@ -3,6 +3,8 @@ and the message size limit. Certificates are made per test session by tests/cert
 
 from __future__ import annotations
 
+import functools
+import logging
 import signal
 import subprocess
 import sys
@@ -23,8 +25,9 @@ from keyscope_server.factory import RunningServer, ServerConfig, TlsConfig, star
 from keyscope_server.store import Store
 from tests.certs import Certificates, Identity, make_certificates
 from tests.client import Caller
+from tests.polling import until
 from tests.processes import create_root_key, free_port, server_env, start_serve, stop
-from tests.rpc_errors import rejected
+from tests.rpc_errors import error_info, rejected, request_id
 
 Serving = health_pb2.HealthCheckResponse
 LIMIT = 1024  # max_message_bytes of the server in the message size tests
@@ -205,6 +208,48 @@ async def test_resource_exhausted_request_above_max_message_bytes(
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         created = await apis_pb2_grpc.ApiServiceStub(channel).CreateApi(request, metadata=limited.md)
     assert len(created.api.scopes) == 10
+
+
+@pytest.mark.asyncio
+async def test_resource_exhausted_request_above_the_limit_has_the_request_id_and_a_log_line(
+    limited: Caller, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="keyscope.rpc")
+    request = verify_request(LIMIT + 1)
+    send = functools.partial(limited.keys.VerifyKey, request, metadata=(*limited.md, ("x-request-id", "big-1")))
+    error = await rejected(store, send, grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert request_id(error) == "big-1"
+    info = error_info(error)
+    assert (info.reason, dict(info.metadata)) == ("MESSAGE_TOO_LARGE", {"limit_bytes": str(LIMIT)})
+    assert f"{LIMIT + 1} bytes" in (error.details() or "")
+
+    def logged() -> list[str]:
+        lines = [r.getMessage() for r in caplog.records if r.name == "keyscope.rpc"]
+        return [line for line in lines if "RESOURCE_EXHAUSTED" in line]
+
+    await until(lambda: len(logged()) == 1, lambda: f"access-log lines: {logged()}")
+    assert logged()[0].startswith("/keyscope.v1.KeyService/VerifyKey RESOURCE_EXHAUSTED")
+
+
+@pytest.mark.asyncio
+async def test_unauthenticated_before_the_size_is_judged(limited: Caller, store: Store) -> None:
+    stranger = Caller(limited.channel, "ksroot_notarealkey0000000000000000", "-")
+    await rejected(
+        store,
+        lambda: stranger.keys.VerifyKey(verify_request(LIMIT + 1), metadata=stranger.md),
+        grpc.StatusCode.UNAUTHENTICATED,
+    )
+
+
+@pytest.mark.asyncio
+async def test_resource_exhausted_past_twice_the_limit_from_grpcs_core(limited: Caller, store: Store) -> None:
+    # Past twice the limit, gRPC's core refuses the request before any of Keyscope's code runs: no details.
+    request = create_api_request(scopes=20)
+    assert request.ByteSize() > 2 * LIMIT
+    error = await rejected(
+        store, lambda: limited.apis.CreateApi(request, metadata=limited.md), grpc.StatusCode.RESOURCE_EXHAUSTED
+    )
+    assert "grpc-status-details-bin" not in dict(error.trailing_metadata() or ())
 
 
 @pytest.mark.asyncio

@@ -99,7 +99,7 @@ async def test_ok_workers_serve_with_the_password_in_the_url_and_never_show_it(
     text = log.read_text()
     assert password not in text
     # The log names the database, as the URL without its password, once per worker.
-    assert text.count(f", database {described}\n") == 2, text
+    assert text.count(f", database {described}, event loop") == 2, text
 
 
 async def test_ok_serves_with_the_password_in_pgpassword(
@@ -116,7 +116,7 @@ async def test_ok_serves_with_the_password_in_pgpassword(
     assert code == 0
     text = log.read_text()
     assert password not in text
-    assert f", database {url}\n" in text
+    assert f", database {url}, event loop" in text
 
 
 async def test_ok_commands_take_the_url_from_keyscope_db(
