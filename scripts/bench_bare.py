@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import select
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-from bench_server import SERVER_START_SECONDS, BenchError, ServerProcess, wait_until_serving
+from bench_server import SERVER_START_SECONDS, BenchError, ServerProcess, kill, reported_port, wait_until_serving
 from grpc_health.v1 import health, health_pb2_grpc
 
 __all__ = ["running_bare_server"]
@@ -45,23 +44,6 @@ async def serve() -> None:
 # -- the process (the parent's side) -------------------------------------------------------------------------------
 
 
-def _read_port(process: subprocess.Popen[bytes], log: Path) -> int:
-    """The port the server wrote on its stdout, once it serves."""
-    assert process.stdout is not None
-    with process.stdout:
-        ready, _, _ = select.select([process.stdout], [], [], SERVER_START_SECONDS)
-        line = process.stdout.readline() if ready else b""
-    if not line.strip().isdigit():
-        state = "did not serve" if process.poll() is None else f"exited with code {process.wait()}"
-        raise BenchError(f"the bare server {state} within {SERVER_START_SECONDS}s:\n{log.read_text()}")
-    return int(line)
-
-
-def _kill(process: subprocess.Popen[bytes]) -> None:
-    process.kill()
-    process.wait()
-
-
 @contextlib.contextmanager
 def running_bare_server(log: Path) -> Iterator[ServerProcess]:
     """The bare server, its stderr in `log`; stopped with SIGTERM at the end, which it must survive with exit code 0."""
@@ -70,15 +52,15 @@ def running_bare_server(log: Path) -> Iterator[ServerProcess]:
             [sys.executable, str(Path(__file__).resolve())], stdout=subprocess.PIPE, stderr=log_file
         )
     try:
-        port = _read_port(process, log)
+        port = reported_port(process, log, "the bare server")
         wait_until_serving(process, port, log, 1)
     except BaseException:
-        _kill(process)
+        kill(process)
         raise
     try:
         yield ServerProcess(process.pid, port)
     except BaseException:
-        _kill(process)
+        kill(process)
         raise
     process.send_signal(signal.SIGTERM)
     if (code := process.wait(SERVER_START_SECONDS)) != 0:

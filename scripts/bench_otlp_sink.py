@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import select
 import signal
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from bench_server import SERVER_START_SECONDS, BenchError
+from bench_server import SERVER_START_SECONDS, BenchError, kill, reported_port
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 __all__ = ["OtlpSink", "running_otlp_sink"]
@@ -84,22 +83,6 @@ class OtlpSink:
         return f"http://127.0.0.1:{self.port}"
 
 
-def _read_port(process: subprocess.Popen[bytes], log: Path) -> int:
-    """The port the sink wrote on its stdout, once it serves; stdout stays open for the counts it writes at the end."""
-    assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], SERVER_START_SECONDS)
-    line = process.stdout.readline() if ready else b""
-    if not line.strip().isdigit():
-        state = "did not serve" if process.poll() is None else f"exited with code {process.wait()}"
-        raise BenchError(f"the OTLP sink {state} within {SERVER_START_SECONDS}s:\n{log.read_text()}")
-    return int(line)
-
-
-def _kill(process: subprocess.Popen[bytes]) -> None:
-    process.kill()
-    process.communicate()
-
-
 @contextlib.contextmanager
 def running_otlp_sink(log: Path) -> Iterator[OtlpSink]:
     """The sink, its stderr in `log`; stopped with SIGTERM at the end, which it must survive with exit code 0, and
@@ -109,20 +92,20 @@ def running_otlp_sink(log: Path) -> Iterator[OtlpSink]:
             [sys.executable, str(Path(__file__).resolve())], stdout=subprocess.PIPE, stderr=log_file
         )
     try:
-        sink = OtlpSink(_read_port(process, log))
+        sink = OtlpSink(reported_port(process, log, "the OTLP sink"))
     except BaseException:
-        _kill(process)
+        kill(process)
         raise
     try:
         yield sink
     except BaseException:
-        _kill(process)
+        kill(process)
         raise
     process.send_signal(signal.SIGTERM)
     try:
         out, _ = process.communicate(timeout=SERVER_START_SECONDS)
     except subprocess.TimeoutExpired:
-        _kill(process)
+        kill(process)
         raise BenchError(f"the OTLP sink did not stop within {SERVER_START_SECONDS}s:\n{log.read_text()}") from None
     if process.returncode != 0:
         raise BenchError(f"the OTLP sink exited with code {process.returncode} on SIGTERM:\n{log.read_text()}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -31,6 +32,8 @@ __all__ = [
     "BenchError",
     "Production",
     "ServerProcess",
+    "kill",
+    "reported_port",
     "running_server",
     "tree_cpu_seconds",
     "tree_memory_mb",
@@ -150,6 +153,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def reported_port(process: subprocess.Popen[bytes], log: Path, what: str) -> int:
+    """The port a child process of the bench (the bare server, the OTLP sink) writes as its first line on stdout once
+    it serves; the pipe stays open for what it writes later."""
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], SERVER_START_SECONDS)
+    line = process.stdout.readline() if ready else b""
+    if not line.strip().isdigit():
+        state = "did not serve" if process.poll() is None else f"exited with code {process.wait()}"
+        raise BenchError(f"{what} {state} within {SERVER_START_SECONDS}s:\n{log.read_text()}")
+    return int(line)
+
+
 def wait_until_serving(process: subprocess.Popen[bytes], port: int, log: Path, workers: int) -> None:
     deadline = time.monotonic() + SERVER_START_SECONDS
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -166,9 +181,10 @@ def wait_until_serving(process: subprocess.Popen[bytes], port: int, log: Path, w
     raise BenchError(f"the server exited with code {process.returncode} before serving{hint}:\n{log.read_text()}")
 
 
-def _kill(process: subprocess.Popen[bytes]) -> None:
+def kill(process: subprocess.Popen[bytes]) -> None:
+    """Kill a child process of the bench and reap it, reading what is left in its pipes, if it has any."""
     process.kill()
-    process.wait()
+    process.communicate()
 
 
 @contextlib.contextmanager
@@ -203,12 +219,12 @@ def running_server(db: str, workers: int, log: Path, production: Production | No
     try:
         wait_until_serving(process, port, log, workers)
     except BaseException:
-        _kill(process)
+        kill(process)
         raise
     try:
         yield ServerProcess(process.pid, port)
     except BaseException as exc:
-        _kill(process)
+        kill(process)
         # A failure of the run (the load client's, say) with what the server said meanwhile, if it said anything.
         if isinstance(exc, BenchError) and (logged := log.read_text().splitlines()[-LOG_LINES:]):
             raise BenchError("\n".join([str(exc), f"the server on {db} logged, at the end:", *logged])) from exc
