@@ -25,7 +25,7 @@ from keyscope_server.store import Store, open_store, prepare_store
 from keyscope_server.store.copy import CopyFailed, copy_store, same_database
 from keyscope_server.store.engines import PostgresSettings, describe_db, engine_name
 from keyscope_server.store.verify_cache import CacheLimits
-from keyscope_server.tracing import TracingConfigError, tracer_provider_from_environment
+from keyscope_server.tracing import TracingConfigError, tracing_from_environment
 from keyscope_server.workers import supervise
 
 __all__ = ["main"]
@@ -494,7 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if options.workers < 1:
                 parser.error("--workers must be at least 1")
             try:
-                tracer_provider = tracer_provider_from_environment(os.environ)
+                tracing = tracing_from_environment(os.environ)
             except TracingConfigError as exc:
                 parser.error(str(exc))
             config = ServerConfig(
@@ -503,7 +503,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 max_message_bytes=options.max_message_bytes,
                 reuse_port=options.reuse_port,
                 tls=tls,
-                tracer_provider=tracer_provider,
+                tracing=tracing,
                 throttle=ThrottleConfig(
                     auth_failures=options.max_auth_failures,
                     unknown_keys=options.max_unknown_keys,
@@ -517,8 +517,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 with asyncio.Runner(loop_factory=_loop_factory(options.event_loop)) as runner:
                     runner.run(serving)
             finally:
-                if tracer_provider is not None:
-                    tracer_provider.shutdown()  # exports the spans still batched
+                if tracing is not None:
+                    tracing.provider.shutdown()  # exports the spans still batched
         elif options.command == "create-root-key":
             permissions = list(options.permissions) + (list(EXAMPLE_ROOT_KEY) if options.all else [])
             if not permissions:

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
-from opentelemetry.sdk.trace import TracerProvider
 
 from keyscope.v1 import (
     apis_pb2,
@@ -30,6 +29,7 @@ from keyscope_server.reflection import enable_reflection
 from keyscope_server.services import ApiService, AuditService, KeyService, RoleService
 from keyscope_server.store import Store
 from keyscope_server.throttle import Throttle, ThrottleConfig
+from keyscope_server.tracing import Tracing
 
 __all__ = [
     "MetricsConfig",
@@ -83,7 +83,7 @@ class ServerConfig:
     # How often the store is probed (file there and writable, room left); health follows what it finds.
     store_probe_seconds: float = 1.0
     # Set: a server span for every call, through the OpenTelemetry gRPC instrumentation (see keyscope_server.tracing).
-    tracer_provider: TracerProvider | None = None
+    tracing: Tracing | None = None
     # Budgets of failed lookups of unknown credentials (keyscope_server.throttle); ThrottleConfig(0, 0): off.
     throttle: ThrottleConfig = ThrottleConfig()
     metrics: MetricsConfig | None = None  # None: no metrics, and no cost for them
@@ -169,13 +169,16 @@ async def start_server(store: Store, config: ServerConfig) -> RunningServer:
         max_message_bytes=config.max_message_bytes,
         throttle=throttle,
         metrics=metrics,
-        traced=config.tracer_provider is not None,
+        traced=config.tracing is not None,
     )
-    tracing = []  # the instrumentation's interceptor makes each call's span; ours runs inside it, adding to it
-    if config.tracer_provider is not None:
-        tracing.append(aio_server_interceptor(tracer_provider=config.tracer_provider))  # type: ignore[no-untyped-call]
+    interceptors = []  # the instrumentation's makes each traced call's span; ours runs inside it, adding to it
+    if config.tracing is not None:
+        instrumentation = aio_server_interceptor(  # type: ignore[no-untyped-call]
+            tracer_provider=config.tracing.provider, filter_=config.tracing.sampler
+        )
+        interceptors.append(instrumentation)
     server = grpc.aio.server(
-        interceptors=tracing,
+        interceptors=interceptors,
         options=[
             # Up to twice the limit, gRPC's core takes a request in and Keyscope refuses it (RESOURCE_EXHAUSTED, with
             # the request id and a log line); past that the core refuses it before any code of ours runs.

@@ -13,20 +13,27 @@ The interceptor adds to each span the request id and the calling root key's id (
 
 from __future__ import annotations
 
+import random
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 
+import grpc
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 
 __all__ = [
     "REQUEST_ID_ATTRIBUTE",
     "ROOT_KEY_ATTRIBUTE",
+    "CallSampler",
+    "Tracing",
     "TracingConfigError",
     "annotate_span",
-    "tracer_provider_from_environment",
+    "tracing_from_environment",
 ]
 
 REQUEST_ID_ATTRIBUTE = "keyscope.request_id"
@@ -35,12 +42,51 @@ EXPORTER_ENTRY_POINTS = "opentelemetry_traces_exporter"
 
 
 class TracingConfigError(ValueError):
-    """OTEL_TRACES_EXPORTER names an exporter that is not installed."""
+    """OTEL_TRACES_EXPORTER names an exporter that is not installed, or OTEL_TRACES_SAMPLER_ARG is no ratio."""
 
 
-def tracer_provider_from_environment(environ: Mapping[str, str]) -> TracerProvider | None:
-    """The provider the standard variables describe, its exporters behind batch processors; None when tracing
-    is off."""
+@dataclass(frozen=True)
+class CallSampler:
+    """Which calls reach the instrumentation at all: the sampling of `parentbased_traceidratio` (or, with
+    `parent_based` False, `traceidratio`), decided before it runs.
+
+    The instrumentation is a grpc.aio interceptor that extracts the caller's context and starts a span for every
+    call, recording or not; at a ratio of 0.01 that is 99 calls in 100 paying for a span nobody sees (about 45 µs
+    of CPU a call on a 2-core VM). Given this as its filter, it traces only the calls sampled here: those whose
+    `traceparent` says sampled, when the sampling follows the parent, and of the others a `ratio` share at
+    random, as a trace-id ratio samples a new trace's random id. The provider then records every call it is
+    given (`ParentBased(ALWAYS_ON)`), so that no call is sampled twice.
+    """
+
+    ratio: float
+    parent_based: bool = True
+
+    def __call__(self, details: grpc.HandlerCallDetails) -> bool:
+        if self.parent_based:
+            for key, value in details.invocation_metadata or ():
+                if key == "traceparent":
+                    flags = _TRACEPARENT.fullmatch(value) if isinstance(value, str) else None
+                    if flags is not None:
+                        return int(flags.group(1), 16) & 1 == 1
+                    break  # malformed: a new trace, as the propagator would start
+        return random.random() < self.ratio
+
+
+@dataclass(frozen=True)
+class Tracing:
+    """The tracer provider the standard variables describe, and the calls it sees (None: every call)."""
+
+    provider: TracerProvider
+    sampler: CallSampler | None = None
+
+
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-([0-9a-f]{2})")
+_RATIO_SAMPLERS = {"parentbased_traceidratio": True, "traceidratio": False}
+
+
+def tracing_from_environment(environ: Mapping[str, str]) -> Tracing | None:
+    """What the standard variables describe: the provider, its exporters behind batch processors, and for the
+    trace-id ratio samplers the CallSampler in their place; None when tracing is off."""
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
     names = [name.strip() for name in environ.get("OTEL_TRACES_EXPORTER", "").split(",") if name.strip()]
@@ -59,10 +105,22 @@ def tracer_provider_from_environment(environ: Mapping[str, str]) -> TracerProvid
     resource = Resource.create()  # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: "keyscope"}))
-    provider = TracerProvider(resource=resource)  # its sampler from OTEL_TRACES_SAMPLER
+    sampler_name = environ.get("OTEL_TRACES_SAMPLER", "").strip().lower()
+    call_sampler = None
+    if sampler_name in _RATIO_SAMPLERS:
+        try:
+            ratio = float(environ.get("OTEL_TRACES_SAMPLER_ARG", "1.0"))
+        except ValueError:
+            raise TracingConfigError("OTEL_TRACES_SAMPLER_ARG: not a number from 0 to 1") from None
+        if not 0.0 <= ratio <= 1.0:
+            raise TracingConfigError("OTEL_TRACES_SAMPLER_ARG: not a number from 0 to 1")
+        call_sampler = CallSampler(ratio, parent_based=_RATIO_SAMPLERS[sampler_name])
+        provider = TracerProvider(resource=resource, sampler=ParentBased(ALWAYS_ON))
+    else:
+        provider = TracerProvider(resource=resource)  # its sampler from OTEL_TRACES_SAMPLER, as the SDK reads it
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
-    return provider
+    return Tracing(provider, call_sampler)
 
 
 def annotate_span(request_id: str, root_key_id: str | None) -> None:

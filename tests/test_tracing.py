@@ -11,24 +11,31 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import grpc
 import pytest
+import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import SpanKind
 
 from keyscope.v1 import apis_pb2, keys_pb2
-from keyscope_server.factory import ServerConfig
+from keyscope_server.factory import RunningServer, ServerConfig, start_server
+from keyscope_server.store import Store
 from keyscope_server.tracing import (
     REQUEST_ID_ATTRIBUTE,
     ROOT_KEY_ATTRIBUTE,
+    CallSampler,
+    Tracing,
     TracingConfigError,
-    tracer_provider_from_environment,
+    tracing_from_environment,
 )
 from tests.client import Caller
 from tests.processes import free_port, server_env, start_serve, stop
@@ -51,7 +58,7 @@ def tracer_provider(exporter: InMemorySpanExporter) -> Iterator[TracerProvider]:
 
 @pytest.fixture
 def server_config(tracer_provider: TracerProvider) -> ServerConfig:
-    return ServerConfig(host="127.0.0.1", port=0, tracer_provider=tracer_provider)
+    return ServerConfig(host="127.0.0.1", port=0, tracing=Tracing(tracer_provider))
 
 
 def trailer_request_id(metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
@@ -163,6 +170,107 @@ async def test_unauthenticated_span_has_no_caller_and_no_secret(
     assert stranger.root_key not in every_text(span)
 
 
+# -- sampling before the instrumentation -----------------------------------------------------------------------
+
+SAMPLED_PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+UNSAMPLED_PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+
+
+@pytest_asyncio.fixture
+async def sampled_server(
+    store: Store, exporter: InMemorySpanExporter
+) -> AsyncIterator[tuple[RunningServer, grpc.aio.Channel]]:
+    """A server whose calls reach the instrumentation only as a parent-based ratio of 0 lets them: those of a
+    sampled trace. Its provider records all it is given, as tracing_from_environment builds it."""
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_ON))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    running = await start_server(
+        store, ServerConfig(host="127.0.0.1", port=0, tracing=Tracing(provider, CallSampler(0.0)))
+    )
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            yield running, channel
+    finally:
+        await running.stop(None)
+        provider.shutdown()
+
+
+@pytest.mark.asyncio
+async def test_ok_a_call_not_sampled_has_no_span_and_a_sampled_parent_gets_one(
+    sampled_server: tuple[RunningServer, grpc.aio.Channel], exporter: InMemorySpanExporter
+) -> None:
+    _, channel = sampled_server
+    health = health_pb2_grpc.HealthStub(channel)
+    for parent in (None, UNSAMPLED_PARENT, "00-not-a-traceparent-01"):
+        metadata = () if parent is None else (("traceparent", parent),)
+        assert (await health.Check(health_pb2.HealthCheckRequest(), metadata=metadata)).status == 1
+    assert exporter.get_finished_spans() == ()
+    await health.Check(health_pb2.HealthCheckRequest(), metadata=(("traceparent", SAMPLED_PARENT),))
+    [span] = exporter.get_finished_spans()
+    assert span.name == "/grpc.health.v1.Health/Check"
+    assert span.context is not None and span.parent is not None
+    assert f"{span.context.trace_id:032x}" == SAMPLED_PARENT.split("-")[1]  # the caller's trace, continued
+    assert f"{span.parent.span_id:016x}" == SAMPLED_PARENT.split("-")[2]
+
+
+@dataclass(frozen=True)
+class _Details:
+    """What gRPC hands an interceptor's filter of a call (grpc.HandlerCallDetails, a protocol at run time)."""
+
+    invocation_metadata: tuple[tuple[str, str], ...]
+    method: str = "/grpc.health.v1.Health/Check"
+
+
+@pytest.mark.parametrize(
+    ("sampler", "metadata", "traced"),
+    [
+        (CallSampler(0.0), (), False),
+        (CallSampler(1.0), (), True),
+        (CallSampler(0.0), (("traceparent", SAMPLED_PARENT),), True),
+        (CallSampler(1.0), (("traceparent", UNSAMPLED_PARENT),), False),
+        (CallSampler(1.0), (("traceparent", "garbage"),), True),
+        (CallSampler(0.0), (("traceparent", "garbage"),), False),
+        (CallSampler(0.0, parent_based=False), (("traceparent", SAMPLED_PARENT),), False),
+        (CallSampler(1.0, parent_based=False), (("traceparent", UNSAMPLED_PARENT),), True),
+    ],
+    ids=[
+        "ratio-0",
+        "ratio-1",
+        "sampled-parent",
+        "unsampled-parent",
+        "bad-parent-1",
+        "bad-parent-0",
+        "not-parent-based-0",
+        "not-parent-based-1",
+    ],
+)
+def test_call_sampler(sampler: CallSampler, metadata: tuple[tuple[str, str], ...], traced: bool) -> None:
+    assert sampler(cast(grpc.HandlerCallDetails, _Details(metadata))) is traced
+
+
+@pytest.mark.parametrize(("name", "parent_based"), [("parentbased_traceidratio", True), ("traceidratio", False)])
+def test_ratio_samplers_decide_before_the_instrumentation(name: str, parent_based: bool) -> None:
+    environ = {"OTEL_TRACES_EXPORTER": "console", "OTEL_TRACES_SAMPLER": name, "OTEL_TRACES_SAMPLER_ARG": "0.25"}
+    tracing = tracing_from_environment(environ)
+    assert tracing is not None
+    try:
+        assert tracing.sampler == CallSampler(0.25, parent_based=parent_based)
+        assert tracing.provider.sampler.get_description() == ParentBased(ALWAYS_ON).get_description()
+    finally:
+        tracing.provider.shutdown()
+
+
+@pytest.mark.parametrize("argument", ["1.5", "-0.1", "often"])
+def test_a_ratio_out_of_range_is_an_error(argument: str) -> None:
+    environ = {
+        "OTEL_TRACES_EXPORTER": "console",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": argument,
+    }
+    with pytest.raises(TracingConfigError, match="OTEL_TRACES_SAMPLER_ARG"):
+        tracing_from_environment(environ)
+
+
 # -- configuration from the environment ---------------------------------------------------------------------------
 
 
@@ -177,21 +285,24 @@ async def test_unauthenticated_span_has_no_caller_and_no_secret(
     ids=["unset", "none", "empty", "sdk-disabled"],
 )
 def test_off_by_default(environ: dict[str, str]) -> None:
-    assert tracer_provider_from_environment(environ) is None
+    assert tracing_from_environment(environ) is None
 
 
 def test_on_with_an_exporter_named_and_the_service_called_keyscope() -> None:
-    provider = tracer_provider_from_environment({"OTEL_TRACES_EXPORTER": "console"})
-    assert provider is not None
+    tracing = tracing_from_environment({"OTEL_TRACES_EXPORTER": "console"})
+    assert tracing is not None
+    provider = tracing.provider
     try:
         assert provider.resource.attributes["service.name"] == "keyscope"
+        assert tracing.sampler is None  # the SDK's own sampler (parentbased_always_on) decides
     finally:
         provider.shutdown()
 
 
 def test_otlp_is_the_otlp_exporter_over_grpc() -> None:
-    provider = tracer_provider_from_environment({"OTEL_TRACES_EXPORTER": "otlp"})
-    assert provider is not None
+    tracing = tracing_from_environment({"OTEL_TRACES_EXPORTER": "otlp"})
+    assert tracing is not None
+    provider = tracing.provider
     try:
         [processor] = provider._active_span_processor._span_processors  # the SDK keeps no public list of them
         assert type(processor.span_exporter).__module__ == "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"
@@ -202,14 +313,15 @@ def test_otlp_is_the_otlp_exporter_over_grpc() -> None:
 def test_otlp_over_http_is_not_installed() -> None:
     environ = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
     with pytest.raises(TracingConfigError, match="no exporter 'otlp_proto_http'"):
-        tracer_provider_from_environment(environ)
+        tracing_from_environment(environ)
 
 
 def test_service_name_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     # The SDK reads the resource variables from the process environment itself.
     monkeypatch.setenv("OTEL_SERVICE_NAME", "permissions-eu")
-    provider = tracer_provider_from_environment({"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "x"})
-    assert provider is not None
+    tracing = tracing_from_environment({"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "x"})
+    assert tracing is not None
+    provider = tracing.provider
     try:
         assert provider.resource.attributes["service.name"] == "permissions-eu"
     finally:
@@ -218,7 +330,7 @@ def test_service_name_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_unknown_exporter_is_an_error_naming_the_installed_ones() -> None:
     with pytest.raises(TracingConfigError, match="no exporter 'zipkinx'.*console"):
-        tracer_provider_from_environment({"OTEL_TRACES_EXPORTER": "zipkinx"})
+        tracing_from_environment({"OTEL_TRACES_EXPORTER": "zipkinx"})
 
 
 def test_serve_exports_spans_to_the_console_exporter(tmp_path: Path) -> None:
