@@ -66,8 +66,10 @@ Scenarios:
                    PostgreSQL only, and measured there whenever mixed is.
   memory           not in the default set, as it verifies every one of --keys keys: on a server of its own, after a
                    round of health checks, each key verified once; the server's RSS before and after that pass
-                   ("rss_mb_before", "rss_mb_after"). `--keys 100000` gives the figure of the bounded verification
-                   cache. No ratios: it is one pass, not rounds beside health rounds.
+                   ("rss_mb_before", "rss_mb_after"), and the same as proportional set sizes ("pss_mb_before",
+                   "pss_mb_after": each page counted once in all, where the sum of RSS counts a page shared by N
+                   processes N times). `--keys 100000` gives the figure of the bounded verification cache. No
+                   ratios: it is one pass, not rounds beside health rounds.
 
 Production (`--production`, with the scenarios or the soak): every Keyscope server of the run (each engine's, its
 workers, the second server of mixed-two-servers, memory's, the soak's) runs as the README recommends for production:
@@ -279,10 +281,12 @@ def measure_memory(
         result = client.run("memory", options.seconds)
     print(
         f"  {progress_label(name, options)}memory: {result['keys_verified']} keys verified at {result['rps']:.0f} rps,"
-        f" RSS {result['rss_mb_before']:.1f} -> {result['rss_mb_after']:.1f} MB",
+        f" RSS {result['rss_mb_before']:.1f} -> {result['rss_mb_after']:.1f} MB,"
+        f" PSS {result['pss_mb_before']:.1f} -> {result['pss_mb_after']:.1f} MB",
         file=sys.stderr,
     )
-    return {**combine([result]), **{key: result[key] for key in ("keys_verified", "rss_mb_before", "rss_mb_after")}}
+    noted = ("keys_verified", "rss_mb_before", "rss_mb_after", "pss_mb_before", "pss_mb_after")
+    return {**combine([result]), **{key: result[key] for key in noted}}
 
 
 # -- the run ---------------------------------------------------------------------------------------------------

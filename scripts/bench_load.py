@@ -26,7 +26,7 @@ from typing import Any
 
 import grpc
 from bench_seed import CATALOG, Workload
-from bench_server import BenchError, tree_cpu_seconds, tree_memory_mb
+from bench_server import BenchError, tree_cpu_seconds, tree_memory_mb, tree_pss_mb
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from keyscope.v1 import keys_pb2, keys_pb2_grpc
@@ -138,6 +138,9 @@ class LoadGenerator:
     def _server_rss(self) -> float:
         return round(sum(tree_memory_mb(pid) for pid in self.server_pids), 1)
 
+    def _server_pss(self) -> float:
+        return round(sum(tree_pss_mb(pid) for pid in self.server_pids), 1)
+
     def _database_cpu(self) -> float:
         return 0.0 if self.database_pid is None else tree_cpu_seconds(self.database_pid)
 
@@ -200,7 +203,7 @@ class LoadGenerator:
         """The server's RSS before and after every seeded key is verified once, the keys in order, after a round of
         health checks that lets gRPC take the memory its calls need; meant for a server that verified nothing yet."""
         await self._drive(self._operations()["health"], warmup_seconds)
-        rss_before = self._server_rss()
+        rss_before, pss_before = self._server_rss(), self._server_pss()
         latencies: list[float] = []
 
         async def timed_verify(index: int) -> None:
@@ -216,6 +219,8 @@ class LoadGenerator:
             "keys_verified": len(latencies),
             "rss_mb_before": rss_before,
             "rss_mb_after": self._server_rss(),
+            "pss_mb_before": pss_before,
+            "pss_mb_after": self._server_pss(),
         }
 
     async def soak(self, seconds: float, intervals: int) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 
 __all__ = ["render", "render_engines", "render_machine", "render_production"]
 
-NOTED = ("keys_reused", "stale", "keys_verified", "rss_mb_before", "rss_mb_after")
+NOTED = ("keys_reused", "stale", "keys_verified", "rss_mb_before", "rss_mb_after", "pss_mb_before", "pss_mb_after")
 ENGINE_LABELS = {"sqlite": "sqlite", "postgresql": "postgres"}
 RATIOS_LEGEND = (
     "×h: over this server's Health/Check in the rounds beside; ×b: over the bare grpc.aio server's (bare);"

@@ -37,6 +37,7 @@ __all__ = [
     "running_server",
     "tree_cpu_seconds",
     "tree_memory_mb",
+    "tree_pss_mb",
     "wait_until_serving",
 ]
 
@@ -94,6 +95,20 @@ def tree_memory_mb(root: int, field: str = "VmRSS") -> float:
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith(f"{field}:"):
+                    kib += int(line.split()[1])
+    return round(kib * 1024 / 1e6, 1)
+
+
+def tree_pss_mb(root: int) -> float:
+    """The proportional set size (Pss, /proc/<pid>/smaps_rollup) of a process and its live descendants, summed, in MB:
+    each page counted once in all, shared ones split among the processes that map them. Beside tree_memory_mb's sum
+    of VmRSS, which counts a page shared by N of them N times (libpython's, grpc's, and the pages a fork server's
+    children share with it), it is what the tree takes of the machine's memory."""
+    kib = 0
+    for pid in process_tree(root):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
                     kib += int(line.split()[1])
     return round(kib * 1024 / 1e6, 1)
 

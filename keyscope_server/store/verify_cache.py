@@ -22,8 +22,9 @@ It counts its hits, misses and evictions in plain attributes (an increment on th
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from keyscope_server.store.models import KeyVerification, RootKeyGrant
 
@@ -157,6 +158,14 @@ class VerifyCache:
         if not self._unchanged_since(key.revision, {("key", key.key_id), ("api", key.api_id)}):
             return
         self._drop_key(secret_hash)
+        # The names many keys share (their API's id, the catalog's permissions, its roles) kept once, not once a key:
+        # read from the store, each row brings strings of its own.
+        key = replace(
+            key,
+            api_id=sys.intern(key.api_id),
+            permissions=tuple(map(sys.intern, key.permissions)),
+            roles=tuple(map(sys.intern, key.roles)),
+        )
         size = _size(key)
         self._keys[secret_hash] = (key, size)
         self._hash_of_key[key.key_id] = secret_hash
