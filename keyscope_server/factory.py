@@ -188,9 +188,8 @@ async def start_server(store: Store, config: ServerConfig) -> RunningServer:
         ],
     )
     registering = interceptor.registering(server)
-    verified = None if metrics is None else metrics.verified
     apis_pb2_grpc.add_ApiServiceServicer_to_server(ApiService(store, page_tokens), registering)
-    keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyService(store, page_tokens, throttle, verified), registering)
+    keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyService(store, page_tokens, throttle), registering)
     roles_pb2_grpc.add_RoleServiceServicer_to_server(RoleService(store, page_tokens), registering)
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditService(store, page_tokens), registering)
 

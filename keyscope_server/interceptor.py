@@ -54,32 +54,34 @@ Deserializer = Callable[[bytes], Any]
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # typeshed's generic; not subscriptable at run time
 
 
-class _Undecodable:
-    """What a request's bytes become when they are not a message of the method's request type."""
-
-
-_UNDECODABLE = _Undecodable()
-_NOT_A_MESSAGE = FieldViolation("request", "is not a valid protobuf message of this method's request type")
-
-
-class _TooLarge:
-    """What a request's bytes become when there are more of them than the server takes: their number."""
+class _Unusable:
+    """What a request's bytes become when they cannot be a request of the method: more of them than the server takes
+    (`size`), or not a message of its type (`size` None). The call answers it after authentication, as any call."""
 
     __slots__ = ("size",)
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int | None = None) -> None:
         self.size = size
+
+    def error(self, max_bytes: int) -> DomainError:
+        if self.size is None:
+            return InvalidArgument([_NOT_A_MESSAGE])
+        return MessageTooLarge(self.size, max_bytes)
+
+
+_UNDECODABLE = _Unusable()
+_NOT_A_MESSAGE = FieldViolation("request", "is not a valid protobuf message of this method's request type")
 
 
 def _tolerant(deserialize: Deserializer | None, max_bytes: int) -> Deserializer | None:
-    """The method's deserializer, answering _UNDECODABLE where it would raise (gRPC would answer UNKNOWN, naming the
-    exception, before any of our code ran: no request id, no log line), and _TooLarge past `max_bytes`."""
+    """The method's deserializer, answering _Unusable where it would raise (gRPC would answer UNKNOWN, naming the
+    exception, before any of our code ran: no request id, no log line) or where the bytes are past `max_bytes`."""
     if deserialize is None:
         return None
 
     def tolerant(data: bytes) -> Any:
         if len(data) > max_bytes:
-            return _TooLarge(len(data))
+            return _Unusable(len(data))
         try:
             return deserialize(data)
         except Exception:  # noqa: BLE001 - whatever it raises, the bytes are not a request: one answer for all
@@ -151,6 +153,7 @@ class KeyscopeInterceptor:
         store = self._store
         throttle = self._throttle
         traced = self._traced
+        max_message_bytes = self._max_message_bytes
         calls = None if self._metrics is None else self._metrics.calls(method)
 
         async def behaviour(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -180,10 +183,8 @@ class KeyscopeInterceptor:
                     principal = await store.authenticate(secret_hash, now_ms, request_id, throttle.for_peer(context))
                     principal_var.set(principal)
                     caller = principal.root_key_id
-                if request is _UNDECODABLE:
-                    raise InvalidArgument([_NOT_A_MESSAGE])
-                if type(request) is _TooLarge:
-                    raise MessageTooLarge(request.size, self._max_message_bytes)
+                if type(request) is _Unusable:
+                    raise request.error(max_message_bytes)
                 response = await inner(request, context)
                 context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
                 return response
@@ -205,14 +206,21 @@ class KeyscopeInterceptor:
                     status.code, status.details, (*status.trailing_metadata, (REQUEST_ID_HEADER, request_id))
                 )
             finally:
+                outcome = verify_outcome_var.get()  # VerifyKey's answer, set by its servicer
                 if calls is not None:
-                    calls.handled(code, time.perf_counter() - started)
+                    calls.handled(code, time.perf_counter() - started, outcome)
                 if traced:
                     annotate_span(request_id, caller)
                 if log.isEnabledFor(logging.INFO):  # the extras are the fields of JSON lines (logs.py)
                     ms, peer = (time.perf_counter() - started) * 1000, context.peer()
-                    extra = {"method": method, "code": code.name, "duration_ms": ms, "caller": caller, "peer": peer}
-                    extra["outcome"] = verify_outcome_var.get()  # VerifyKey's answer, set by its servicer
+                    extra = {
+                        "method": method,
+                        "code": code.name,
+                        "duration_ms": ms,
+                        "caller": caller,
+                        "peer": peer,
+                        "outcome": outcome,
+                    }
                     log.info("%s %s %.1fms caller=%s peer=%s", method, code.name, ms, caller or "-", peer, extra=extra)
                 principal_var.reset(principal_token)
                 request_id_var.reset(request_id_token)

@@ -59,8 +59,9 @@ _CACHE_KINDS = ("key", "root_key")
 
 
 class CallMetrics:
-    """The series of one method: `started()` when a call begins, `handled(code, seconds)` when it ends, and
-    `failed(error)` with the error it ends with, if any (authentication failures are counted by reason)."""
+    """The series of one method: `started()` when a call begins, `handled(code, seconds, outcome)` when it ends
+    (`outcome`: VerifyKey's answer code, as request_context.verify_outcome_var holds it), and `failed(error)` with the
+    error it ends with, if any (authentication failures are counted by reason)."""
 
     def __init__(self, metrics: Metrics, method: str) -> None:
         service, _, name = method.lstrip("/").rpartition("/")
@@ -69,14 +70,17 @@ class CallMetrics:
         self._handled: dict[grpc.StatusCode, Counter] = {}
         self._handling = metrics.handling.labels(*self._labels)
         self._auth_failures = metrics.auth_failures_by_reason
+        self._outcomes = metrics.outcomes
         self.started: Callable[[], None] = metrics.started.labels(*self._labels).inc
 
-    def handled(self, code: grpc.StatusCode, seconds: float) -> None:
+    def handled(self, code: grpc.StatusCode, seconds: float, outcome: str | None = None) -> None:
         counter = self._handled.get(code)
         if counter is None:  # once per code this method answers
             counter = self._handled[code] = self._handled_family.labels(*self._labels, code.name)
         counter.inc()
         self._handling.observe(seconds)
+        if outcome is not None:
+            self._outcomes[outcome].inc()
 
     def failed(self, error: Exception) -> None:
         if isinstance(error, Unauthenticated):
@@ -106,8 +110,8 @@ class Metrics:
             registry=r,
         )
         outcomes = Counter("keyscope_verify_key_outcomes", "VerifyKey answers by their code.", ("code",), registry=r)
-        self._outcomes = {
-            code: outcomes.labels(name)
+        self.outcomes = {  # by name: VALID, NOT_FOUND...
+            name: outcomes.labels(name)
             for code, name in OUTCOMES.items()
             if code != keys_pb2.VerifyKeyResponse.CODE_UNSPECIFIED
         }
@@ -187,12 +191,6 @@ class Metrics:
         if found is None:
             found = self._calls[method] = CallMetrics(self, method)
         return found
-
-    def verified(self, code: int) -> None:
-        """A VerifyKey answer's code (keyscope.v1.VerifyKeyResponse.Code)."""
-        counter = self._outcomes.get(code)
-        if counter is not None:
-            counter.inc()
 
     def batch_committed(self, size: int, seconds: float) -> None:
         self._batch_size.observe(size)

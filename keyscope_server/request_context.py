@@ -1,5 +1,5 @@
 """Per-call context: the request id and the authenticated caller (set by the interceptor), and VerifyKey's outcome
-(set by its servicer, for the access log)."""
+(set by its servicer, for the access log and the metrics)."""
 
 from __future__ import annotations
 

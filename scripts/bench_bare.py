@@ -18,7 +18,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-from bench_server import SERVER_START_SECONDS, BenchError, ServerProcess, kill, reported_port, wait_until_serving
+from bench_server import (
+    SERVER_START_SECONDS,
+    BenchError,
+    ServerProcess,
+    kill,
+    reported_port,
+    serve_until_sigterm,
+    wait_until_serving,
+)
 from grpc_health.v1 import health, health_pb2_grpc
 
 __all__ = ["running_bare_server"]
@@ -28,17 +36,9 @@ __all__ = ["running_bare_server"]
 
 
 async def serve() -> None:
-    stopping = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)  # before the parent knows the port
     server = grpc.aio.server()
     health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)  # "": SERVING from the start
-    port = server.add_insecure_port("127.0.0.1:0")
-    if port == 0:
-        raise OSError("cannot listen on 127.0.0.1")
-    await server.start()
-    print(port, flush=True)
-    await stopping.wait()
-    await server.stop(None)
+    await serve_until_sigterm(server, None)
 
 
 # -- the process (the parent's side) -------------------------------------------------------------------------------

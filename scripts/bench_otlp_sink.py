@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from bench_server import SERVER_START_SECONDS, BenchError, kill, reported_port
+from bench_server import SERVER_START_SECONDS, BenchError, kill, reported_port, serve_until_sigterm
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 __all__ = ["OtlpSink", "running_otlp_sink"]
@@ -50,19 +50,11 @@ class CountingTraceService(trace_service_pb2_grpc.TraceServiceServicer):
 
 
 async def serve() -> None:
-    stopping = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)  # before the parent knows the port
     service = CountingTraceService()
     server = grpc.aio.server()
     # The generated _pb2_grpc module has no type information (opentelemetry-proto ships .pyi for _pb2 only).
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
-    port = server.add_insecure_port("127.0.0.1:0")
-    if port == 0:
-        raise OSError("cannot listen on 127.0.0.1")
-    await server.start()
-    print(port, flush=True)
-    await stopping.wait()
-    await server.stop(STOP_GRACE_SECONDS)
+    await serve_until_sigterm(server, STOP_GRACE_SECONDS)
     print(json.dumps({"spans": service.spans, "exports": service.exports}), flush=True)
 
 

@@ -9,6 +9,7 @@ its load is done, before it stops.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import select
@@ -35,6 +36,7 @@ __all__ = [
     "kill",
     "reported_port",
     "running_server",
+    "serve_until_sigterm",
     "tree_cpu_seconds",
     "tree_memory_mb",
     "tree_pss_mb",
@@ -166,6 +168,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def serve_until_sigterm(server: grpc.aio.Server, grace: float | None) -> None:
+    """How a child process of the bench (the bare server, the OTLP sink) serves: on 127.0.0.1, port 0, whose number
+    it writes as its first line on stdout (for reported_port) once it serves; until SIGTERM, then stopping within
+    `grace` seconds."""
+    stopping = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)  # before the parent knows the port
+    port = server.add_insecure_port("127.0.0.1:0")
+    if port == 0:
+        raise OSError("cannot listen on 127.0.0.1")
+    await server.start()
+    print(port, flush=True)
+    await stopping.wait()
+    await server.stop(grace)
 
 
 def reported_port(process: subprocess.Popen[bytes], log: Path, what: str) -> int:

@@ -16,6 +16,7 @@ from keyscope.v1 import apis_pb2, audit_pb2
 from keyscope_server.store import Store
 from tests.client import Caller
 from tests.conftest import MakeCaller
+from tests.paging import every_page, unsigned_token
 from tests.rpc_errors import error_info, field_violations, rejected
 
 pytestmark = pytest.mark.asyncio
@@ -29,24 +30,17 @@ async def _list(caller: Caller, **fields: object) -> apis_pb2.ListApisResponse:
 
 async def _pages(caller: Caller, page_size: int, page_token: str = "") -> list[list[str]]:
     """The ids of every page from `page_token` on, following next_page_token to the end."""
-    pages: list[list[str]] = []
-    for _ in range(100):
-        page = await _list(caller, page_size=page_size, page_token=page_token)
-        assert len(page.apis) <= (page_size or 50)  # 0: the default, 50
-        pages.append([a.id for a in page.apis])
-        page_token = page.next_page_token
-        if not page_token:
-            return pages
-    raise AssertionError("next_page_token never came back empty")
+
+    async def fetch(size: int, token: str) -> tuple[list[str], str]:
+        page = await _list(caller, page_size=size, page_token=token)
+        return [a.id for a in page.apis], page.next_page_token
+
+    return await every_page(fetch, page_size, page_token)
 
 
 async def _make_apis(admin: Caller, count: int) -> list[str]:
     """`count` new APIs, their ids in the order ListApis gives them (byte order, as str sorts ASCII)."""
     return sorted([(await admin.make_api([f"scope.{n}"], name=f"api {n}")).id for n in range(count)])
-
-
-def _unsigned(payload: object) -> str:
-    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
 
 
 def _signed_looking(payload: object) -> str:
@@ -139,7 +133,7 @@ async def test_ok_min_revision_of_the_latest_write_sees_it(admin: Caller) -> Non
         ({"page_size": -1}, "page_size"),
         ({"page_size": 1001}, "page_size"),
         ({"page_token": "abc"}, "page_token"),
-        ({"page_token": _unsigned({"p": "api_0", "f": "0" * 16})}, "page_token"),
+        ({"page_token": unsigned_token({"p": "api_0", "f": "0" * 16})}, "page_token"),
         ({"page_token": _signed_looking({"p": "api_0", "f": "0" * 16})}, "page_token"),
         ({"min_revision": -1}, "min_revision"),
     ],

@@ -8,8 +8,6 @@ may do neither gets NOT_FOUND, as for an API that does not exist.
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Sequence
 
 import grpc
@@ -19,6 +17,7 @@ from keyscope.v1 import keys_pb2, roles_pb2
 from keyscope_server.store import Store
 from tests.client import Caller, from_now
 from tests.conftest import MakeCaller
+from tests.paging import every_page, flat, unsigned_token
 from tests.rpc_errors import blanked_answer, error_info, field_violations, rejected, resource_names
 
 pytestmark = pytest.mark.asyncio
@@ -39,28 +38,17 @@ async def _pages(
     caller: Caller, api_id: str, page_size: int, page_token: str = "", **fields: object
 ) -> list[list[str]]:
     """The ids of every page from `page_token` on, following next_page_token to the end."""
-    pages: list[list[str]] = []
-    for _ in range(100):
-        page = await _list(caller, api_id, page_size=page_size, page_token=page_token, **fields)
-        assert len(page.keys) <= (page_size or 50)  # 0: the default, 50
-        pages.append([k.id for k in page.keys])
-        page_token = page.next_page_token
-        if not page_token:
-            return pages
-    raise AssertionError("next_page_token never came back empty")
+
+    async def fetch(size: int, token: str) -> tuple[list[str], str]:
+        page = await _list(caller, api_id, page_size=size, page_token=token, **fields)
+        return [k.id for k in page.keys], page.next_page_token
+
+    return await every_page(fetch, page_size, page_token)
 
 
 async def _make_keys(admin: Caller, api_id: str, count: int, permissions: Sequence[str] = ()) -> list[str]:
     """`count` new keys, their ids in the order ListKeys gives them (byte order, as str sorts ASCII)."""
     return sorted([(await admin.make_key(api_id, permissions))[0].id for _ in range(count)])
-
-
-def _flat(pages: list[list[str]]) -> list[str]:
-    return [key_id for page in pages for key_id in page]
-
-
-def _unsigned(payload: object) -> str:
-    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
 
 
 # -- ok ---------------------------------------------------------------------------------------------
@@ -94,7 +82,7 @@ async def test_ok_pages_hold_every_key_once_in_order(admin: Caller) -> None:
 
     pages = await _pages(admin, api.id, page_size=3)
 
-    assert _flat(pages) == ids
+    assert flat(pages) == ids
     assert len(pages) >= 3
 
 
@@ -110,8 +98,8 @@ async def test_ok_keys_created_or_deleted_between_pages(admin: Caller) -> None:
 
     rest = await _pages(admin, api.id, page_size=2, page_token=first.next_page_token)
 
-    assert _flat(rest) == [key_id for key_id in await _ids(admin, api.id) if key_id > position]
-    assert position not in _flat(rest) and ids[4] not in _flat(rest)
+    assert flat(rest) == [key_id for key_id in await _ids(admin, api.id) if key_id > position]
+    assert position not in flat(rest) and ids[4] not in flat(rest)
 
 
 async def test_ok_enabled_filter(admin: Caller) -> None:
@@ -175,7 +163,7 @@ async def test_ok_filters_together_and_paged(admin: Caller) -> None:
     await admin.make_key(api.id, ["documents.read"], enabled=False)  # without the role
     pages = await _pages(admin, api.id, page_size=2, enabled=False, role="reader", permission="documents.read")
 
-    assert _flat(pages) == wanted
+    assert flat(pages) == wanted
 
 
 @pytest.mark.parametrize("read_key", ["api.{id}.read_key", "api.*.read_key"])
@@ -205,7 +193,7 @@ async def test_ok_caller_with_read_key_only_sees_the_latest_write(
         ({"page_size": -1}, "page_size"),
         ({"page_size": 1001}, "page_size"),
         ({"page_token": "abc"}, "page_token"),
-        ({"page_token": _unsigned({"p": "key_0", "f": "0" * 16})}, "page_token"),
+        ({"page_token": unsigned_token({"p": "key_0", "f": "0" * 16})}, "page_token"),
         ({"permission": "documents read"}, "permission"),
         ({"permission": "documents/read"}, "permission"),
         ({"permission": "p" * 281}, "permission"),

@@ -6,9 +6,6 @@ NOT_FOUND, exactly as for an API that does not exist, never PERMISSION_DENIED.
 
 from __future__ import annotations
 
-import base64
-import json
-
 import grpc
 import pytest
 
@@ -16,6 +13,7 @@ from keyscope.v1 import apis_pb2, permissions_pb2, roles_pb2
 from keyscope_server.store import Store
 from tests.client import Caller
 from tests.conftest import MakeCaller
+from tests.paging import every_page, unsigned_token
 from tests.rpc_errors import blanked_answer, error_info, field_violations, rejected, resource_names
 
 pytestmark = pytest.mark.asyncio
@@ -30,24 +28,17 @@ async def _list(caller: Caller, api_id: str, **fields: object) -> apis_pb2.ListP
 
 async def _pages(caller: Caller, api_id: str, page_size: int, page_token: str = "") -> list[list[str]]:
     """The values of every page from `page_token` on, following next_page_token to the end."""
-    pages: list[list[str]] = []
-    for _ in range(100):
-        page = await _list(caller, api_id, page_size=page_size, page_token=page_token)
-        assert len(page.scopes) <= (page_size or 50)  # 0: the default, 50
-        pages.append([s.value for s in page.scopes])
-        page_token = page.next_page_token
-        if not page_token:
-            return pages
-    raise AssertionError("next_page_token never came back empty")
+
+    async def fetch(size: int, token: str) -> tuple[list[str], str]:
+        page = await _list(caller, api_id, page_size=size, page_token=token)
+        return [s.value for s in page.scopes], page.next_page_token
+
+    return await every_page(fetch, page_size, page_token)
 
 
 async def _set_scopes(admin: Caller, api_id: str, values: list[str]) -> apis_pb2.UpdateScopesResponse:
     request = apis_pb2.UpdateScopesRequest(api_id=api_id, scopes=[permissions_pb2.Scope(value=v) for v in values])
     return await admin.apis.UpdateScopes(request, metadata=admin.md)
-
-
-def _unsigned(payload: object) -> str:
-    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
 
 
 # -- ok ---------------------------------------------------------------------------------------------
@@ -137,7 +128,7 @@ async def test_ok_min_revision_of_the_latest_write_sees_it(admin: Caller) -> Non
         ({"page_size": -1}, "page_size"),
         ({"page_size": 1001}, "page_size"),
         ({"page_token": "abc"}, "page_token"),
-        ({"page_token": _unsigned({"p": "a", "f": "0" * 16})}, "page_token"),
+        ({"page_token": unsigned_token({"p": "a", "f": "0" * 16})}, "page_token"),
         ({"min_revision": -1}, "min_revision"),
     ],
     ids=[

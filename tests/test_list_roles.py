@@ -7,9 +7,6 @@ that may do neither gets NOT_FOUND, as for an API that does not exist.
 
 from __future__ import annotations
 
-import base64
-import json
-
 import grpc
 import pytest
 
@@ -17,6 +14,7 @@ from keyscope.v1 import apis_pb2, roles_pb2
 from keyscope_server.store import Store
 from tests.client import Caller
 from tests.conftest import MakeCaller
+from tests.paging import every_page, flat, unsigned_token
 from tests.rpc_errors import blanked_answer, error_info, field_violations, rejected, resource_names
 
 pytestmark = pytest.mark.asyncio
@@ -31,23 +29,12 @@ async def _list(caller: Caller, api_id: str, **fields: object) -> roles_pb2.List
 
 async def _pages(caller: Caller, api_id: str, page_size: int, page_token: str = "") -> list[list[str]]:
     """The names of every page from `page_token` on, following next_page_token to the end."""
-    pages: list[list[str]] = []
-    for _ in range(100):
-        page = await _list(caller, api_id, page_size=page_size, page_token=page_token)
-        assert len(page.roles) <= (page_size or 50)  # 0: the default, 50
-        pages.append([r.name for r in page.roles])
-        page_token = page.next_page_token
-        if not page_token:
-            return pages
-    raise AssertionError("next_page_token never came back empty")
 
+    async def fetch(size: int, token: str) -> tuple[list[str], str]:
+        page = await _list(caller, api_id, page_size=size, page_token=token)
+        return [r.name for r in page.roles], page.next_page_token
 
-def _flat(pages: list[list[str]]) -> list[str]:
-    return [name for page in pages for name in page]
-
-
-def _unsigned(payload: object) -> str:
-    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
+    return await every_page(fetch, page_size, page_token)
 
 
 # -- ok ---------------------------------------------------------------------------------------------
@@ -84,7 +71,7 @@ async def test_ok_pages_hold_every_role_once_in_order(admin: Caller) -> None:
 
     pages = await _pages(admin, api.id, page_size=2)
 
-    assert _flat(pages) == names
+    assert flat(pages) == names
     assert len(pages) >= 3
 
 
@@ -99,7 +86,7 @@ async def test_ok_roles_created_between_pages_after_the_tokens_position_appear(a
 
     rest = await _pages(admin, api.id, page_size=2, page_token=first.next_page_token)
 
-    assert _flat(rest) == ["r4", "r5", "r6", "r7"]
+    assert flat(rest) == ["r4", "r5", "r6", "r7"]
 
 
 @pytest.mark.parametrize("read_role", ["rbac.{id}.read_role", "rbac.*.read_role", "rbac.{id}.*"])
@@ -129,7 +116,7 @@ async def test_ok_caller_with_read_role_only_sees_the_latest_write(
         ({"page_size": -1}, "page_size"),
         ({"page_size": 1001}, "page_size"),
         ({"page_token": "abc"}, "page_token"),
-        ({"page_token": _unsigned({"p": "a", "f": "0" * 16})}, "page_token"),
+        ({"page_token": unsigned_token({"p": "a", "f": "0" * 16})}, "page_token"),
         ({"min_revision": -1}, "min_revision"),
     ],
     ids=[

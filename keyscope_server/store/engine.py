@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from keyscope_server.errors import DomainError
 from keyscope_server.store.models import (
@@ -43,6 +43,9 @@ from keyscope_server.store.models import (
 )
 from keyscope_server.store.snapshot import ImportProgress, StoreSnapshot
 from keyscope_server.store.states import ApiState, KeyState, RoleState, RootKeyState
+
+if TYPE_CHECKING:  # group_commit needs this module's Rule and FirstRead
+    from keyscope_server.store.group_commit import GroupCommit
 
 __all__ = [
     "ApiTable",
@@ -244,6 +247,8 @@ class ChangesSince:
 
 
 class Engine(Protocol):
+    batches: GroupCommit  # the engine's write batches (its `write`s go through them), for their observer
+
     async def write(self, rule: Rule[T], *args: Any, dry_run: bool = False, first_read: FirstRead | None = None) -> T:
         """`await rule(tables, *args)` in a write transaction, committed before this returns (rolled back instead
         with `dry_run`, or when the rule raises). `first_read`: what the rule reads first, if known."""

@@ -21,7 +21,7 @@ from keyscope_server.store import apis, audit, keys, roles, root_keys
 from keyscope_server.store.authorization import require_revision
 from keyscope_server.store.changes import current_revision, page_token_key
 from keyscope_server.store.engine import Engine, FirstRead, Rule
-from keyscope_server.store.group_commit import BatchObserver, group_commit_of
+from keyscope_server.store.group_commit import BatchObserver
 from keyscope_server.store.interface import LookupGate
 from keyscope_server.store.models import (
     ApiDeletion,
@@ -94,9 +94,7 @@ class EngineStore:
         return self.cache.stats()
 
     def observe_batches(self, observer: BatchObserver | None) -> None:
-        batches = group_commit_of(self.engine)
-        if batches is not None:  # an engine without group commit has no batches to tell of
-            batches.observer = observer
+        self.engine.batches.observer = observer
 
     async def page_token_key(self) -> bytes:
         return await self.engine.read(page_token_key)

@@ -10,21 +10,19 @@ that error and nothing of it is written. A write whose caller has already gone
 (a cancelled call, a passed deadline) is not started.
 
 Each batch is reported to the `observer`, if one is set (its size and how long its transaction took), for
-whoever measures them (keyscope_server.metrics): the store layer knows no metrics library. Engines make their
-GroupCommit themselves, so the store finds an engine's through `group_commit_of(engine)`.
+whoever measures them (keyscope_server.metrics): the store layer knows no metrics library.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from keyscope_server.store.engine import FirstRead, Rule
 
-__all__ = ["MAX_BATCH", "BatchObserver", "GroupCommit", "Outcome", "Write", "group_commit_of"]
+__all__ = ["MAX_BATCH", "BatchObserver", "GroupCommit", "Outcome", "Write"]
 
 MAX_BATCH = 128
 
@@ -33,16 +31,6 @@ Write = tuple[Rule[Any], tuple[Any, ...], bool, FirstRead | None]
 Outcome = tuple[bool, Any]  # (True, result) or (False, exception)
 RunBatch = Callable[[list[Write]], Awaitable[list[Outcome]]]
 BatchObserver = Callable[[int, float], None]  # (writes in the batch, seconds its transaction took)
-
-# Each GroupCommit by the object whose method runs its batches (the engine). Weak both ways: the GroupCommit holds
-# that method, hence the engine, so a strong value would keep every engine ever opened alive.
-_of_owner: weakref.WeakKeyDictionary[object, weakref.ref[GroupCommit]] = weakref.WeakKeyDictionary()
-
-
-def group_commit_of(engine: object) -> GroupCommit | None:
-    """The GroupCommit whose batches `engine` runs (the one made with a method of `engine`), if there is one."""
-    ref = _of_owner.get(engine)
-    return None if ref is None else ref()
 
 
 class GroupCommit:
@@ -53,9 +41,6 @@ class GroupCommit:
         self._queue: asyncio.Queue[tuple[Write, asyncio.Future[Any]] | None] = asyncio.Queue()
         self._task = asyncio.create_task(self._drain(), name="keyscope-write-batches")
         self.observer: BatchObserver | None = None
-        owner = getattr(run, "__self__", None)
-        if owner is not None:
-            _of_owner[owner] = weakref.ref(self)
 
     async def submit(self, write: Write) -> Any:
         """The result of the write's rule once its batch has committed; or its exception."""

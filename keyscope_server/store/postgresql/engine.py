@@ -53,7 +53,7 @@ class PostgresEngine:
     def __init__(self, pool: asyncpg.Pool, revision_reads: OwnConnection, settings: PostgresSettings) -> None:
         self._pool = pool
         self._settings = settings
-        self._batches = GroupCommit(self._run_batch)
+        self.batches = GroupCommit(self._run_batch)
         self._revision_reads = revision_reads
         self._revision = SharedRead(self._read_revision)
         self._closed = False
@@ -82,7 +82,7 @@ class PostgresEngine:
         if self._closed:
             return
         self._closed = True
-        await self._batches.close()  # the writes already sent commit first
+        await self.batches.close()  # the writes already sent commit first
         self._revision_reads.close()
         await self._pool.close()
 
@@ -108,7 +108,7 @@ class PostgresEngine:
 
     async def write(self, rule: Rule[T], *args: Any, dry_run: bool = False, first_read: FirstRead | None = None) -> T:
         self._check_open()
-        result: T = await self._batches.submit((rule, args, dry_run, first_read))
+        result: T = await self.batches.submit((rule, args, dry_run, first_read))
         return result
 
     @contextlib.asynccontextmanager

@@ -103,7 +103,7 @@ class SqliteEngine:
         self.path = path
         self._writer = writer
         self._reader = reader
-        self._batches = GroupCommit(self._run_batch)
+        self.batches = GroupCommit(self._run_batch)
         # Used on the event loop's thread: has anything been committed since the cache last caught up (a mark
         # in shared memory), and if so, the change log since the cache's revision (one read on `monitor`).
         self._monitor = monitor
@@ -144,7 +144,7 @@ class SqliteEngine:
             return
         self._closed = True
         # Work already sent runs first: the writer process and the reader thread close their connections after it.
-        await self._batches.close()
+        await self.batches.close()
         await asyncio.gather(self._writer.close(), self._reader.close())
         self._commits.close()
         self._monitor.close()
@@ -170,7 +170,7 @@ class SqliteEngine:
     async def write(self, rule: Rule[T], *args: Any, dry_run: bool = False, first_read: FirstRead | None = None) -> T:
         self._check_open()
         with store_faults():
-            result: T = await self._batches.submit((rule, args, dry_run, None))
+            result: T = await self.batches.submit((rule, args, dry_run, None))
             return result
 
     async def read(self, rule: Rule[T], *args: Any) -> T:
