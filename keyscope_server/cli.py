@@ -7,30 +7,25 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import ssl
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from importlib.util import find_spec
 from pathlib import Path
 
-from keyscope_server.addresses import is_loopback
-from keyscope_server.credentials import ROOT_KEY_PREFIX, hash_secret, new_secret
-from keyscope_server.errors import DomainError, StoreUnavailable
-from keyscope_server.factory import MetricsConfig, ServerConfig, ThrottleConfig, TlsConfig, start_server
+from keyscope_server.errors import DomainError
 from keyscope_server.logs import LOG_FORMATS, configure_logging
-from keyscope_server.metrics import serve_multiprocess
-from keyscope_server.store import Store, open_store, prepare_store
-from keyscope_server.store.copy import CopyFailed, copy_store, same_database
-from keyscope_server.store.engines import PostgresSettings, describe_db, engine_name
+from keyscope_server.metrics_endpoint import serve_multiprocess
+from keyscope_server.store import prepare_store
+from keyscope_server.store.engines import PostgresSettings, engine_name
 from keyscope_server.store.verify_cache import CacheLimits
-from keyscope_server.tracing import TracingConfigError, tracing_from_environment
 from keyscope_server.workers import supervise
 
 __all__ = ["main"]
 
 log = logging.getLogger("keyscope")
+
+TlsFiles = tuple[bytes, bytes, bytes | None]  # PEM: certificate chain, private key, client CA (mutual TLS)
 
 # `serve --event-loop`: the first is the default. uvloop (libuv's loop, on which grpc.aio runs as on asyncio's, through
 # its poller thread) serves Health/Check for about 20% less CPU a call; it is not built for Windows.
@@ -273,8 +268,9 @@ def _read_file(parser: argparse.ArgumentParser, flag: str, path: str) -> bytes:
         parser.error(f"{flag}: cannot read {path}: {exc.strerror or exc}")
 
 
-def _tls_config(parser: argparse.ArgumentParser, options: argparse.Namespace) -> TlsConfig | None:
-    """The TLS files of `serve`, read and checked; a bad combination or file ends the program (exit code 2)."""
+def _tls_files(parser: argparse.ArgumentParser, options: argparse.Namespace) -> TlsFiles | None:
+    """The TLS files of `serve` (certificate chain, private key, client CA), read and checked; a bad combination or
+    file ends the program (exit code 2)."""
     cert, key, client_ca = options.tls_cert, options.tls_key, options.tls_client_ca
     if not (cert or key or client_ca):
         return None
@@ -300,49 +296,7 @@ def _tls_config(parser: argparse.ArgumentParser, options: argparse.Namespace) ->
             context.load_verify_locations(cadata=client_ca_pem.decode("ascii", "replace"))
         except (ssl.SSLError, ValueError):
             parser.error(f"--tls-client-ca {client_ca} holds no PEM certificate")
-    return TlsConfig(cert_chain=cert_pem, private_key=key_pem, client_ca=client_ca_pem)
-
-
-async def _serve(
-    db: str, postgres: PostgresSettings, config: ServerConfig, grace: float, lame_duck: float, cache: CacheLimits
-) -> None:
-    store = await open_store(db, cache, postgres)
-    try:
-        running = await start_server(store, config)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        transport = "plaintext" if config.tls is None else "TLS" if config.tls.client_ca is None else "mutual TLS"
-        log.info(
-            "keyscope serving on %s:%d (%s), database %s, event loop %s",
-            config.host,
-            running.port,
-            transport,
-            describe_db(db),
-            type(asyncio.get_running_loop()).__module__.partition(".")[0],
-        )
-        if running.metrics_port is not None:
-            log.info("metrics on http://%s:%d/metrics", config.host, running.metrics_port)
-        if config.tls is None and not is_loopback(config.host):
-            log.warning(
-                "listening on %s:%d without TLS: every call, root keys and key secrets included, crosses the "
-                "network in clear text; serve TLS with --tls-cert and --tls-key (env KEYSCOPE_TLS_CERT, "
-                "KEYSCOPE_TLS_KEY), or listen on 127.0.0.1",
-                config.host,
-                running.port,
-            )
-        await stop.wait()
-        log.info(
-            "stopping: health NOT_SERVING, %.1fs more of serving, then no new calls and up to %.1fs for calls in "
-            "flight",
-            lame_duck,
-            grace,
-        )
-        await running.stop(grace, lame_duck)
-    finally:
-        await store.close()
-    log.info("stopped")
+    return cert_pem, key_pem, client_ca_pem
 
 
 def _loop_factory(event_loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -369,7 +323,7 @@ def _worker_command(options: argparse.Namespace) -> list[str]:
     ]  # fmt: skip
     # The database reaches the workers in their environment (KEYSCOPE_DB), not their command line: a URL may
     # hold a password, and command lines are there for anyone on the host to read.
-    if options.tls_cert:  # and --tls-key: _tls_config checked
+    if options.tls_cert:  # and --tls-key: _tls_files checked
         command += ["--tls-cert", options.tls_cert, "--tls-key", options.tls_key]
     if options.tls_client_ca:
         command += ["--tls-client-ca", options.tls_client_ca]
@@ -393,78 +347,12 @@ def _supervise(options: argparse.Namespace) -> int:
         return supervise(_worker_command(options), options.workers, environment, metrics.worker_exited)
 
 
-def _metrics_config(options: argparse.Namespace) -> MetricsConfig | None:
-    if options.metrics_multiprocess:
-        return MetricsConfig(port=None)  # recorded for the supervisor, which serves them
-    if options.metrics_port is not None:
-        return MetricsConfig(port=options.metrics_port)
-    return None
-
-
 def _postgres(options: argparse.Namespace) -> PostgresSettings:
     return PostgresSettings(
         pool_size=options.db_pool_size,
         connect_timeout_seconds=options.db_timeout,
         statement_timeout_seconds=options.db_timeout,
     )
-
-
-async def _create_root_key(
-    db: str, postgres: PostgresSettings, name: str, permissions: Sequence[str], expires_in_days: float | None
-) -> str:
-    secret = new_secret(ROOT_KEY_PREFIX)
-    expires_ms = None
-    if expires_in_days is not None:
-        expires_ms = int((datetime.now(UTC).timestamp() + expires_in_days * 86400) * 1000)
-    store = await open_store(db, postgres=postgres)
-    try:
-        record = await store.create_root_key(name, hash_secret(secret), permissions, expires_ms)
-    finally:
-        await store.close()
-    print(f"root key id: {record.id}", file=sys.stderr)
-    print(f"permissions: {' '.join(record.permissions)}", file=sys.stderr)
-    print("the secret below is shown only now; store it safely:", file=sys.stderr)
-    return secret
-
-
-async def _admin(db: str, postgres: PostgresSettings, command: str, root_key_id: str = "") -> None:
-    store = await open_store(db, postgres=postgres)
-    try:
-        if command == "list-root-keys":
-            for key in await store.list_root_keys():
-                state = "enabled" if key.enabled else "disabled"
-                print(f"{key.id}\t{key.name}\t{state}\t{' '.join(key.permissions)}")
-        elif command == "disable-root-key":
-            await store.set_root_key_enabled(root_key_id, False)
-        elif command == "delete-root-key":
-            await store.delete_root_key(root_key_id)
-    finally:
-        await store.close()
-
-
-async def _open_side(flag: str, db: str, postgres: PostgresSettings) -> Store:
-    try:
-        return await open_store(db, postgres=postgres)
-    except DomainError as exc:
-        raise StoreUnavailable(f"{flag} {describe_db(db)}: {exc.message}") from None
-
-
-def _progress(table: str, written: int, total: int) -> None:
-    print(f"migrate: {table} {written}/{total}", file=sys.stderr)
-
-
-async def _migrate(from_db: str, to_db: str, postgres: PostgresSettings) -> None:
-    source = await _open_side("--from", from_db, postgres)
-    try:
-        target = await _open_side("--to", to_db, postgres)
-        try:
-            print(f"migrate: copying {describe_db(from_db)} to {describe_db(to_db)}", file=sys.stderr)
-            report = await copy_store(source, target, _progress)
-        finally:
-            await target.close()
-    finally:
-        await source.close()
-    print(f"migrate: {report.summary()}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -484,36 +372,59 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--metrics-port must be a port number, 0 to 65535 (0: any free port)")
     try:
         # Before anything opens the database or listens.
-        tls = _tls_config(parser, options) if options.command == "serve" else None
+        tls = _tls_files(parser, options) if options.command == "serve" else None
         if options.command == "serve" and options.workers > 1:
             if options.port == 0:
                 parser.error("--workers needs a fixed --port: workers cannot share a port picked at random")
             asyncio.run(prepare_store(options.db, _postgres(options)))  # once, before the workers open it
             return _supervise(options)
+        if options.command == "serve" and options.workers < 1:
+            parser.error("--workers must be at least 1")
+        return _run(parser, options, tls)
+    except DomainError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+
+
+def _run(parser: argparse.ArgumentParser, options: argparse.Namespace, tls: TlsFiles | None) -> int:
+    """Every command but the supervisor of `serve --workers N`, in this process."""
+    # Imported here, not with this module: the supervisor has returned before this point without loading the server
+    # (grpc, OpenTelemetry, the services: about 20 MB of its RSS).
+    from keyscope_server import commands  # noqa: PLC0415
+    from keyscope_server.factory import MetricsConfig, ServerConfig, ThrottleConfig, TlsConfig  # noqa: PLC0415
+    from keyscope_server.store.copy import CopyFailed, same_database  # noqa: PLC0415
+    from keyscope_server.tracing import TracingConfigError, tracing_from_environment  # noqa: PLC0415
+
+    try:
         if options.command == "serve":
-            if options.workers < 1:
-                parser.error("--workers must be at least 1")
             try:
                 tracing = tracing_from_environment(os.environ)
             except TracingConfigError as exc:
                 parser.error(str(exc))
+            metrics = None
+            if options.metrics_multiprocess:
+                metrics = MetricsConfig(port=None)  # recorded for the supervisor, which serves them
+            elif options.metrics_port is not None:
+                metrics = MetricsConfig(port=options.metrics_port)
             config = ServerConfig(
                 host=options.host,
                 port=options.port,
                 max_message_bytes=options.max_message_bytes,
                 reuse_port=options.reuse_port,
-                tls=tls,
+                tls=None if tls is None else TlsConfig(*tls),
                 tracing=tracing,
                 throttle=ThrottleConfig(
                     auth_failures=options.max_auth_failures,
                     unknown_keys=options.max_unknown_keys,
                     window_seconds=options.throttle_window,
                 ),
-                metrics=_metrics_config(options),
+                metrics=metrics,
             )
             cache = CacheLimits(entries=options.cache_entries, bytes=options.cache_mib * 1024 * 1024)
             try:
-                serving = _serve(options.db, _postgres(options), config, options.grace, options.lame_duck, cache)
+                serving = commands.serve(
+                    options.db, _postgres(options), config, options.grace, options.lame_duck, cache
+                )
                 with asyncio.Runner(loop_factory=_loop_factory(options.event_loop)) as runner:
                     runner.run(serving)
             finally:
@@ -525,19 +436,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.error("create-root-key needs --permission (one or more) or --all")
             postgres = _postgres(options)
             print(
-                asyncio.run(_create_root_key(options.db, postgres, options.name, permissions, options.expires_in_days))
+                asyncio.run(
+                    commands.create_root_key(options.db, postgres, options.name, permissions, options.expires_in_days)
+                )
             )
         elif options.command == "migrate":
             if same_database(options.from_db, options.to_db):
                 parser.error("--from and --to name the same database: a store is copied into another one")
             if engine_name(options.from_db) == "sqlite" and not os.path.exists(options.from_db):
                 parser.error(f"--from {options.from_db}: no such file")
-            asyncio.run(_migrate(options.from_db, options.to_db, _postgres(options)))
+            asyncio.run(commands.migrate(options.from_db, options.to_db, _postgres(options)))
         else:
-            asyncio.run(_admin(options.db, _postgres(options), options.command, getattr(options, "root_key_id", "")))
-    except DomainError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 1
+            command, root_key_id = options.command, getattr(options, "root_key_id", "")
+            asyncio.run(commands.admin(options.db, _postgres(options), command, root_key_id))
     except CopyFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -23,7 +23,8 @@ from keyscope.v1 import (
 )
 from keyscope_server.health import HealthServicer
 from keyscope_server.interceptor import KeyscopeInterceptor
-from keyscope_server.metrics import Metrics, MetricsEndpoint, serve_metrics
+from keyscope_server.metrics import Metrics
+from keyscope_server.metrics_endpoint import MetricsEndpoint, serve_metrics
 from keyscope_server.page_tokens import PageTokens
 from keyscope_server.reflection import enable_reflection
 from keyscope_server.services import ApiService, AuditService, KeyService, RoleService

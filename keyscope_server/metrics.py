@@ -9,8 +9,9 @@ verification cache), the revision and store health are copied into instruments b
 
 Every instrument aggregates in prometheus-client's multiprocess mode (`serve --workers N`: each worker writes
 its values to files in PROMETHEUS_MULTIPROC_DIR, and the supervisor serves them all from one port with
-`serve_multiprocess`): counters and histograms sum over workers, gauges say how (`multiprocess_mode`). A custom
-collector would not be aggregated there, which is why store numbers are copied into instruments.
+keyscope_server.metrics_endpoint's `serve_multiprocess`): counters and histograms sum over workers, gauges say how
+(`multiprocess_mode`). A custom collector would not be aggregated there, which is why store numbers are copied
+into instruments.
 
 No label holds anything a caller sent but the method it called: values come from fixed sets (status codes,
 outcome codes, failure reasons, cache entry kinds) or from the methods the server registered.
@@ -19,17 +20,11 @@ outcome codes, failure reasons, cache entry kinds) or from the methods the serve
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import shutil
-import tempfile
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from wsgiref.simple_server import WSGIServer
+from collections.abc import Callable
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from keyscope.v1 import keys_pb2
 from keyscope_server.errors import AUTHENTICATION_FAILURES, Unauthenticated
@@ -37,14 +32,7 @@ from keyscope_server.store import Store
 from keyscope_server.store.verify_cache import CacheStats
 from keyscope_server.verification import OUTCOMES
 
-__all__ = [
-    "CallMetrics",
-    "Metrics",
-    "MetricsEndpoint",
-    "MultiprocessEndpoint",
-    "serve_metrics",
-    "serve_multiprocess",
-]
+__all__ = ["CallMetrics", "Metrics"]
 
 log = logging.getLogger("keyscope")
 
@@ -224,52 +212,3 @@ class Metrics:
         while True:
             await self.refresh(store)
             await asyncio.sleep(interval)
-
-
-@dataclass
-class MetricsEndpoint:
-    """`/metrics` served over HTTP from a thread of its own (prometheus-client's server)."""
-
-    port: int
-    _server: WSGIServer
-    _thread: threading.Thread
-
-    def close(self) -> None:
-        """Stop serving (blocks up to half a second, the server's poll interval)."""
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-
-
-def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> MetricsEndpoint:
-    """Serve `registry` on http://host:port/metrics (port 0: a free one)."""
-    server, thread = start_http_server(port, addr=host, registry=registry)
-    return MetricsEndpoint(int(server.server_port), server, thread)
-
-
-@dataclass
-class MultiprocessEndpoint:
-    """What `serve_multiprocess` gives the supervisor: the port, the directory its workers write to (their
-    PROMETHEUS_MULTIPROC_DIR), and `worker_exited(pid)`, for its gauges to leave the live ones."""
-
-    port: int
-    directory: str
-
-    def worker_exited(self, pid: int) -> None:
-        multiprocess.mark_process_dead(pid, self.directory)  # type: ignore[no-untyped-call]
-
-
-@contextlib.contextmanager
-def serve_multiprocess(host: str, port: int) -> Iterator[MultiprocessEndpoint]:
-    """Serve, on one port, the metrics that worker processes write to a new directory; remove it at the end."""
-    directory = tempfile.mkdtemp(prefix="keyscope-metrics-")
-    try:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
-        endpoint = serve_metrics(registry, host, port)
-        try:
-            yield MultiprocessEndpoint(endpoint.port, directory)
-        finally:
-            endpoint.close()
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)

@@ -1,5 +1,8 @@
 """The one place that turns a `--db` value into an engine: a `postgresql://` URL is a PostgreSQL database, anything
-else a SQLite file (the default)."""
+else a SQLite file (the default).
+
+The PostgreSQL engine is imported only for a PostgreSQL URL: asyncpg and the engine's modules would add about
+10 MB to every process of a server on SQLite (each worker of --workers, and the supervisor)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from urllib.parse import urlsplit
 from keyscope_server.errors import StoreUnavailable
 from keyscope_server.store.engine import Engine
 from keyscope_server.store.engine_store import EngineStore
-from keyscope_server.store.postgresql import PostgresEngine, PostgresSettings
+from keyscope_server.store.postgresql.settings import PostgresSettings
 from keyscope_server.store.sqlite import SqliteEngine
 from keyscope_server.store.verify_cache import DEFAULT_LIMITS, CacheLimits
 
@@ -52,6 +55,8 @@ def _url_errors() -> Iterator[None]:
 
 async def open_engine(db: str, postgres: PostgresSettings | None = None) -> Engine:
     if engine_name(db) == "postgresql":
+        from keyscope_server.store.postgresql.engine import PostgresEngine  # noqa: PLC0415 - see the docstring
+
         with _url_errors():
             return await PostgresEngine.open(db, postgres)
     return await SqliteEngine.open(db)
@@ -67,6 +72,8 @@ async def open_store(
 async def prepare_store(db: str, postgres: PostgresSettings | None = None) -> None:
     """Migrate the database to the latest schema, once, before several server processes open it."""
     if engine_name(db) == "postgresql":
+        from keyscope_server.store.postgresql.engine import PostgresEngine  # noqa: PLC0415 - see the docstring
+
         with _url_errors():
             await PostgresEngine.prepare(db, postgres)
     else:

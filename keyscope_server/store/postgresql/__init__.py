@@ -1,5 +1,4 @@
-"""The PostgreSQL engine: several Keyscope servers on one shared database."""
+"""The PostgreSQL engine: several Keyscope servers on one shared database.
 
-from keyscope_server.store.postgresql.engine import PostgresEngine, PostgresSettings
-
-__all__ = ["PostgresEngine", "PostgresSettings"]
+Its modules are imported where they are used (`keyscope_server.store.engines` imports the engine only for a
+PostgreSQL URL), so that a server on SQLite never loads asyncpg."""

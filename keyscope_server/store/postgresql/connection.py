@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
 from keyscope_server.errors import StoreFull, StoreUnavailable
+from keyscope_server.store.postgresql.settings import PostgresSettings
 
-__all__ = ["OwnConnection", "PostgresSettings", "connect", "create_pool", "is_fault", "is_retryable", "store_faults"]
+__all__ = ["OwnConnection", "connect", "create_pool", "is_fault", "is_retryable", "store_faults"]
 
 log = logging.getLogger(__name__)
 
@@ -25,16 +25,6 @@ _UNAVAILABLE_CLASSES = ("08", "53", "57", "25", "40", "55", "58", "XX")
 _REFUSED_CLASSES = ("28", "3D")
 _RETRYABLE = ("40001", "40P01")  # serialization failure, deadlock detected
 _DISK_FULL = "53100"
-
-
-@dataclass(frozen=True)
-class PostgresSettings:
-    """How the engine uses the database: connections at most, and how long each wait may take."""
-
-    pool_size: int = 10
-    connect_timeout_seconds: float = 5.0
-    statement_timeout_seconds: float = 5.0
-    write_attempts: int = 5  # a batch that meets a serialization failure or deadlock is run again, this often
 
 
 def _server_settings(settings: PostgresSettings) -> dict[str, str]:

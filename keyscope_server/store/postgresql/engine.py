@@ -25,17 +25,12 @@ from keyscope_server.store.models import KeyVerification, RootKeyGrant
 from keyscope_server.store.postgresql import snapshot
 from keyscope_server.store.postgresql.batches import run_batch
 from keyscope_server.store.postgresql.changes import CHANGES_SINCE, changes_since
-from keyscope_server.store.postgresql.connection import (
-    OwnConnection,
-    PostgresSettings,
-    connect,
-    create_pool,
-    store_faults,
-)
+from keyscope_server.store.postgresql.connection import OwnConnection, connect, create_pool, store_faults
 from keyscope_server.store.postgresql.freshness import SharedRead
 from keyscope_server.store.postgresql.keys import FIND_KEY, verification
 from keyscope_server.store.postgresql.root_keys import FIND_ROOT_KEY, grant
 from keyscope_server.store.postgresql.schema import migrate
+from keyscope_server.store.postgresql.settings import PostgresSettings
 from keyscope_server.store.postgresql.tables import PostgresTables
 from keyscope_server.store.snapshot import ImportProgress, StoreSnapshot
 

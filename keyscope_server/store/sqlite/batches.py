@@ -5,11 +5,14 @@ run (validate_only) is rolled back like a failed write, and its caller gets the 
 from __future__ import annotations
 
 import sqlite3
+from typing import TYPE_CHECKING
 
-from keyscope_server.store.group_commit import Outcome, Write
 from keyscope_server.store.sqlite.connection import rollback, run_to_end
-from keyscope_server.store.sqlite.process import with_child_traceback
 from keyscope_server.store.sqlite.tables import SqliteTables
+from keyscope_server.store.sqlite.writer import with_child_traceback
+
+if TYPE_CHECKING:  # the writer process needs only the names, not group commit's asyncio
+    from keyscope_server.store.group_commit import Outcome, Write
 
 __all__ = ["run_batch"]
 

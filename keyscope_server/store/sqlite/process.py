@@ -10,97 +10,39 @@ a 2-core machine; in a process of its own, near 800/s (see the README's
 Performance section).
 
 Functions and arguments cross the pipe pickled, so a function must be a
-module-level one; results and exceptions come back the same way. Children are
-forked from a fork server (multiprocessing's "forkserver", started once per
-server process) that has this module loaded, so a store opens in milliseconds
-and the child holds nothing of the parent (no gRPC, no sockets). The child
-ignores SIGINT and SIGTERM, which a terminal or a service manager sends to the
-whole process group: the server stops it, once the writes in flight are done,
-by closing the pipe. If the child dies, the call in progress fails with
-StoreUnavailable and the next call starts a new one.
+module-level one; results and exceptions come back the same way. The child is a
+new interpreter that runs keyscope_server.store.sqlite.writer, started with
+subprocess (fork and exec at once, which is safe beside gRPC's threads) and
+reached over a socket pair. Not multiprocessing's fork server: it and the resource
+tracker it starts are two more processes per server (43 MB of RSS of their own),
+for a child that is started once. The child's side is in writer.py. If the child
+dies, the call in progress fails with StoreUnavailable and the next call starts a
+new one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
-import signal
-import traceback
+import subprocess
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, Pipe
 from pathlib import Path
 from typing import Any, TypeVar
 
-from keyscope_server.errors import DomainError, StoreUnavailable
-from keyscope_server.store.sqlite.connection import connect
+from keyscope_server.errors import StoreUnavailable
 
-__all__ = ["SqliteProcess", "with_child_traceback"]
+__all__ = ["SqliteProcess"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_CONTEXT = multiprocessing.get_context("forkserver")
-# The children run the store's rules (keyscope_server.store.engine_store imports them all) in group-commit batches.
-_CONTEXT.set_forkserver_preload(
-    [__name__, "keyscope_server.store.sqlite.batches", "keyscope_server.store.engine_store"]
-)
-
 STOP_SECONDS = 10.0  # how long `close` waits for the child to finish its work and exit
-
-
-def _serve(conn: Connection, path: Path, pragmas: tuple[str, ...]) -> None:
-    """The child: open the connection, then run each (fn, args) received until the pipe closes or None comes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        db = connect(path, pragmas)
-    except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
-        _reply(conn, (False, exc))
-        return
-    _reply(conn, (True, None))
-    try:
-        while True:
-            try:
-                request = conn.recv()
-            except (EOFError, OSError):
-                break  # the parent is gone
-            if request is None:
-                break
-            fn, args = request
-            try:
-                outcome: tuple[bool, Any] = (True, fn(db, *args))
-            except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
-                outcome = (False, with_child_traceback(exc))
-            if not _reply(conn, outcome):
-                break
-    finally:
-        db.close()
-
-
-def with_child_traceback(exc: BaseException) -> BaseException:
-    """`exc`, noted with its traceback in the child (a traceback does not cross the pipe) for the log, unless it
-    is a domain error, meant for the caller rather than for whoever reads the log."""
-    if not isinstance(exc, DomainError):
-        exc.add_note(f"in the store's writer process:\n{''.join(traceback.format_exception(exc))}")
-    return exc
-
-
-def _reply(conn: Connection, outcome: tuple[bool, Any]) -> bool:
-    """Send an outcome; one that cannot be pickled is replaced by an error that says so. False if the parent is
-    gone."""
-    try:
-        conn.send(outcome)
-    except (BrokenPipeError, EOFError, ConnectionResetError):
-        return False
-    except Exception as exc:  # noqa: BLE001 - a result or exception that does not pickle: a bug, reported
-        error = RuntimeError(f"the writer process could not send its {'result' if outcome[0] else 'error'}: {exc!r}")
-        if not outcome[0]:
-            error.add_note("".join(traceback.format_exception(outcome[1])))
-        conn.send((False, error))
-    return True
+# The child's program: the fd of its end of the socket pair is its one argument.
+_CHILD = "import sys; from keyscope_server.store.sqlite.writer import main; main(int(sys.argv[1]))"
 
 
 class SqliteProcess:
@@ -110,7 +52,7 @@ class SqliteProcess:
         self._name = name
         # One thread does the blocking pipe traffic, so calls run one at a time, in order, as on SqliteThread.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"keyscope-sqlite-{name}")
-        self._process: multiprocessing.process.BaseProcess | None = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
 
     @classmethod
@@ -142,13 +84,23 @@ class SqliteProcess:
     # -- on the executor's thread -------------------------------------------------------------------------
 
     def _start(self) -> None:
-        ours, theirs = _CONTEXT.Pipe()
-        process = _CONTEXT.Process(
-            target=_serve, args=(theirs, self._path, self._pragmas), name=f"keyscope-{self._name}", daemon=True
-        )
-        process.start()
-        theirs.close()
+        ours, theirs = Pipe()
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-c", _CHILD, str(theirs.fileno())],
+                stdin=subprocess.DEVNULL,
+                pass_fds=[theirs.fileno()],
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
         self._process, self._conn = process, ours
+        try:
+            ours.send((self._path, self._pragmas))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the child is gone already: _receive says so
         ok, value = self._receive()
         if not ok:
             self._stop()
@@ -181,16 +133,18 @@ class SqliteProcess:
     def _exit_code(self) -> int | None:
         if self._process is None:
             return None
-        self._process.join(1.0)
-        return self._process.exitcode
+        try:
+            return self._process.wait(1.0)
+        except subprocess.TimeoutExpired:
+            return None
 
     def _forget_child(self) -> None:
         if self._conn is not None:
             self._conn.close()
-        if self._process is not None and self._process.is_alive():
-            self._process.kill()
         if self._process is not None:
-            self._process.join(STOP_SECONDS)
+            if self._process.poll() is None:
+                self._process.kill()
+            self._process.wait()
         self._process, self._conn = None, None
 
     def _stop(self) -> None:
@@ -200,5 +154,8 @@ class SqliteProcess:
             except (BrokenPipeError, ConnectionResetError):
                 pass
         if self._process is not None:
-            self._process.join(STOP_SECONDS)
+            try:
+                self._process.wait(STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                log.error("the store's writer process did not end within %.0f s of its stop; killed", STOP_SECONDS)
         self._forget_child()

@@ -1,0 +1,78 @@
+"""The writer process's own side (keyscope_server.store.sqlite.process starts it and talks to it): one sqlite3
+connection, and each `(fn, args)` that comes down the pipe run on it, its result or exception sent back.
+
+The process is a new interpreter (`python -c "...; main(fd)"`), so it imports only this module and what the
+functions it is sent need (the store's rules and the SQLite engine's tables: no gRPC, no event loop, no driver),
+and holds nothing of the server (no sockets, no threads). It ignores SIGINT and SIGTERM, which a terminal or a
+service manager sends to the whole process group: the server stops it, once the writes in flight are done, by
+sending None or closing the pipe.
+"""
+
+from __future__ import annotations
+
+import signal
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+from keyscope_server.errors import DomainError
+from keyscope_server.store.sqlite.connection import connect
+
+__all__ = ["main", "with_child_traceback"]
+
+
+def main(fd: int) -> None:
+    """Serve on the pipe end `fd`: first `(path, pragmas)`, answered once the connection is open, then each
+    `(fn, args)` until the pipe closes or None comes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    conn = Connection(fd)
+    try:
+        path, pragmas = conn.recv()
+        db = connect(path, pragmas)
+    except (EOFError, OSError):
+        return  # the parent is gone
+    except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
+        _reply(conn, (False, exc))
+        return
+    _reply(conn, (True, None))
+    try:
+        while True:
+            try:
+                request = conn.recv()
+            except (EOFError, OSError):
+                break  # the parent is gone
+            if request is None:
+                break
+            fn, args = request
+            try:
+                outcome: tuple[bool, Any] = (True, fn(db, *args))
+            except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
+                outcome = (False, with_child_traceback(exc))
+            if not _reply(conn, outcome):
+                break
+    finally:
+        db.close()
+
+
+def with_child_traceback(exc: BaseException) -> BaseException:
+    """`exc`, noted with its traceback in the child (a traceback does not cross the pipe) for the log, unless it
+    is a domain error, meant for the caller rather than for whoever reads the log."""
+    if not isinstance(exc, DomainError):
+        exc.add_note(f"in the store's writer process:\n{''.join(traceback.format_exception(exc))}")
+    return exc
+
+
+def _reply(conn: Connection, outcome: tuple[bool, Any]) -> bool:
+    """Send an outcome; one that cannot be pickled is replaced by an error that says so. False if the parent is
+    gone."""
+    try:
+        conn.send(outcome)
+    except (BrokenPipeError, EOFError, ConnectionResetError):
+        return False
+    except Exception as exc:  # noqa: BLE001 - a result or exception that does not pickle: a bug, reported
+        error = RuntimeError(f"the writer process could not send its {'result' if outcome[0] else 'error'}: {exc!r}")
+        if not outcome[0]:
+            error.add_note("".join(traceback.format_exception(outcome[1])))
+        conn.send((False, error))
+    return True
