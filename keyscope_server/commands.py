@@ -7,6 +7,7 @@ loads none of it: the server's modules, grpc and OpenTelemetry would be about 20
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -33,6 +34,10 @@ async def serve(
     store = await open_store(db, cache, postgres)
     try:
         running = await start_server(store, config)
+        # What startup made (modules, message descriptors, the server) lives as long as the process: kept out of the
+        # collector's full passes, which then walk about 5k objects rather than 48k (their longest pause under
+        # `scripts/bench` verify-warm went from 21 ms to 3 ms).
+        gc.freeze()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -1,6 +1,7 @@
 """The store's writer in a process of its own (keyscope_server.store.sqlite.process): what crosses the pipe arrives
 intact, the child outlives the signals a terminal or a service manager sends its process group, a child that dies is
-replaced, and the child ends with the store, or with the server when the server is killed."""
+replaced, a store's close leaves its child holding nothing of it, for the next store to use, and the child ends with the
+server, or when the server is killed."""
 
 from __future__ import annotations
 
@@ -129,12 +130,32 @@ async def test_ok_a_child_that_died_idle_is_replaced_before_the_next_write(
     assert "the store's writer process ended unexpectedly (exit code -9)" in caplog.text
 
 
-async def test_ok_the_child_ends_with_the_store(db_path: Path) -> None:
-    store = await open_store(str(db_path))
-    pid = child_of(writer_of(store))
-    assert alive(pid)
-    await store.close()
-    assert not alive(pid)
+def open_files(pid: int) -> set[str]:
+    return {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
+
+
+async def test_ok_a_closed_store_leaves_its_child_holding_nothing_and_the_next_store_reuses_it(tmp_path: Path) -> None:
+    first = await open_store(str(tmp_path / "first.db"))
+    pid = child_of(writer_of(first))
+    assert str(tmp_path / "first.db") in open_files(pid)
+    await first.close()
+    assert alive(pid) and not any(name.startswith(str(tmp_path)) for name in open_files(pid))
+    second = await open_store(str(tmp_path / "second.db"))
+    try:
+        assert child_of(writer_of(second)) == pid
+        [(_, _, path)] = await writer_of(second).run(fetch_all, "PRAGMA database_list")
+        assert path == str(tmp_path / "second.db")
+    finally:
+        await second.close()
+
+
+async def test_ok_the_child_ends_when_the_server_exits(tmp_path: Path) -> None:
+    server = start_serve(tmp_path, tmp_path / "keyscope.db", free_port())
+    helpers = descendants_of(server.pid)
+    assert len(helpers) == 1 and all(alive(pid) for pid in helpers)  # the writer, and nothing else
+    code, _ = stop(server, signal.SIGTERM)
+    assert code == 0
+    assert not any(alive(pid) for pid in helpers)  # ended and reaped before the server exited
 
 
 async def test_ok_the_child_ends_when_the_server_is_killed(tmp_path: Path) -> None:

@@ -15,17 +15,20 @@ new interpreter that runs keyscope_server.store.sqlite.writer, started with
 subprocess (fork and exec at once, which is safe beside gRPC's threads) and
 reached over a socket pair. Not multiprocessing's fork server: it and the resource
 tracker it starts are two more processes per server (43 MB of RSS of their own),
-for a child that is started once. The child's side is in writer.py. If the child
-dies, the call in progress fails with StoreUnavailable and the next call starts a
-new one.
+for a child that is started once. The child's side is in writer.py. When a store
+closes, its child closes the database and is kept (one at most) for the next store
+the process opens. If the child dies, the call in progress fails with
+StoreUnavailable and the next call starts a new one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection, Pipe
@@ -84,27 +87,27 @@ class SqliteProcess:
     # -- on the executor's thread -------------------------------------------------------------------------
 
     def _start(self) -> None:
-        ours, theirs = Pipe()
+        kept = _KEPT.take()
+        if kept is not None and self._open(kept):
+            return
+        if not self._open(_spawn()):
+            log.error("the store's writer process ended as it started")
+            raise StoreUnavailable()
+
+    def _open(self, child: Child) -> bool:
+        """`child` serving this store's database; False if it has ended (it is forgotten)."""
+        self._process, self._conn = child
         try:
-            process = subprocess.Popen(
-                [sys.executable, "-c", _CHILD, str(theirs.fileno())],
-                stdin=subprocess.DEVNULL,
-                pass_fds=[theirs.fileno()],
-            )
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        self._process, self._conn = process, ours
-        try:
-            ours.send((self._path, self._pragmas))
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the child is gone already: _receive says so
-        ok, value = self._receive()
+            self._conn.send((self._path, self._pragmas))
+            ok, value = self._conn.recv()
+        except (BrokenPipeError, ConnectionResetError, EOFError):
+            self._forget_child()
+            return False
         if not ok:
-            self._stop()
+            self._process, self._conn = None, None
+            _keep_or_end(child)  # it opened nothing: another store may use it
             raise value
+        return True
 
     def _call(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[bool, Any]:
         if self._conn is not None and self._conn.poll():  # between calls, only a closed pipe is readable
@@ -148,14 +151,88 @@ class SqliteProcess:
         self._process, self._conn = None, None
 
     def _stop(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.send(None)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-        if self._process is not None:
-            try:
-                self._process.wait(STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                log.error("the store's writer process did not end within %.0f s of its stop; killed", STOP_SECONDS)
-        self._forget_child()
+        """Close the store's connection in the child, after the work already sent; then keep the child for the next
+        store this process opens, or end it."""
+        if self._conn is None:
+            return
+        try:
+            self._conn.send(None)
+            closed = self._conn.poll(STOP_SECONDS) and self._conn.recv() == (True, None)
+        except (BrokenPipeError, ConnectionResetError, EOFError):
+            closed = False
+        if not closed:
+            log.error("the store's writer process did not close its database within %.0f s; killed", STOP_SECONDS)
+            self._forget_child()
+            return
+        assert self._process is not None
+        child = (self._process, self._conn)
+        self._process, self._conn = None, None
+        _keep_or_end(child)
+
+
+Child = tuple["subprocess.Popen[bytes]", Connection]
+
+
+def _spawn() -> Child:
+    ours, theirs = Pipe()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, str(theirs.fileno())], stdin=subprocess.DEVNULL, pass_fds=[theirs.fileno()]
+        )
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    return process, ours
+
+
+def _end(child: Child) -> None:
+    """Let a child with no database open end (a closed pipe ends it), and reap it."""
+    process, conn = child
+    conn.close()
+    try:
+        process.wait(STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+class _Kept:
+    """At most one child whose store has closed, kept for the next store this process opens: a new interpreter
+    takes about 60 ms to start and import the store's rules, which a program that opens many stores (the test
+    suite opens thousands) would pay at each. A server opens one store, and closes it as it exits. The kept
+    child has no database open; it ends with this process (atexit), or when this process dies (its pipe closes)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._child: Child | None = None
+
+    def take(self) -> Child | None:
+        with self._lock:
+            child, self._child = self._child, None
+        if child is not None and (child[0].poll() is not None or child[1].poll()):  # it ended meanwhile
+            _end(child)
+            return None
+        return child
+
+    def keep(self, child: Child) -> bool:
+        with self._lock:
+            if self._child is not None:
+                return False
+            self._child = child
+        return True
+
+    def end(self) -> None:
+        child = self.take()
+        if child is not None:
+            _end(child)
+
+
+_KEPT = _Kept()
+atexit.register(_KEPT.end)
+
+
+def _keep_or_end(child: Child) -> None:
+    if not _KEPT.keep(child):
+        _end(child)

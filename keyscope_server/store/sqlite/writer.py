@@ -11,6 +11,7 @@ sending None or closing the pipe.
 from __future__ import annotations
 
 import signal
+import sqlite3
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any
@@ -22,37 +23,48 @@ __all__ = ["main", "with_child_traceback"]
 
 
 def main(fd: int) -> None:
-    """Serve on the pipe end `fd`: first `(path, pragmas)`, answered once the connection is open, then each
-    `(fn, args)` until the pipe closes or None comes."""
+    """Serve on the pipe end `fd`: a database to open, `(path, pragmas)`, answered once its connection is open;
+    then each `(fn, args)` on it until None comes, which closes it and is answered once it is closed; then the next
+    database, until the pipe closes or None comes with no database open."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     conn = Connection(fd)
+    while (opening := _receive(conn)) is not None:
+        path, pragmas = opening
+        try:
+            db = connect(path, pragmas)
+        except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
+            if not _reply(conn, (False, exc)):
+                return
+            continue
+        try:
+            served = _reply(conn, (True, None)) and _serve(conn, db)
+        finally:
+            db.close()
+        if not (served and _reply(conn, (True, None))):
+            return  # the parent is gone
+
+
+def _serve(conn: Connection, db: sqlite3.Connection) -> bool:
+    """Run each `(fn, args)` received on `db` until None comes (True) or the parent is gone (False)."""
+    while (request := _receive(conn)) is not None:
+        fn, args = request
+        try:
+            outcome: tuple[bool, Any] = (True, fn(db, *args))
+        except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
+            outcome = (False, with_child_traceback(exc))
+        if not _reply(conn, outcome):
+            return False
+    return not conn.closed
+
+
+def _receive(conn: Connection) -> Any:
+    """The next message; None also when the parent is gone (the pipe is then closed here)."""
     try:
-        path, pragmas = conn.recv()
-        db = connect(path, pragmas)
+        return conn.recv()
     except (EOFError, OSError):
-        return  # the parent is gone
-    except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
-        _reply(conn, (False, exc))
-        return
-    _reply(conn, (True, None))
-    try:
-        while True:
-            try:
-                request = conn.recv()
-            except (EOFError, OSError):
-                break  # the parent is gone
-            if request is None:
-                break
-            fn, args = request
-            try:
-                outcome: tuple[bool, Any] = (True, fn(db, *args))
-            except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
-                outcome = (False, with_child_traceback(exc))
-            if not _reply(conn, outcome):
-                break
-    finally:
-        db.close()
+        conn.close()
+        return None
 
 
 def with_child_traceback(exc: BaseException) -> BaseException:
