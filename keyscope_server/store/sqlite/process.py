@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-STOP_SECONDS = 10.0  # how long `close` waits for the child to finish its work and exit
+STOP_SECONDS = 10.0  # how long `close` waits for the child to close its database, and an ending child to exit
 # The child's program: the fd of its end of the socket pair is its one argument.
 _CHILD = "import sys; from keyscope_server.store.sqlite.writer import main; main(int(sys.argv[1]))"
 
@@ -157,11 +157,14 @@ class SqliteProcess:
             return
         try:
             self._conn.send(None)
-            closed = self._conn.poll(STOP_SECONDS) and self._conn.recv() == (True, None)
+            if not self._conn.poll(STOP_SECONDS):
+                log.error("the store's writer process did not close its database within %.0f s; killed", STOP_SECONDS)
+                closed = False
+            else:
+                closed = self._conn.recv() == (True, None)
         except (BrokenPipeError, ConnectionResetError, EOFError):
-            closed = False
+            closed = False  # it had ended: nothing to close
         if not closed:
-            log.error("the store's writer process did not close its database within %.0f s; killed", STOP_SECONDS)
             self._forget_child()
             return
         assert self._process is not None
