@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from keyscope_server.errors import StoreUnavailable
@@ -17,6 +18,9 @@ from keyscope_server.store.engine_store import EngineStore
 from keyscope_server.store.postgresql.settings import PostgresSettings
 from keyscope_server.store.sqlite import SqliteEngine
 from keyscope_server.store.verify_cache import DEFAULT_LIMITS, CacheLimits
+
+if TYPE_CHECKING:
+    from keyscope_server.store.postgresql.engine import PostgresEngine
 
 __all__ = ["ENGINES", "PostgresSettings", "describe_db", "engine_name", "open_engine", "open_store", "prepare_store"]
 
@@ -53,12 +57,16 @@ def _url_errors() -> Iterator[None]:
         raise StoreUnavailable(f"--db is not a PostgreSQL URL that can be used ({type(exc).__name__})") from None
 
 
+def _postgres_engine() -> type[PostgresEngine]:
+    from keyscope_server.store.postgresql.engine import PostgresEngine  # noqa: PLC0415 - see the docstring
+
+    return PostgresEngine
+
+
 async def open_engine(db: str, postgres: PostgresSettings | None = None) -> Engine:
     if engine_name(db) == "postgresql":
-        from keyscope_server.store.postgresql.engine import PostgresEngine  # noqa: PLC0415 - see the docstring
-
         with _url_errors():
-            return await PostgresEngine.open(db, postgres)
+            return await _postgres_engine().open(db, postgres)
     return await SqliteEngine.open(db)
 
 
@@ -72,9 +80,7 @@ async def open_store(
 async def prepare_store(db: str, postgres: PostgresSettings | None = None) -> None:
     """Migrate the database to the latest schema, once, before several server processes open it."""
     if engine_name(db) == "postgresql":
-        from keyscope_server.store.postgresql.engine import PostgresEngine  # noqa: PLC0415 - see the docstring
-
         with _url_errors():
-            await PostgresEngine.prepare(db, postgres)
+            await _postgres_engine().prepare(db, postgres)
     else:
         await SqliteEngine.prepare(db)

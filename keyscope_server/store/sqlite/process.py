@@ -105,7 +105,7 @@ class SqliteProcess:
             return False
         if not ok:
             self._process, self._conn = None, None
-            _keep_or_end(child)  # it opened nothing: another store may use it
+            _KEPT.keep(child)  # it opened nothing: another store may use it
             raise value
         return True
 
@@ -142,12 +142,8 @@ class SqliteProcess:
             return None
 
     def _forget_child(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-        if self._process is not None:
-            if self._process.poll() is None:
-                self._process.kill()
-            self._process.wait()
+        if self._process is not None and self._conn is not None:
+            _end((self._process, self._conn), kill=True)
         self._process, self._conn = None, None
 
     def _stop(self) -> None:
@@ -170,7 +166,7 @@ class SqliteProcess:
         assert self._process is not None
         child = (self._process, self._conn)
         self._process, self._conn = None, None
-        _keep_or_end(child)
+        _KEPT.keep(child)
 
 
 Child = tuple["subprocess.Popen[bytes]", Connection]
@@ -190,10 +186,12 @@ def _spawn() -> Child:
     return process, ours
 
 
-def _end(child: Child) -> None:
-    """Let a child with no database open end (a closed pipe ends it), and reap it."""
+def _end(child: Child, *, kill: bool = False) -> None:
+    """Close the child's pipe, which ends a child with no database open, and reap it; `kill`: at once."""
     process, conn = child
     conn.close()
+    if kill and process.poll() is None:
+        process.kill()
     try:
         process.wait(STOP_SECONDS)
     except subprocess.TimeoutExpired:
@@ -219,12 +217,14 @@ class _Kept:
             return None
         return child
 
-    def keep(self, child: Child) -> bool:
+    def keep(self, child: Child) -> None:
+        """Keep `child`, or end it if one is kept already."""
         with self._lock:
-            if self._child is not None:
-                return False
-            self._child = child
-        return True
+            full = self._child is not None
+            if not full:
+                self._child = child
+        if full:
+            _end(child)
 
     def end(self) -> None:
         child = self.take()
@@ -234,8 +234,3 @@ class _Kept:
 
 _KEPT = _Kept()
 atexit.register(_KEPT.end)
-
-
-def _keep_or_end(child: Child) -> None:
-    if not _KEPT.keep(child):
-        _end(child)
