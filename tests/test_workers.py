@@ -98,5 +98,5 @@ def test_ok_a_change_through_one_process_is_seen_by_the_next_call_to_another(
                 == Code.CODE_NOT_FOUND
             )
     finally:
-        codes = [stop(p, signal.SIGTERM)[0] for p in (a, b)]
-    assert codes == [0, 0]
+        stopped = [stop(p, signal.SIGTERM) for p in (a, b)]
+    assert [code for code, _ in stopped] == [0, 0], [log for code, log in stopped if code]
