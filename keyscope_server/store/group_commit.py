@@ -9,7 +9,8 @@ fails as a whole (its commit, its connection), every write of it fails with
 that error and nothing of it is written. A write whose caller has already gone
 (a cancelled call, a passed deadline) is not started.
 
-Each batch is reported to the `observer`, if one is set (its size and how long its transaction took), for
+Each batch is reported to the `observer`, if one is set (its size, and the seconds from its hand-over to the engine
+to its outcomes: its transaction, and with a depth over 1 the wait behind the batch before it), for
 whoever measures them (keyscope_server.metrics): the store layer knows no metrics library.
 """
 
@@ -34,10 +35,18 @@ BatchObserver = Callable[[int, float], None]  # (writes in the batch, seconds it
 
 
 class GroupCommit:
-    """Hands writes to the engine's `run` in batches, from one task of its own."""
+    """Hands writes to the engine's `run` in batches, from one task of its own.
 
-    def __init__(self, run: RunBatch) -> None:
+    `depth`: how many batches may be in the engine's hands at once. An engine whose `run` calls go to one connection
+    that takes them in order (SQLite's writer process) gives 2: the next batch is then already there when the last
+    one commits, rather than the connection waiting idle while the last answers travel back and the next batch is
+    formed. Each batch is still its own transaction, run after the one before it, and `run` is called in batch
+    order (each call's first step, up to its first wait, runs in the order the calls were made)."""
+
+    def __init__(self, run: RunBatch, *, depth: int = 1) -> None:
         self._run = run
+        self._slots = asyncio.Semaphore(depth)
+        self._in_flight: set[asyncio.Task[None]] = set()
         self._queue: asyncio.Queue[tuple[Write, asyncio.Future[Any]] | None] = asyncio.Queue()
         self._task = asyncio.create_task(self._drain(), name="keyscope-write-batches")
         self.observer: BatchObserver | None = None
@@ -56,6 +65,7 @@ class GroupCommit:
     async def _drain(self) -> None:
         stopping = False
         while not stopping:
+            await self._slots.acquire()
             item = await self._queue.get()
             batch: list[tuple[Write, asyncio.Future[Any]]] = []
             while item is not None:
@@ -65,8 +75,18 @@ class GroupCommit:
                     break
                 item = self._queue.get_nowait()
             stopping = item is None
-            if batch:
-                await self._commit(batch)
+            if not batch:
+                self._slots.release()
+                continue
+            task = asyncio.create_task(self._commit(batch), name="keyscope-write-batch")
+            self._in_flight.add(task)
+            task.add_done_callback(self._done)
+        if self._in_flight:
+            await asyncio.wait(self._in_flight)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._slots.release()
 
     async def _commit(self, batch: list[tuple[Write, asyncio.Future[Any]]]) -> None:
         started = time.perf_counter()

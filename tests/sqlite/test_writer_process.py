@@ -11,6 +11,7 @@ import signal
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -27,7 +28,7 @@ from keyscope_server.store.sqlite.process import SqliteProcess
 from tests.client import Caller
 from tests.polling import until
 from tests.processes import alive, descendants_of, free_port, start_serve, stop
-from tests.sqlite.writer import writer_of
+from tests.sqlite.writer import tagged, wait_for, writer_of
 
 PRAGMAS = ("busy_timeout = 5000", "foreign_keys = ON", "synchronous = FULL")
 # A statement that runs until it is stopped: a recursive count without end.
@@ -45,8 +46,8 @@ async def writer(db_path: Path) -> AsyncIterator[SqliteProcess]:
 
 
 def child_of(writer: SqliteProcess) -> int:
-    assert writer._process is not None and writer._process.pid is not None
-    return writer._process.pid
+    assert writer.pid is not None
+    return writer.pid
 
 
 def cpu_ticks(pid: int) -> int:
@@ -85,6 +86,43 @@ async def test_internal_a_result_that_cannot_cross_is_an_error_that_says_so(writ
     assert child_of(writer) == pid
 
 
+async def test_ok_calls_in_flight_together_each_get_their_own_answer(writer: SqliteProcess) -> None:
+    # The next call is sent before the last one's answer has come back: answers are matched to calls in order.
+    answers = await asyncio.gather(*(writer.run(fetch_all, "SELECT ?", (n,)) for n in range(200)))
+    assert answers == [[(n,)] for n in range(200)]
+
+
+async def calls_waiting_in_the_pipe(writer: SqliteProcess, tmp_path: Path, calls: list[tuple[Any, ...]]) -> list[Any]:
+    """The answers (or exceptions) of `calls`, all sent while the child is busy, so that they wait in its pipe."""
+    go = tmp_path / "go"
+    busy = asyncio.create_task(writer.run(wait_for, go))
+    sent = [asyncio.create_task(writer.run(*call)) for call in calls]
+    await asyncio.wrap_future(writer._sender.submit(lambda: None))  # every call has been sent
+    go.touch()
+    await busy
+    return await asyncio.gather(*sent, return_exceptions=True)
+
+
+async def test_ok_calls_waiting_together_run_in_one_call_of_together_and_each_gets_its_answer(
+    writer: SqliteProcess, tmp_path: Path
+) -> None:
+    answers = await calls_waiting_in_the_pipe(writer, tmp_path, [(tagged, tag) for tag in "abc"])
+    assert answers == [("a", 3), ("b", 3), ("c", 3)]
+
+
+async def test_ok_another_call_between_them_keeps_its_place_in_order(writer: SqliteProcess, tmp_path: Path) -> None:
+    calls = [(tagged, "a"), (tagged, "b"), (fetch_all, "SELECT 1"), (tagged, "c"), (tagged, "d")]
+    answers = await calls_waiting_in_the_pipe(writer, tmp_path, calls)
+    assert answers == [("a", 2), ("b", 2), [(1,)], ("c", 2), ("d", 2)]
+
+
+async def test_internal_every_call_of_a_failed_together_hears_its_error(writer: SqliteProcess, tmp_path: Path) -> None:
+    answers = await calls_waiting_in_the_pipe(writer, tmp_path, [(tagged, "a"), (tagged, "fail")])
+    assert [type(answer) for answer in answers] == [ValueError, ValueError]
+    assert all("one of these calls fails" in str(answer) for answer in answers)
+    assert await writer.run(tagged, "after") == ("after", 1)
+
+
 # -- signals, deaths, and the end ------------------------------------------------------------------------------
 
 
@@ -110,6 +148,23 @@ async def test_unavailable_when_the_child_dies_during_a_call_then_a_new_child_se
         await endless
     assert "the store's writer process ended unexpectedly (exit code -9)" in caplog.text
     assert await writer.run(fetch_all, "SELECT 1") == [(1,)]
+    assert child_of(writer) != pid and not alive(pid)
+
+
+async def test_unavailable_for_every_call_sent_to_a_child_that_dies_then_a_new_child_serves(
+    writer: SqliteProcess,
+) -> None:
+    pid = child_of(writer)
+    busy_from = cpu_ticks(pid)
+    endless = asyncio.create_task(writer.run(fetch_all, ENDLESS))
+    waiting = asyncio.create_task(writer.run(fetch_all, "SELECT 2"))  # sent behind the endless one
+    await until(lambda: cpu_ticks(pid) > busy_from + 5, "the child runs the endless statement")
+    await asyncio.wrap_future(writer._sender.submit(lambda: None))  # both calls have been sent
+    os.kill(pid, signal.SIGKILL)
+    for call in (endless, waiting):
+        with pytest.raises(StoreUnavailable):
+            await call
+    assert await writer.run(fetch_all, "SELECT 3") == [(3,)]
     assert child_of(writer) != pid and not alive(pid)
 
 

@@ -106,7 +106,7 @@ class SqliteEngine:
         self.path = path
         self._writer = writer
         self._reader = reader
-        self.batches = GroupCommit(self._run_batch)
+        self.batches = GroupCommit(self._run_batch, depth=2)  # the writer process takes its calls in order
         # Used on the event loop's thread: has anything been committed since the cache last caught up (a mark
         # in shared memory), and if so, the change log since the cache's revision (one read on `monitor`).
         self._monitor = monitor

@@ -13,6 +13,7 @@ from __future__ import annotations
 import signal
 import sqlite3
 import traceback
+from collections import deque
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -46,16 +47,37 @@ def main(fd: int) -> None:
 
 
 def _serve(conn: Connection, db: sqlite3.Connection) -> bool:
-    """Run each `(fn, args)` received on `db` until None comes (True) or the parent is gone (False)."""
-    while (request := _receive(conn)) is not None:
+    """Run each `(fn, args)` received on `db` until None comes (True) or the parent is gone (False).
+
+    The calls of a function that has a `together` (batches.run_batch: run_batches) that are waiting in the pipe one
+    after another run in one call of it, and are answered one by one, in order: the parent sends the next batch of
+    writes before the last one's answers are back, and two batches that meet here commit as one, with one fsync."""
+    waiting: deque[Any] = deque()  # a message received after calls run together: the next to run
+    while (request := waiting.popleft() if waiting else _receive(conn)) is not None:
         fn, args = request
-        try:
-            outcome: tuple[bool, Any] = (True, fn(db, *args))
-        except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
-            outcome = (False, with_child_traceback(exc))
-        if not _reply(conn, outcome):
-            return False
+        together = getattr(fn, "together", None)
+        calls = [args]
+        while together is not None and conn.poll():
+            waiting.append(_receive(conn))
+            if waiting[0] is None or waiting[0][0] is not fn:
+                break
+            calls.append(waiting.popleft()[1])
+        if len(calls) == 1:
+            outcomes = [_outcome(fn, db, args)]
+        else:
+            ok, value = _outcome(together, db, (calls,))
+            outcomes = [(True, result) for result in value] if ok else [(False, value)] * len(calls)
+        for outcome in outcomes:
+            if not _reply(conn, outcome):
+                return False
     return not conn.closed
+
+
+def _outcome(fn: Any, db: sqlite3.Connection, args: tuple[Any, ...]) -> tuple[bool, Any]:
+    try:
+        return True, fn(db, *args)
+    except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
+        return False, with_child_traceback(exc)
 
 
 def _receive(conn: Connection) -> Any:
