@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from keyscope.v1 import (
     apis_pb2,
@@ -30,7 +29,7 @@ from keyscope_server.reflection import enable_reflection
 from keyscope_server.services import ApiService, AuditService, KeyService, RoleService
 from keyscope_server.store import Store
 from keyscope_server.throttle import Throttle, ThrottleConfig
-from keyscope_server.tracing import Tracing
+from keyscope_server.tracing import CallTracer, Tracing
 
 __all__ = [
     "MetricsConfig",
@@ -170,16 +169,9 @@ async def start_server(store: Store, config: ServerConfig) -> RunningServer:
         max_message_bytes=config.max_message_bytes,
         throttle=throttle,
         metrics=metrics,
-        traced=config.tracing is not None,
+        tracer=None if config.tracing is None else CallTracer(config.tracing),
     )
-    interceptors = []  # the instrumentation's makes each traced call's span; ours runs inside it, adding to it
-    if config.tracing is not None:
-        instrumentation = aio_server_interceptor(  # type: ignore[no-untyped-call]
-            tracer_provider=config.tracing.provider, filter_=config.tracing.sampler
-        )
-        interceptors.append(instrumentation)
     server = grpc.aio.server(
-        interceptors=interceptors,
         options=[
             # Up to twice the limit, gRPC's core takes a request in and Keyscope refuses it (RESOURCE_EXHAUSTED, with
             # the request id and a log line); past that the core refuses it before any code of ours runs.

@@ -39,7 +39,7 @@ from keyscope_server.request_context import principal_var, request_id_var, verif
 from keyscope_server.status import to_status
 from keyscope_server.store import Store
 from keyscope_server.throttle import NO_THROTTLE, Throttle
-from keyscope_server.tracing import annotate_span
+from keyscope_server.tracing import CallTracer, annotate_span
 
 __all__ = ["KeyscopeInterceptor", "REQUEST_ID_HEADER"]
 
@@ -115,15 +115,16 @@ class KeyscopeInterceptor:
         max_message_bytes: int = 4 * 1024 * 1024,
         throttle: Throttle = NO_THROTTLE,
         metrics: Metrics | None = None,
-        traced: bool = False,
+        tracer: CallTracer | None = None,
     ) -> None:
         """`throttle`: the budgets of failed root-key lookups by peer; `metrics`: where calls are counted;
-        `traced`: calls run in OpenTelemetry server spans, which get the request id and the caller."""
+        `tracer`: puts the sampled calls, of every method, in OpenTelemetry server spans, which get the request id
+        and the caller."""
         self._store = store
         self._max_message_bytes = max_message_bytes
         self._throttle = throttle
         self._metrics = metrics
-        self._traced = traced
+        self._tracer = tracer
         self._authenticated_prefix = authenticated_prefix
         self._refusing = False
 
@@ -137,22 +138,22 @@ class KeyscopeInterceptor:
         return cast(grpc.aio.Server, _WrappingRegistrar(server, self.wrap))
 
     def wrap(self, method: str, handler: Handler) -> Handler:
-        """`handler` of `method` ("/package.Service/Method") doing this module's work around it; a stream's
-        handler (Health/Watch, reflection) as it is."""
-        if handler.unary_unary is None:
-            return handler
-        inner = cast(Behaviour, handler.unary_unary)  # an asyncio server's: its methods are coroutines
-        behaviour = self._behaviour(method, inner, authenticate=method.startswith(self._authenticated_prefix))
-        return grpc.unary_unary_rpc_method_handler(
-            behaviour,
-            request_deserializer=_tolerant(handler.request_deserializer, self._max_message_bytes),
-            response_serializer=handler.response_serializer,
-        )
+        """`handler` of `method` ("/package.Service/Method") doing this module's work around it (a stream's handler,
+        Health/Watch or reflection, as it is), inside the tracer's span if there is a tracer."""
+        if handler.unary_unary is not None:
+            inner = cast(Behaviour, handler.unary_unary)  # an asyncio server's: its methods are coroutines
+            behaviour = self._behaviour(method, inner, authenticate=method.startswith(self._authenticated_prefix))
+            handler = grpc.unary_unary_rpc_method_handler(
+                behaviour,
+                request_deserializer=_tolerant(handler.request_deserializer, self._max_message_bytes),
+                response_serializer=handler.response_serializer,
+            )
+        return handler if self._tracer is None else self._tracer.wrap(method, handler)
 
     def _behaviour(self, method: str, inner: Behaviour, *, authenticate: bool) -> Behaviour:
         store = self._store
         throttle = self._throttle
-        traced = self._traced
+        traced = self._tracer is not None
         max_message_bytes = self._max_message_bytes
         calls = None if self._metrics is None else self._metrics.calls(method)
 

@@ -9,18 +9,27 @@ the SDK's own reading of the standard variables: `OTEL_SERVICE_NAME` (default he
 
 The interceptor adds to each span the request id and the calling root key's id (never a secret): see
 `annotate_span`.
+
+The instrumentation is a grpc.aio ServerInterceptor, and a server with any interceptor runs, for every call, a chain
+of coroutines in Python to find the call's handler, where one without finds it in gRPC's own code: on a 2-core VM
+about 18 µs of a Health check's 280, sampled or not. So it is not installed as one: `CallTracer` wraps each
+method's handler as it is registered, and hands only the sampled calls to the instrumentation's `intercept_service`,
+which makes their spans as it would as an interceptor.
 """
 
 from __future__ import annotations
 
+import inspect
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from typing import Any, TypeAlias
 
 import grpc
 from opentelemetry import trace
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
@@ -30,6 +39,7 @@ __all__ = [
     "REQUEST_ID_ATTRIBUTE",
     "ROOT_KEY_ATTRIBUTE",
     "CallSampler",
+    "CallTracer",
     "Tracing",
     "TracingConfigError",
     "annotate_span",
@@ -78,6 +88,100 @@ class Tracing:
 
     provider: TracerProvider
     sampler: CallSampler | None = None
+
+
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+# A handler's behaviour is one of these, and the function that makes a handler of it.
+_KINDS: dict[str, Callable[..., Handler]] = {
+    "unary_unary": grpc.unary_unary_rpc_method_handler,
+    "unary_stream": grpc.unary_stream_rpc_method_handler,
+    "stream_unary": grpc.stream_unary_rpc_method_handler,
+    "stream_stream": grpc.stream_stream_rpc_method_handler,
+}
+
+
+def _with_behaviour(handler: Handler, kind: str, behaviour: Callable[..., Any]) -> Handler:
+    return _KINDS[kind](
+        behaviour, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+    )
+
+
+class _CallDetails(grpc.HandlerCallDetails):
+    """What the sampler and the instrumentation are given of a call, as an interceptor is given it."""
+
+    __slots__ = ("method", "invocation_metadata")
+
+    def __init__(self, method: str, invocation_metadata: Any) -> None:
+        self.method = method
+        self.invocation_metadata = invocation_metadata
+
+
+class CallTracer:
+    """Wraps a method's handler (`wrap`) so that the calls `tracing.sampler` picks (all, without one) run in a server
+    span of the OpenTelemetry gRPC instrumentation, and the others run as if it were not there."""
+
+    def __init__(self, tracing: Tracing) -> None:
+        self._instrumentation = aio_server_interceptor(tracer_provider=tracing.provider)  # type: ignore[no-untyped-call]
+        self._sampler = tracing.sampler
+
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        kind = next(kind for kind in _KINDS if getattr(handler, kind) is not None)
+        inner: Callable[..., Any] = getattr(handler, kind)
+        generator = inspect.isasyncgenfunction(inner)
+        if not generator and kind.endswith("_stream"):  # writes its answers with context.write, as Health/Watch does
+            # The instrumentation iterates a streaming behaviour; this one yields nothing and writes as it did.
+            async def iterable(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+                await inner(request, context)
+                return
+                yield
+
+            handler = _with_behaviour(handler, kind, iterable)
+        sampler = self._sampler
+        instrumentation = self._instrumentation
+
+        async def continuation(_: grpc.HandlerCallDetails) -> Handler:
+            return handler
+
+        def sampled(context: grpc.aio.ServicerContext[Any, Any]) -> _CallDetails | None:
+            details = _CallDetails(method, context.invocation_metadata())
+            return details if sampler is None or sampler(details) else None
+
+        async def in_span(details: _CallDetails) -> Callable[..., Any]:
+            """The call's behaviour, in a span of its own."""
+            traced: Callable[..., Any] = getattr(await instrumentation.intercept_service(continuation, details), kind)
+            return traced
+
+        behaviour: Callable[..., Any]
+        if generator:
+
+            async def streamed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+                details = sampled(context)
+                responses = inner if details is None else await in_span(details)
+                async for response in responses(request, context):
+                    yield response
+
+            behaviour = streamed
+        elif kind.endswith("_stream"):
+
+            async def written(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+                details = sampled(context)
+                if details is None:
+                    await inner(request, context)
+                    return
+                async for _ in (await in_span(details))(request, context):
+                    pass
+
+            behaviour = written
+        else:
+
+            async def answered(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                details = sampled(context)
+                if details is None:
+                    return await inner(request, context)
+                return await (await in_span(details))(request, context)
+
+            behaviour = answered
+        return _with_behaviour(handler, kind, behaviour)
 
 
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-([0-9a-f]{2})")

@@ -20,6 +20,7 @@ import grpc
 import pytest
 import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -38,6 +39,7 @@ from keyscope_server.tracing import (
     tracing_from_environment,
 )
 from tests.client import Caller
+from tests.polling import until
 from tests.processes import free_port, server_env, start_serve, stop
 
 STATUS_CODE = "rpc.grpc.status_code"
@@ -115,6 +117,37 @@ async def test_ok_health_check_has_a_span_without_a_caller(
     attributes = dict(span.attributes or {})
     assert attributes[REQUEST_ID_ATTRIBUTE] == trailer_request_id(await call.trailing_metadata())
     assert ROOT_KEY_ATTRIBUTE not in attributes
+
+
+@pytest.mark.asyncio
+async def test_ok_a_health_watch_gets_its_answer_and_a_span(
+    channel: grpc.aio.Channel, exporter: InMemorySpanExporter
+) -> None:
+    # Watch writes its answers with context.write rather than yielding them.
+    call = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+    first = await call.read()
+    assert isinstance(first, health_pb2.HealthCheckResponse)
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
+    call.cancel()
+    await until(lambda: server_spans(exporter, "/grpc.health.v1.Health/Watch"), "the Watch span has ended")
+    [span] = server_spans(exporter, "/grpc.health.v1.Health/Watch")
+    assert span.kind == SpanKind.SERVER
+
+
+@pytest.mark.asyncio
+async def test_ok_a_reflection_stream_gets_its_answers_and_a_span(
+    channel: grpc.aio.Channel, exporter: InMemorySpanExporter
+) -> None:
+    # Reflection yields its answers.
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    answers = [
+        answer
+        async for answer in stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    ]
+    [answer] = answers
+    assert "keyscope.v1.KeyService" in [service.name for service in answer.list_services_response.service]
+    [span] = server_spans(exporter, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+    assert dict(span.attributes or {})[STATUS_CODE] == grpc.StatusCode.OK.value[0]
 
 
 @pytest.mark.asyncio
