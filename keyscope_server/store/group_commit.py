@@ -38,9 +38,9 @@ class GroupCommit:
     """Hands writes to the engine's `run` in batches, from one task of its own.
 
     `depth`: how many batches may be in the engine's hands at once. An engine whose `run` calls go to one connection
-    that takes them in order (SQLite's writer process) gives 2: the next batch is then already there when the last
-    one commits, rather than the connection waiting idle while the last answers travel back and the next batch is
-    formed. Each batch is still its own transaction, run after the one before it, and `run` is called in batch
+    that takes them in order (SQLite's writer process) gives more than 1: the next batch is then already there when
+    the last one commits, rather than the connection waiting idle while the last answers travel back and the next
+    batch is formed. Each batch is still its own transaction, run after the one before it, and `run` is called in batch
     order (each call's first step, up to its first wait, runs in the order the calls were made)."""
 
     def __init__(self, run: RunBatch, *, depth: int = 1) -> None:
